@@ -1,0 +1,1 @@
+"""Neural-network building blocks of SegDiff (image encoder G, U-Net E/D, time embeddings)."""

@@ -1,0 +1,158 @@
+"""Model files: round trip, and every bad file reported clearly without running code."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload, save_model
+from segdiff_core.presets import get_preset
+from segdiff_core.segmenter import Segmenter
+from tests.helpers import random_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, cfg = random_model()
+    path = save_model(tmp_path / "m.pt", model, cfg, {"trained_on": "unit test", "steps": 3})
+    return path, model, cfg
+
+
+def test_round_trip_restores_weights_config_and_metadata(saved):
+    path, model, cfg = saved
+    loaded, cfg2, meta = load_model(path)
+    assert cfg2 == cfg and meta == {"trained_on": "unit test", "steps": 3}
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    x, t, img = torch.randn(2, 1, 32, 32), torch.tensor([1, 50]), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x, t, img), loaded(x, t, img))
+    assert not loaded.training
+
+
+def test_missing_empty_and_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt.*empty"):
+        load_model(tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="folder"):
+        load_model(tmp_path)
+
+
+def test_truncated_file_is_reported_by_name(saved, tmp_path):
+    path, _, _ = saved
+    data = path.read_bytes()
+    bad = tmp_path / "cut.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt.*(corrupt|truncated)"):
+        load_model(bad)
+
+
+def test_garbage_file(tmp_path):
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"\x00\x01not a model at all" * 100)
+    with pytest.raises(CheckpointError, match=r"garbage\.pt"):
+        load_model(bad)
+
+
+class _Evil:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_file_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = str(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "segdiff-model", "payload": evil}, path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*(not a safe|refused)"):
+        load_model(path)
+    assert not marker.exists()
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(evil))
+    with pytest.raises(CheckpointError):
+        load_model(plain)
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_match_the_config(saved, tmp_path):
+    path, model, cfg = saved
+    payload = model_payload(model, cfg)
+    payload["config"]["model"]["model_channels"] = 24
+    atomic_save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match=r"mismatch\.pt.*do not match.*wrong shape"):
+        load_model(tmp_path / "mismatch.pt")
+    payload = model_payload(model, cfg)
+    del payload["state_dict"]["out.2.weight"]
+    atomic_save(payload, tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match=r"missing.*out\.2\.weight"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_wrong_format_version_config_and_nan(saved, tmp_path):
+    path, model, cfg = saved
+    atomic_save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a segdiff model file"):
+        load_model(tmp_path / "other.pt")
+    payload = model_payload(model, cfg)
+    payload["version"] = 99
+    atomic_save(payload, tmp_path / "v99.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_model(tmp_path / "v99.pt")
+    payload = model_payload(model, cfg)
+    payload["config"]["model"]["bogus"] = 1
+    atomic_save(payload, tmp_path / "cfg.pt")
+    with pytest.raises(CheckpointError, match=r"invalid config.*bogus"):
+        load_model(tmp_path / "cfg.pt")
+    payload = model_payload(model, cfg)
+    payload["state_dict"]["out.2.weight"][:] = float("nan")
+    atomic_save(payload, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_model(tmp_path / "nan.pt")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(saved):
+    path, _, _ = saved
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"x": Unpicklable()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_segmenter_from_checkpoint_segments_a_patch(saved):
+    path, _, cfg = saved
+    seg = Segmenter.from_checkpoint(path, device="cpu")
+    patch = (torch.rand(40, 50, 3, generator=torch.Generator().manual_seed(0)).numpy() * 255).astype("uint8")
+    res = seg.segment(patch, inference=cfg.inference.replace(generations=3, steps=4), seed=1, keep_generations=True)
+    assert res.probability.shape == (32, 32) and res.generations.shape == (3, 32, 32)
+    assert res.num_generations == 3 and res.mask.dtype == bool
+    assert 0 <= res.probability.min() and res.probability.max() <= 1
+    again = seg.segment(patch, inference=cfg.inference.replace(generations=3, steps=4), seed=1)
+    assert (again.probability == res.probability).all()
+    run = seg.segment_progressive(patch, inference=cfg.inference.replace(generations=2, steps=3), seed=0)
+    steps = []
+    try:
+        while True:
+            steps.append(next(run))
+    except StopIteration as stop:
+        result = stop.value
+    assert len(steps) == 3 and result.probability.shape == (32, 32)
+
+
+def test_unavailable_device_is_a_clear_error(saved):
+    path, _, _ = saved
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            Segmenter.from_checkpoint(path, device="cuda")
