@@ -13,7 +13,8 @@ class EnsembleResult:
 
     Attributes:
         probability: mean over generations of p_i = clamp((x_0^i + 1) / 2, 0, 1), float32.
-        mask: probability >= threshold, bool.
+        mask: probability > threshold, bool (a pixel at exactly the threshold is background,
+            as in :mod:`segdiff_core.metrics`).
         std: standard deviation of p_i across generations (the spread), float32.
         entropy: binary predictive entropy of ``probability`` in bits, in [0, 1], float32.
         threshold: the threshold used for ``mask``.
@@ -64,7 +65,7 @@ def summarize(x0: torch.Tensor, threshold: float = 0.5, keep_generations: bool =
     std = p.std(axis=0).astype(np.float32)
     return EnsembleResult(
         probability=mean,
-        mask=mean >= threshold,
+        mask=mean > threshold,
         std=std,
         entropy=binary_entropy(mean),
         threshold=float(threshold),

@@ -60,7 +60,7 @@ PRESETS: dict[str, Callable[[], SegDiffConfig]] = {
     "cityscapes": lambda: _paper(128, (1, 1, 2, 2, 4, 4), rrdb_blocks=15, dropout=0.0),
     # Interactive CPU presets (64x64 box crops).
     "cpu-small": lambda: _cpu(64, 32, (1, 2, 2), res_blocks=1, rrdb=2, nf=32, gc=16),
-    "cpu-base": lambda: _cpu(64, 48, (1, 2, 2, 4), res_blocks=2, rrdb=3, nf=48, gc=24),
+    "cpu-base": lambda: _cpu(64, 32, (1, 2, 2, 2), res_blocks=2, rrdb=3, nf=32, gc=16),
     # The smallest model that exercises every part (tests, smoke runs).
     "test": lambda: _cpu(32, 16, (1, 2), res_blocks=1, rrdb=1, nf=16, gc=8),
 }

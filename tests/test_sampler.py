@@ -76,3 +76,17 @@ def test_grad_mode_is_not_leaked_to_the_caller_between_steps():
     model, schedule, image = _setup(steps=3)
     for _ in sample_progressive(model, schedule, image):
         assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_several_images_in_one_batch_each_conditioned_on_its_own_image():
+    model, schedule, _ = _setup(steps=4, sampler="ddim")
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    run = lambda imgs, **kw: sample(model, schedule, imgs, generations=2, generator=torch.Generator().manual_seed(0), **kw)
+    a = run(images, chunk_size=4)
+    assert a.shape == (6, 1, 32, 32)
+    changed = images.clone()
+    changed[2] = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(9))
+    b = run(changed, chunk_size=4)
+    assert torch.allclose(a[:4], b[:4], atol=1e-6)  # images 0 and 1 untouched
+    assert not torch.allclose(a[4:], b[4:])  # image 2's generations follow image 2
+    assert torch.equal(run(images), run(images, reuse_encoding=False))

@@ -25,8 +25,9 @@ class SamplerStep:
         index: 0-based position of the step in this run.
         num_steps: how many steps the run has.
         timestep: training-chain step t that was denoised in this step.
-        x_t: the state after the step, (G, 1, H, W) for G generations (x_0 after the last).
-        pred_x0: the model's estimate of x_0 at this step, (G, 1, H, W), in [-1, 1] if clipped.
+        x_t: the state after the step, (N * G, 1, H, W) for N images and G generations
+            (x_0 after the last).
+        pred_x0: the model's estimate of x_0 at this step, same shape, in [-1, 1] if clipped.
     """
 
     index: int
@@ -43,8 +44,8 @@ class SamplerStep:
 def _as_batch(image: torch.Tensor) -> torch.Tensor:
     if image.ndim == 3:
         image = image[None]
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"image must be (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
+    if image.ndim != 4 or image.shape[0] < 1:
+        raise ValueError(f"image must be (C, H, W) or (N, C, H, W), got {tuple(image.shape)}")
     return image
 
 
@@ -58,13 +59,15 @@ def sample_progressive(
     clip_denoised: bool = True,
     reuse_encoding: bool = True,
 ) -> Iterator[SamplerStep]:
-    """Yield each step of ``generations`` reverse chains for one image (Alg. 1).
+    """Yield each step of ``generations`` reverse chains per image (Alg. 1).
 
     Args:
         model: the denoiser, already on the right device and in eval mode.
         schedule: from :meth:`DDPMScheduler.sampling_schedule`.
-        image: preprocessed conditioning image (C, H, W) or (1, C, H, W) on the model's device.
-        generations: number of independent samples (the paper averages 30).
+        image: preprocessed conditioning image (C, H, W), or N images (N, C, H, W), on the
+            model's device. With N images the states are (N * G, 1, H, W), image-major
+            (rows n*G .. n*G+G-1 belong to image n).
+        generations: number of independent samples per image (the paper averages 30).
         generator: CPU generator for all noise; the same seed gives the same samples,
             whatever ``chunk_size`` and device.
         chunk_size: at most this many generations go through the network at once.
@@ -78,20 +81,30 @@ def sample_progressive(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     image = _as_batch(image)
     device = image.device
-    _, _, h, w = image.shape
+    n_images, _, h, w = image.shape
+    total = n_images * generations
     with torch.inference_mode():
         cond = model.encode_image(image) if reuse_encoding else None
-        x = torch.randn((generations, 1, h, w), generator=generator, dtype=torch.float32).to(device)
+        x = torch.randn((total, 1, h, w), generator=generator, dtype=torch.float32).to(device)
+        # Row r of the batch belongs to image r // generations.
+        owner = torch.arange(total, device=device) // generations
+
+    def conditioning(s: int, e: int) -> torch.Tensor:
+        if n_images == 1:  # one image: its encoding broadcasts over the generations
+            return cond if cond is not None else model.encode_image(image)
+        if cond is not None:
+            return cond[owner[s:e]]
+        return model.encode_image(image[owner[s:e]])
+
     n = len(schedule)
     for i, t in enumerate(schedule.timesteps.tolist()):
         # Grad mode is thread-local: enter inference mode per step, never across a yield.
         with torch.inference_mode():
             eps_chunks = []
-            for s in range(0, generations, chunk_size):
+            for s in range(0, total, chunk_size):
                 xs = x[s : s + chunk_size]
                 ts = torch.full((xs.shape[0],), t, dtype=torch.long, device=device)
-                c = cond if cond is not None else model.encode_image(image)
-                eps_chunks.append(model.denoise(xs, ts, c))
+                eps_chunks.append(model.denoise(xs, ts, conditioning(s, s + xs.shape[0])))
             eps = torch.cat(eps_chunks) if len(eps_chunks) > 1 else eps_chunks[0]
             out = schedule.step(eps, i, x, generator=generator, clip_denoised=clip_denoised)
             x = out.prev_sample
@@ -99,7 +112,7 @@ def sample_progressive(
 
 
 def sample(*args, **kwargs) -> torch.Tensor:
-    """Run :func:`sample_progressive` to the end; return x_0 of every generation (G, 1, H, W)."""
+    """Run :func:`sample_progressive` to the end; return x_0 of every generation (N * G, 1, H, W)."""
     last = None
     for last in sample_progressive(*args, **kwargs):
         pass

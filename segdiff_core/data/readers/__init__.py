@@ -1,0 +1,57 @@
+"""Dataset readers: streams of :class:`Sample` (image, target mask, tight box prompt) for
+training and evaluating box-prompted segmentation.
+
+All readers index their files (and, for per-object readers, their objects) at construction and
+decode image pixels lazily in ``__getitem__``, with a small cache of recently decoded images.
+Problems are reported by file name as :class:`DatasetError` (a ``ValueError``); files without a
+counterpart are reported with a :class:`DatasetWarning` (or an error with ``strict=True``), and a
+dataset without any usable sample is an error, never an empty run.
+
+Readers
+-------
+* :class:`FolderDataset` -- ``root/images`` + ``root/masks`` pairs, binary or instance masks.
+* :class:`InstancePromptDataset` -- one sample per object of instance label images, in memory
+  or on disk (the synthetic generator's ``root/images/*.tif`` + ``root/masks/*.tif``).
+* :class:`MoNuSegDataset` -- H&E images + Aperio XML nucleus outlines.
+* :class:`CityscapesDataset` -- per-object samples from polygon JSON or instanceIds PNG.
+* :class:`VaihingenDataset` -- the central building of each image.
+
+Splits: :func:`split_indices`, :func:`split_dataset`, :class:`Subset`.
+"""
+from segdiff_core.data.readers._base import Dataset, DatasetError, DatasetWarning, Sample
+from segdiff_core.data.readers.cityscapes import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_IDS,
+    CityscapesDataset,
+    rasterise_cityscapes_polygons,
+)
+from segdiff_core.data.readers.folder import (
+    FolderDataset,
+    InstancePromptDataset,
+    VaihingenDataset,
+    central_component,
+)
+from segdiff_core.data.readers.monuseg import MoNuSegDataset, read_aperio_regions
+from segdiff_core.data.readers._raster import rasterise_polygons
+from segdiff_core.data.readers.splits import Subset, split_dataset, split_indices
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_LABEL_IDS",
+    "CityscapesDataset",
+    "Dataset",
+    "DatasetError",
+    "DatasetWarning",
+    "FolderDataset",
+    "InstancePromptDataset",
+    "MoNuSegDataset",
+    "Sample",
+    "Subset",
+    "VaihingenDataset",
+    "central_component",
+    "rasterise_cityscapes_polygons",
+    "rasterise_polygons",
+    "read_aperio_regions",
+    "split_dataset",
+    "split_indices",
+]

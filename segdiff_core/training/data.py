@@ -1,0 +1,212 @@
+"""Training pairs: from a sample (image, object mask, box) to what Alg. 2 consumes.
+
+One function, :func:`make_pair`, turns any sample into a model input and target the way the
+plugin will see it at inference time: crop around the box with the training jitter protocol
+(crops 10-20 % larger than the tight box, shifted and scaled like a sloppy hand-drawn box),
+normalise with the checkpoint's preprocessing, augment image and mask together, and map the
+mask to [-1, 1].
+
+Batches are *stateless in time*: the batch of step ``s`` on process ``rank`` is drawn from a
+generator seeded by ``(seed, s, rank)``. A resumed run therefore sees exactly the data it
+would have seen without the interruption, with any number of data-loading workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from segdiff_core.data.augment import Compose, paper_augmentation
+from segdiff_core.data.boxes import Box
+from segdiff_core.data.crops import CropProtocol, crop_like, crop_to_model, prompt_crop
+from segdiff_core.data.preprocess import PreprocessConfig, adapt_channels, normalize, to_channels_last
+from segdiff_core.training.config import DataConfig
+
+
+def step_rng(seed: int, step: int, rank: int = 0, stream: int = 0) -> np.random.Generator:
+    """The generator for one (seed, step, rank, stream): independent, reproducible streams."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(int(stream), int(rank), int(step))))
+
+
+def normalised_hwc(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Layout, channels and intensity normalisation -> (H, W, in_channels) float32."""
+    return normalize(adapt_channels(to_channels_last(image), cfg), cfg)
+
+
+def mask_to_model_space(mask: np.ndarray) -> np.ndarray:
+    """{0, 1} -> {-1, 1} (masks live in [-1, 1]), float32."""
+    return np.where(np.asarray(mask) > 0, 1.0, -1.0).astype(np.float32)
+
+
+def make_pair(
+    image: np.ndarray,
+    mask: np.ndarray,
+    box: Box | None,
+    preprocess: PreprocessConfig,
+    protocol: CropProtocol | None,
+    augment: Compose | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair.
+
+    Args:
+        image: (H, W) or (H, W, C), any dtype.
+        mask: (H, W) bool, the target object (prompt task) or all foreground (semantic task).
+        box: the object's tight box (prompt task) or None to use the whole image, resized.
+        preprocess: the model's preprocessing (input size, channels, normalisation).
+        protocol: crop protocol for ``box`` (training jitter); ignored when ``box`` is None.
+        augment: joint augmentation of the normalised crop and its mask, or None.
+        rng: the generator for every random choice of this pair.
+
+    Returns:
+        image (in_channels, S, S) float32 and mask (1, S, S) float32 in {-1, 1}.
+    """
+    size = preprocess.input_size
+    if box is None:
+        crop = Box(0.0, 0.0, float(image.shape[0]), float(image.shape[1]))
+        patch, geom = crop_to_model(image, crop, size, order=1)
+    else:
+        patch, geom = prompt_crop(image, box, size, protocol or CropProtocol.expansion(), rng=rng, order=1)
+    target = crop_like(np.asarray(mask).astype(np.uint8), dataclasses.replace(geom, pad_mode="constant", cval=0.0), order=0)
+    img = normalised_hwc(patch, preprocess)
+    if augment is not None:
+        img, target = augment(img, target, rng)
+    chw = np.ascontiguousarray(np.moveaxis(img.astype(np.float32), -1, 0))
+    return chw, mask_to_model_space(target)[None]
+
+
+class SampleLike(Protocol):
+    image: np.ndarray
+    mask: np.ndarray
+    box: Box | None
+
+
+class SampleSource(Protocol):
+    """Anything that draws ``n`` samples from a generator (synthetic or a dataset)."""
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, Box | None]]: ...
+
+
+@dataclass
+class SyntheticSource:
+    """Box-prompt (or semantic) samples from freshly generated synthetic tiles."""
+
+    styles: Sequence[str]
+    tile_size: int = 256
+    objects_per_tile: int = 6
+    min_area: int = 16
+    task: str = "prompt"
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, Box | None]]:
+        from segdiff_core.data.synthetic import generate_tile
+
+        out: list[tuple[np.ndarray, np.ndarray, Box | None]] = []
+        while len(out) < n:
+            style = self.styles[int(rng.integers(len(self.styles)))]
+            tile = generate_tile(style, self.tile_size, rng)
+            if self.task == "semantic":
+                out.append((tile.image, tile.labels > 0, None))
+                continue
+            ids, counts = np.unique(tile.labels[tile.labels > 0], return_counts=True)
+            ids = ids[counts >= self.min_area]
+            if ids.size == 0:
+                continue
+            take = rng.choice(ids, size=min(self.objects_per_tile, ids.size, n - len(out)), replace=False)
+            for obj in take:
+                m = tile.labels == obj
+                out.append((tile.image, m, Box.from_mask(m)))
+        return out
+
+
+@dataclass
+class DatasetSource:
+    """Samples drawn uniformly (with replacement) from a reader's dataset and index subset."""
+
+    dataset: Sequence[SampleLike]
+    indices: Sequence[int]
+    task: str = "prompt"
+
+    def __post_init__(self) -> None:
+        if len(self.indices) == 0:
+            raise ValueError("the dataset split has no samples; lower data.val_fraction or add data")
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, Box | None]]:
+        picks = rng.integers(len(self.indices), size=n)
+        out = []
+        for p in picks:
+            s = self.dataset[int(self.indices[int(p)])]
+            out.append((s.image, s.mask, None if self.task == "semantic" else s.box))
+        return out
+
+
+class PairBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``i`` is the whole batch of step ``start + i``.
+
+    Use with ``DataLoader(batch_size=None)``; shapes: images (B, C, S, S), masks (B, 1, S, S).
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        preprocess: PreprocessConfig,
+        data: DataConfig,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        start: int = 0,
+        stop: int = 0,
+        augment: bool = True,
+    ) -> None:
+        self.source = source
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.seed, self.rank, self.start, self.stop = seed, rank, start, stop
+        self.protocol = CropProtocol.training(
+            jitter_margin=tuple(data.crop_margin), shift=data.box_shift, scale_range=tuple(data.box_scale)
+        )
+        self.augment = paper_augmentation(data.augmentation) if augment and data.augmentation != "none" else None
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = step_rng(self.seed, self.start + i, self.rank)
+        images, masks = [], []
+        for image, mask, box in self.source.draw(rng, self.batch_size):
+            x, y = make_pair(image, mask, box, self.preprocess, self.protocol, self.augment, rng)
+            images.append(x)
+            masks.append(y)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """A fixed evaluation prompt: the crop the model sees and the target at model resolution."""
+
+    image: np.ndarray  # (H, W[, C]) raw crop at model size (float32)
+    target: np.ndarray  # (S, S) bool
+    name: str
+
+
+def fixed_eval_set(
+    source: SampleSource, preprocess: PreprocessConfig, n: int, seed: int, protocol: CropProtocol | None = None
+) -> list[EvalSample]:
+    """``n`` deterministic prompts (15 % expansion crops) for validation during training."""
+    rng = step_rng(seed, 0, 0, stream=1)
+    protocol = protocol or CropProtocol.expansion()
+    out = []
+    for k, (image, mask, box) in enumerate(source.draw(rng, n)):
+        if box is None:
+            crop = Box(0.0, 0.0, float(image.shape[0]), float(image.shape[1]))
+            patch, geom = crop_to_model(image, crop, preprocess.input_size, order=1)
+        else:
+            patch, geom = prompt_crop(image, box, preprocess.input_size, protocol, order=1)
+        target = crop_like(np.asarray(mask).astype(np.uint8), dataclasses.replace(geom, pad_mode="constant", cval=0.0), order=0)
+        out.append(EvalSample(patch, target > 0, f"val{k}"))
+    return out
+
+
+SourceFactory = Callable[[DataConfig], tuple[SampleSource, SampleSource]]

@@ -1,0 +1,366 @@
+"""The training loop (paper Alg. 2): uniform t, eps-MSE loss, AdamW, EMA, checkpoints.
+
+Files in the output folder (only the main process writes):
+
+- ``state.pt``   training state (weights, EMA, optimizer, step, run config), atomic; ``--resume``
+                 continues from it exactly;
+- ``last.pt``    model file (EMA weights + config + metadata) at the last checkpoint;
+- ``best.pt``    model file with the best validation IoU so far;
+- ``metrics.jsonl`` one JSON object per logged step / validation;
+- ``training.png``  loss and validation curves, written at the end.
+
+Randomness is derived per step from ``(seed, step, rank)`` (data, t, noise and dropout), so
+a resumed run repeats exactly what the uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from segdiff_core import __version__
+from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, safe_load, save_model
+from segdiff_core.config import ConfigError, SegDiffConfig
+from segdiff_core.diffusion.sampler import sample
+from segdiff_core.diffusion.scheduler import DDPMScheduler
+from segdiff_core.ensemble import to_probability
+from segdiff_core.metrics import SegmentationMetrics
+from segdiff_core.model import SegDiffModel
+from segdiff_core.training.config import RunConfig
+from segdiff_core.training.data import EvalSample, PairBatches, SampleSource, fixed_eval_set, normalised_hwc
+from segdiff_core.training.distributed import DistContext, all_reduce_mean, any_flag, barrier, replicas_identical
+from segdiff_core.training.ema import EMA
+
+STATE_FORMAT = "segdiff-train-state"
+STATE_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, a state file that does not fit the run)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    last_model: Path | None
+    best_model: Path | None
+    best_iou: float | None
+    final_loss: float | None
+
+
+def _seed_for(seed: int, step: int, rank: int, stream: int) -> int:
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(stream), int(rank), int(step)))
+    return int(ss.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def build_model(config: SegDiffConfig, seed: int) -> SegDiffModel:
+    """A freshly initialised model; init uses ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SegDiffModel(config.model)
+
+
+def lr_at(step: int, run: RunConfig) -> float:
+    tc = run.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_decay == "constant":
+        return tc.lr
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    return tc.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use a GradScaler)."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None, False
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, device.type == "cuda"
+
+
+def evaluate_prompts(
+    model: SegDiffModel,
+    config: SegDiffConfig,
+    samples: list[EvalSample],
+    generations: int,
+    steps: int,
+    seed: int = 0,
+    batch_images: int = 8,
+) -> dict[str, float]:
+    """IoU / F1 / calibration of the ensemble on fixed prompts, at model resolution."""
+    device = next(model.parameters()).device
+    schedule = DDPMScheduler(config.diffusion).sampling_schedule(steps, "ddim")
+    metrics = SegmentationMetrics()
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    for s in range(0, len(samples), batch_images):
+        chunk = samples[s : s + batch_images]
+        imgs = np.stack([np.moveaxis(normalised_hwc(c.image, config.preprocess), -1, 0) for c in chunk])
+        x0 = sample(model, schedule, torch.from_numpy(imgs).to(device), generations=generations, generator=gen)
+        probs = to_probability(x0).reshape(len(chunk), generations, *x0.shape[-2:]).cpu().numpy()
+        for c, p in zip(chunk, probs):
+            metrics.add(p.mean(0), c.target, uncertainty=p.std(0))
+    model.train(was_training)
+    summary = metrics.summary()
+    return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
+
+
+class Trainer:
+    """Runs Alg. 2 for ``run.train.steps`` steps, writing checkpoints to ``out_dir``."""
+
+    def __init__(
+        self,
+        run: RunConfig,
+        out_dir: str | Path,
+        train_source: SampleSource,
+        val_source: SampleSource | None,
+        ctx: DistContext | None = None,
+        resume: bool = False,
+        init_from: str | Path | None = None,
+        progress: bool = True,
+        describe_data: str = "",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.run = run
+        self.out = Path(out_dir)
+        self.ctx = ctx or DistContext()
+        self.train_source, self.val_source = train_source, val_source
+        self.progress = progress and self.ctx.is_main
+        self.describe_data = describe_data
+        self.log = log if self.ctx.is_main else (lambda _msg: None)
+        self.device = self.ctx.device
+        self.scheduler = DDPMScheduler(run.segdiff.diffusion)
+        self.step = 0
+        self.best_iou: float | None = None
+        state = self._read_state() if resume else None
+        if state is None and resume:
+            self.log(f"no training state in {self.out}; starting a new run")
+        self.model = build_model(run.segdiff, run.train.seed)
+        if init_from is not None and state is None:
+            self._init_from(Path(init_from))
+        self.model.to(self.device)
+        self.ema = EMA(self.model, run.train.ema_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=run.train.lr, weight_decay=run.train.weight_decay)
+        self.amp_dtype, use_scaler = amp_settings(run.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        if state is not None:
+            self._load_state(state)
+        self.ddp = None
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._val_set: list[EvalSample] | None = None
+
+    # ------------------------------------------------------------------ state files
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    def _read_state(self) -> dict[str, Any] | None:
+        if not self.state_path.exists():
+            return None
+        state = safe_load(self.state_path, "training state")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{self.state_path} is not a segdiff training state")
+        saved = RunConfig.from_dict(state["run"])
+        if saved.segdiff.model != self.run.segdiff.model or saved.segdiff.diffusion != self.run.segdiff.diffusion:
+            raise TrainingError(
+                f"cannot resume: {self.state_path} was trained with a different model/diffusion config; "
+                "use the same settings (or another output folder)"
+            )
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_iou = state.get("best_iou")
+        self.log(f"resumed from {self.state_path} at step {self.step}")
+
+    def _init_from(self, path: Path) -> None:
+        model, cfg, meta = load_model(path)
+        if cfg.model != self.run.segdiff.model:
+            raise ConfigError(
+                f"--init-from {path}: its network config differs from this run's; fine-tuning keeps the "
+                "network: drop the [model] overrides (the run takes the checkpoint's config automatically)"
+            )
+        self.model.load_state_dict(model.state_dict())
+        self.log(f"initialised weights from {path} ({meta.get('trained_on', 'unknown data')})")
+
+    def _metadata(self, metrics: dict[str, float] | None) -> dict[str, Any]:
+        return {
+            "trained_on": self.describe_data,
+            "steps": self.step,
+            "metrics": metrics or {},
+            "train": self.run.to_dict()["train"],
+            "data": self.run.to_dict()["data"],
+            "preset": self.run.preset,
+            "segdiff_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save_checkpoint(self, metrics: dict[str, float] | None = None) -> None:
+        if not self.ctx.is_main:
+            return
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "run": self.run.to_dict(),
+            "step": self.step,
+            "best_iou": self.best_iou,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+        atomic_save(state, self.state_path)
+        save_model(self.out / "last.pt", self.ema.model, self.run.segdiff, self._metadata(metrics))
+
+    # ------------------------------------------------------------------ logging
+    def _log_json(self, record: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _trim_log(self) -> None:
+        """Drop log lines past the resumed step (written after the last checkpoint)."""
+        path = self.out / "metrics.jsonl"
+        if not self.ctx.is_main or not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        tc = self.run.train
+        if self._val_set is None:
+            assert self.val_source is not None
+            self._val_set = fixed_eval_set(self.val_source, self.run.segdiff.preprocess, tc.val_samples, self.run.data.val_seed)
+        return evaluate_prompts(self.ema.model, self.run.segdiff, self._val_set, tc.val_generations, tc.val_steps, seed=tc.seed)
+
+    # ------------------------------------------------------------------ the loop
+    def _train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
+        """One step of Alg. 2 on a batch: images (B, C, S, S), masks (B, 1, S, S) in {-1, 1}."""
+        tc = self.run.train
+        gen = torch.Generator().manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=2))
+        b = images.shape[0]
+        t = self.scheduler.sample_timesteps(b, gen)  # t ~ Uniform({0..T-1})
+        noise = torch.randn(masks.shape, generator=gen)  # eps ~ N(0, I)
+        images, masks, t, noise = (v.to(self.device, non_blocking=True) for v in (images, masks, t, noise))
+        x_t = self.scheduler.add_noise(masks, noise, t)  # sqrt(abar) x0 + sqrt(1 - abar) eps
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.step, self.run)
+        net = self.ddp if self.ddp is not None else self.model
+        with torch.random.fork_rng(devices=[]):  # dropout draws from a per-step seed
+            torch.manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=3))
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                eps = net(x_t, t, images)
+            loss = self.scheduler.loss(eps, noise)  # Eq. 18
+        value = float(loss.detach())
+        if any_flag(not math.isfinite(value), self.ctx):
+            raise TrainingError(
+                f"the loss became non-finite ({value}) at step {self.step + 1}; training stopped. The last good "
+                f"checkpoint is kept in {self.state_path}. Lower --train.lr or use --train.amp off, then --resume"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return value
+
+    def fit(self) -> TrainResult:
+        tc = self.run.train
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "run.json").write_text(json.dumps(self.run.to_dict(), indent=2))
+            self._trim_log()
+        batches = PairBatches(
+            self.train_source, self.run.segdiff.preprocess, self.run.data, tc.batch_size, tc.seed,
+            rank=self.ctx.rank, start=self.step, stop=tc.steps,
+        )
+        loader = torch.utils.data.DataLoader(
+            batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
+            persistent_workers=False, prefetch_factor=2 if tc.num_workers else None,
+        )
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.step, desc="segdiff-train", unit="step", dynamic_ncols=True, mininterval=1.0)
+        self.model.train()
+        last_loss: float | None = None
+        window: list[float] = []
+        t_last = time.perf_counter()
+        steps_since = 0
+        val_metrics: dict[str, float] | None = None
+        try:
+            for images, masks in loader:
+                value = self._train_step(images, masks)
+                window.append(value)
+                steps_since += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr_at(self.step - 1, self.run):.1e}", refresh=False)
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    mean = all_reduce_mean(float(np.mean(window)), self.ctx)
+                    now = time.perf_counter()
+                    rate = steps_since / max(now - t_last, 1e-9)
+                    last_loss = mean
+                    self._log_json({"step": self.step, "loss": mean, "lr": lr_at(self.step - 1, self.run), "steps_per_s": rate})
+                    window, steps_since, t_last = [], 0, now
+                if tc.val_every and self.val_source is not None and (self.step % tc.val_every == 0 or self.step == tc.steps):
+                    if self.ctx.is_main:
+                        val_metrics = self.validate()
+                        self._log_json({"step": self.step, **{f"val_{k}": v for k, v in val_metrics.items()}})
+                        iou = val_metrics.get("iou")
+                        if iou is not None and (self.best_iou is None or iou > self.best_iou):
+                            self.best_iou = iou
+                            save_model(self.out / "best.pt", self.ema.model, self.run.segdiff, self._metadata(val_metrics))
+                        if bar is not None:
+                            bar.write(f"step {self.step}: val IoU {val_metrics.get('iou', float('nan')):.4f} F1 {val_metrics.get('f1', float('nan')):.4f}")
+                    barrier(self.ctx)
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                    self.save_checkpoint(val_metrics)
+                    barrier(self.ctx)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.ctx.enabled:
+            same = replicas_identical(self.model, self.ctx)
+            if self.ctx.is_main:
+                (self.out / "distributed.json").write_text(json.dumps({"world_size": self.ctx.world_size, "replicas_identical": same, "step": self.step}))
+            if not same:
+                raise TrainingError("the model replicas of the processes differ at the end of training")
+        if self.ctx.is_main:
+            try:
+                from segdiff_core.training.plots import plot_training
+
+                plot_training(self.out / "metrics.jsonl", self.out / "training.png")
+            except Exception as exc:  # a plot must never fail a finished run
+                self.log(f"could not write the training plot: {exc}")
+        best = self.out / "best.pt"
+        return TrainResult(self.step, self.out / "last.pt", best if best.exists() else None, self.best_iou, last_loss)
