@@ -156,3 +156,16 @@ def test_unavailable_device_is_a_clear_error(saved):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available"):
             Segmenter.from_checkpoint(path, device="cuda")
+
+
+def test_segment_batch_matches_shapes_and_is_seeded(saved):
+    path, _, cfg = saved
+    seg = Segmenter.from_checkpoint(path, device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(5)]
+    inf = cfg.inference.replace(generations=2, steps=3)
+    a = seg.segment_batch(patches, inf, seed=4, batch_images=2)
+    b = seg.segment_batch(patches, inf, seed=4, batch_images=2)
+    assert len(a) == 5 and all(r.probability.shape == (32, 32) and r.num_generations == 2 for r in a)
+    assert all((x.probability == y.probability).all() for x, y in zip(a, b))
+    assert not (a[0].probability == a[1].probability).all()

@@ -1,0 +1,164 @@
+"""segdiff-train: exact resume (also after SIGKILL), non-finite loss, fine-tuning, DDP, CLI config."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segdiff_core.checkpoint import load_model, safe_load
+from segdiff_core.config import ConfigError
+from segdiff_core.data.synthetic import make_dataset
+from segdiff_core.training import cli
+from segdiff_core.training.config import merge_run_config
+from segdiff_core.training.sources import build_sources
+from segdiff_core.training.trainer import Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {
+    "train.batch_size": 2,
+    "train.warmup_steps": 2,
+    "train.log_every": 1,
+    "train.val_every": 0,
+    "data.tile_size": 64,
+    "data.objects_per_tile": 2,
+}
+
+
+def _run(steps: int, **flags):
+    return merge_run_config("test", None, {**FAST, "train.steps": steps, **flags})
+
+
+def _trainer(run, out, **kw) -> Trainer:
+    train_src, val_src, desc = build_sources(run.data)
+    return Trainer(run, out, train_src, val_src, progress=False, describe_data=desc, log=lambda _m: None, **kw)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return safe_load(path)["model"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    flags = {"train.lr_decay": "constant", "train.checkpoint_every": 3}
+    _trainer(_run(6, **flags), tmp_path / "straight").fit()
+    _trainer(_run(3, **flags), tmp_path / "split").fit()
+    t = _trainer(_run(6, **flags), tmp_path / "split", resume=True)
+    assert t.step == 3
+    t.fit()
+    a, b = _weights(tmp_path / "straight" / "state.pt"), _weights(tmp_path / "split" / "state.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = safe_load(tmp_path / "split" / "state.pt")
+    assert state["step"] == 6 and state["optimizer"]["state"]
+    steps = [json.loads(l)["step"] for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "split" / "training.png").stat().st_size > 1000
+    model, cfg, meta = load_model(tmp_path / "split" / "last.pt")
+    assert meta["steps"] == 6 and "synthetic" in meta["trained_on"]
+
+
+def test_sigkill_then_resume_loses_at_most_the_steps_since_the_checkpoint(tmp_path):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "segdiff_core.training.cli", "--preset", "test", "--out", str(out), "--no-progress", "--resume",
+            "--train.steps", "24", "--train.checkpoint_every", "4", "--train.val_every", "0", "--train.batch_size", "2",
+            "--train.warmup_steps", "2", "--data.tile_size", "64", "--data.objects_per_tile", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = out / "state.pt"
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists():
+            step = safe_load(state)["step"]
+            if step >= 8:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = safe_load(state)["step"]
+    assert 8 <= saved < 24 and saved % 4 == 0
+    resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {state} at step {saved}" in resumed.stdout
+    assert safe_load(state)["step"] == 24
+    # identical to a run that was never interrupted (same thread count as the subprocess)
+    torch.set_num_threads(1)
+    _trainer(merge_run_config("test", None, {**FAST, "train.steps": 24, "train.checkpoint_every": 4, "train.log_every": 25}), tmp_path / "whole").fit()
+    a, b = _weights(state), _weights(tmp_path / "whole" / "state.pt")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    t = _trainer(_run(10, **{"train.checkpoint_every": 2}), tmp_path)
+    real_loss = t.scheduler.loss
+
+    def loss(eps, noise):
+        value = real_loss(eps, noise)
+        return value * float("nan") if t.step >= 5 else value
+
+    monkeypatch.setattr(t.scheduler, "loss", loss)
+    with pytest.raises(TrainingError, match=r"non-finite.*step 6.*last good checkpoint"):
+        t.fit()
+    state = safe_load(tmp_path / "state.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_fine_tune_from_a_model_file_on_exported_annotations(tmp_path, capsys):
+    _trainer(_run(2), tmp_path / "base").fit()
+    make_dataset(tmp_path / "exported", n_per_style=2, styles=("fluorescence",), size=64, seed=3)
+    code = cli.main(["--init-from", str(tmp_path / "base" / "last.pt"), "--out", str(tmp_path / "ft"), "--no-progress",
+                     "--data.source", "instances", "--data.root", str(tmp_path / "exported"), "--data.val_fraction", "0.5",
+                     "--train.steps", "2", "--train.batch_size", "2", "--train.val_every", "2", "--train.val_samples", "2",
+                     "--train.val_generations", "2", "--train.val_steps", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "instances dataset" in out and "best validation IoU" in out
+    _, cfg, meta = load_model(tmp_path / "ft" / "best.pt")
+    assert cfg.model.image_size == 32 and "instances" in meta["trained_on"] and "iou" in meta["metrics"]
+    # the network of the checkpoint is kept: overriding it is refused with a clear message
+    code = cli.main(["--init-from", str(tmp_path / "base" / "last.pt"), "--out", str(tmp_path / "bad"), "--model.model_channels", "8"])
+    assert code == 2 and "keeps the checkpoint's network" in capsys.readouterr().err
+
+
+def test_config_file_and_flags_share_one_source_of_truth(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('preset = "test"\n[train]\nsteps = 7\nlr = 0.001\n[model]\nmodel_channels = 8\n')
+    assert cli.main(["--out", str(tmp_path), "--config", str(cfg), "--train.lr", "0.005", "--data.styles", "he", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["steps"] == 7 and printed["train"]["lr"] == 0.005
+    assert printed["model"]["model_channels"] == 8 and printed["model"]["image_size"] == 32
+    assert printed["data"]["styles"] == ["he"]
+    cfg.write_text("[train]\nstepz = 3\n")
+    assert cli.main(["--out", str(tmp_path), "--config", str(cfg), "--print-config"]) == 2
+    assert "stepz" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="data.root"):
+        merge_run_config("test", None, {"data.source": "folder"})
+
+
+def test_dataset_with_no_usable_sample_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    code = cli.main(["--out", str(tmp_path / "o"), "--preset", "test", "--no-progress", "--data.source", "instances", "--data.root", str(tmp_path / "empty")])
+    assert code == 1 and "empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_keeps_replicas_identical(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "segdiff_core.training.cli", "--preset", "test",
+           "--out", str(out), "--no-progress", "--train.steps", "4", "--train.batch_size", "2", "--train.val_every", "0",
+           "--train.checkpoint_every", "2", "--data.tile_size", "64"]
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    info = json.loads((out / "distributed.json").read_text())
+    assert info == {"world_size": 2, "replicas_identical": True, "step": 4}
+    assert res.stdout.count("segdiff-train: done at step 4") == 1  # only rank 0 reports and writes
+    assert safe_load(out / "state.pt")["step"] == 4
