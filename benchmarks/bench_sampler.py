@@ -17,7 +17,6 @@ and prints a table of seconds, ratios and MiB; ``--markdown FILE`` also writes i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing as mp
 import platform
@@ -37,8 +36,7 @@ from segdiff_core.presets import get_preset
 
 def paper_size_config(image_size: int) -> SegDiffConfig:
     """The paper's Cityscapes network (C=128, 15 RRDBs, 3 res blocks/level) at ``image_size``."""
-    cfg = get_preset("cityscapes")
-    return cfg.replace(model=dataclasses.replace(cfg.model, image_size=image_size))
+    return get_preset("cityscapes").with_model(image_size=image_size)
 
 
 def build(cfg: SegDiffConfig, seed: int = 0) -> SegDiffModel:

@@ -241,6 +241,13 @@ class SegDiffConfig:
     def replace(self, **changes: Any) -> "SegDiffConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_model(self, **changes: Any) -> "SegDiffConfig":
+        """A copy with model fields changed; the preprocessing follows the new input size/channels."""
+        model = dataclasses.replace(self.model, **changes)
+        assert self.preprocess is not None
+        pp = dataclasses.replace(self.preprocess, in_channels=model.in_channels, input_size=model.image_size)
+        return dataclasses.replace(self, model=model, preprocess=pp)
+
     def to_dict(self) -> dict[str, Any]:
         assert self.preprocess is not None
         return {

@@ -78,6 +78,7 @@ class DataConfig:
     box_scale: tuple[float, float] = (0.85, 1.15)  # random box size factor
     min_area: int = 16  # objects smaller than this (pixels) are skipped
     objects_per_tile: int = 6  # synthetic: objects drawn from one tile per batch
+    work_size: int = 0  # semantic task: image resized to this before cutting model-size windows (0: 2x the model input, the paper's 512/256)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -41,6 +41,23 @@ def mask_to_model_space(mask: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(mask) > 0, 1.0, -1.0).astype(np.float32)
 
 
+def window_box(shape: tuple[int, ...], window: int, work_size: int, rng: np.random.Generator | None) -> Box:
+    """A model-size window of the image as seen at ``work_size`` (MoNuSeg: 512 work, 256 window).
+
+    The image (H, W) is (virtually) resized to work_size x work_size, as
+    :class:`segdiff_core.data.crops.WindowGrid` does at evaluation; the window is placed at a
+    random position (``rng``) or centred (``rng=None``). Returns the window in image pixels.
+    """
+    h, w = float(shape[0]), float(shape[1])
+    frac = min(1.0, window / float(work_size))
+    bh, bw = h * frac, w * frac
+    if rng is None:
+        y0, x0 = (h - bh) / 2.0, (w - bw) / 2.0
+    else:
+        y0, x0 = float(rng.uniform(0.0, h - bh)), float(rng.uniform(0.0, w - bw))
+    return Box(y0, x0, y0 + bh, x0 + bw)
+
+
 def make_pair(
     image: np.ndarray,
     mask: np.ndarray,
@@ -49,24 +66,27 @@ def make_pair(
     protocol: CropProtocol | None,
     augment: Compose | None,
     rng: np.random.Generator,
+    work_size: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training pair.
 
     Args:
         image: (H, W) or (H, W, C), any dtype.
         mask: (H, W) bool, the target object (prompt task) or all foreground (semantic task).
-        box: the object's tight box (prompt task) or None to use the whole image, resized.
+        box: the object's tight box (prompt task), or None for the semantic task: a random
+            window of the image at ``work_size`` (see :func:`window_box`).
         preprocess: the model's preprocessing (input size, channels, normalisation).
         protocol: crop protocol for ``box`` (training jitter); ignored when ``box`` is None.
         augment: joint augmentation of the normalised crop and its mask, or None.
         rng: the generator for every random choice of this pair.
+        work_size: semantic task: working resolution (0: twice the model input).
 
     Returns:
         image (in_channels, S, S) float32 and mask (1, S, S) float32 in {-1, 1}.
     """
     size = preprocess.input_size
     if box is None:
-        crop = Box(0.0, 0.0, float(image.shape[0]), float(image.shape[1]))
+        crop = window_box(image.shape, size, work_size or 2 * size, rng)
         patch, geom = crop_to_model(image, crop, size, order=1)
     else:
         patch, geom = prompt_crop(image, box, size, protocol or CropProtocol.expansion(), rng=rng, order=1)
@@ -168,6 +188,7 @@ class PairBatches(torch.utils.data.Dataset):
             jitter_margin=tuple(data.crop_margin), shift=data.box_shift, scale_range=tuple(data.box_scale)
         )
         self.augment = paper_augmentation(data.augmentation) if augment and data.augmentation != "none" else None
+        self.work_size = data.work_size
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -176,7 +197,7 @@ class PairBatches(torch.utils.data.Dataset):
         rng = step_rng(self.seed, self.start + i, self.rank)
         images, masks = [], []
         for image, mask, box in self.source.draw(rng, self.batch_size):
-            x, y = make_pair(image, mask, box, self.preprocess, self.protocol, self.augment, rng)
+            x, y = make_pair(image, mask, box, self.preprocess, self.protocol, self.augment, rng, self.work_size)
             images.append(x)
             masks.append(y)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
@@ -192,15 +213,17 @@ class EvalSample:
 
 
 def fixed_eval_set(
-    source: SampleSource, preprocess: PreprocessConfig, n: int, seed: int, protocol: CropProtocol | None = None
+    source: SampleSource, preprocess: PreprocessConfig, n: int, seed: int, protocol: CropProtocol | None = None,
+    work_size: int = 0,
 ) -> list[EvalSample]:
-    """``n`` deterministic prompts (15 % expansion crops) for validation during training."""
+    """``n`` deterministic prompts (15 % expansion crops; centred windows for the semantic
+    task) for validation during training."""
     rng = step_rng(seed, 0, 0, stream=1)
     protocol = protocol or CropProtocol.expansion()
     out = []
     for k, (image, mask, box) in enumerate(source.draw(rng, n)):
         if box is None:
-            crop = Box(0.0, 0.0, float(image.shape[0]), float(image.shape[1]))
+            crop = window_box(image.shape, preprocess.input_size, work_size or 2 * preprocess.input_size, None)
             patch, geom = crop_to_model(image, crop, preprocess.input_size, order=1)
         else:
             patch, geom = prompt_crop(image, box, preprocess.input_size, protocol, order=1)

@@ -248,7 +248,9 @@ class Trainer:
         tc = self.run.train
         if self._val_set is None:
             assert self.val_source is not None
-            self._val_set = fixed_eval_set(self.val_source, self.run.segdiff.preprocess, tc.val_samples, self.run.data.val_seed)
+            self._val_set = fixed_eval_set(
+                self.val_source, self.run.segdiff.preprocess, tc.val_samples, self.run.data.val_seed, work_size=self.run.data.work_size
+            )
         return evaluate_prompts(self.ema.model, self.run.segdiff, self._val_set, tc.val_generations, tc.val_steps, seed=tc.seed)
 
     # ------------------------------------------------------------------ the loop
