@@ -286,10 +286,11 @@ class RandomAffine:
 
 
 @dataclass(frozen=True)
-class RandomHFlip:
-    """Mirror left-right (reverse columns) with probability ``p``."""
+class _RandomFlip:
+    """Mirror along :attr:`axis` (0: rows, 1: columns) with probability ``p``."""
 
     p: float = 0.5
+    axis = 1
 
     def __post_init__(self) -> None:
         _check_probability(self.p)
@@ -300,27 +301,25 @@ class RandomHFlip:
         rng = _as_rng(rng)
         image, mask = _check_pair(image, mask)
         if rng.random() < self.p:
-            return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
+            return (
+                np.ascontiguousarray(np.flip(image, axis=self.axis)),
+                np.ascontiguousarray(np.flip(mask, axis=self.axis)),
+            )
         return image, mask
 
 
 @dataclass(frozen=True)
-class RandomVFlip:
+class RandomHFlip(_RandomFlip):
+    """Mirror left-right (reverse columns) with probability ``p``."""
+
+    axis = 1
+
+
+@dataclass(frozen=True)
+class RandomVFlip(_RandomFlip):
     """Mirror top-bottom (reverse rows) with probability ``p``."""
 
-    p: float = 0.5
-
-    def __post_init__(self) -> None:
-        _check_probability(self.p)
-
-    def __call__(
-        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rng = _as_rng(rng)
-        image, mask = _check_pair(image, mask)
-        if rng.random() < self.p:
-            return np.ascontiguousarray(image[::-1]), np.ascontiguousarray(mask[::-1])
-        return image, mask
+    axis = 0
 
 
 @dataclass(frozen=True)

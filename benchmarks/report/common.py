@@ -1,0 +1,532 @@
+"""Shared pieces of the evaluation report: sizes, the run context, cached ensembles, held-out
+prompt sets, split-wise scoring, statistics, verdicts and file helpers.
+
+Every part module (``generations``, ``steps``, ...) has the same interface:
+
+* ``NAME`` (the JSON/placeholder key) and ``TITLE``;
+* ``run(ctx: ReportContext) -> dict``: compute, return JSON-safe results (no plotting);
+* ``render(data: dict, rc: RenderContext) -> Section``: plots (PNG) and Markdown from the
+  results alone, so ``--render-only`` regenerates the document without recomputing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, TRAIN_STYLES
+from segdiff_core.evaluation.runner import (
+    EvalProtocol,
+    Method,
+    MethodResult,
+    PreparedItem,
+    Prediction,
+    prepare_items,
+    run_method,
+    synthetic_items,
+    to_jsonable,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (benchmarks/report/common.py -> ../..)."""
+
+PROTOCOL = EvalProtocol("expansion")
+"""Every part scores box prompts with the paper's expansion protocol (crop 15 % larger than the
+tight box; training crops are 10-20 % larger)."""
+
+SPLITS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("in-distribution", TRAIN_STYLES),
+    ("held-out", HELDOUT_STYLES),
+)
+"""Reporting splits: the styles the models were trained on, and the held-out style."""
+
+VERDICTS = ("agrees", "disagrees", "inconclusive", "n/a")
+
+
+class ReportError(ValueError):
+    """A report that cannot run: missing model, bad options, unknown part."""
+
+
+# --------------------------------------------------------------------------------------------
+# sizes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportSizes:
+    """How much work each part does. :data:`FULL` is the published report (under an hour on
+    two CPU cores); :data:`SMOKE` exercises every code path in seconds (numbers meaningless).
+
+    Attributes (by part):
+        styles, eval_tile_size: the held-out synthetic prompt set (``synthetic_items``).
+        gen_n_per_style, generations, seeds, batch_images: claim 1 (and the prompt set of
+            claim 5): prompts per style, ensemble sizes, sampling seeds, prompts per batch.
+        steps_n_per_style, steps_list, samplers, steps_generations: claim 2.
+        small_*: claims 3-4: the small SegDiff config trained per conditioning variant and
+            the U-Net (training steps, batch, synthetic tile size, learning rate) and how they
+            are sampled for scoring.
+        uncertainty_generations: claim 5.
+        speed_generations, speed_steps, preview_generations, memory_generations,
+            preview_repeats: the bundled model's speed grid, time to first preview, memory.
+        paper_*: the paper-size network against our sampler (``bench_sampler.bench_speed``);
+            ``paper_reduced`` replaces the paper's widths with tiny ones (smoke only).
+    """
+
+    name: str = "full"
+    styles: tuple[str, ...] = STYLES
+    eval_tile_size: int = 256
+    gen_n_per_style: int = 10
+    generations: tuple[int, ...] = (1, 3, 5, 10, 20, 30)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    batch_images: int = 8
+    steps_n_per_style: int = 5
+    steps_list: tuple[int, ...] = (10, 25, 50, 100)
+    samplers: tuple[str, ...] = ("ddpm", "ddim")
+    steps_generations: int = 2
+    small_n_per_style: int = 10
+    small_train_steps: int = 500
+    small_batch_size: int = 16
+    small_tile_size: int = 128
+    small_lr: float = 5e-4
+    small_channels: int = 16
+    small_generations: int = 9
+    small_steps: int = 10
+    uncertainty_generations: int = 30
+    speed_generations: tuple[int, ...] = (1, 4, 8, 16, 30)
+    speed_steps: tuple[int, ...] = (5, 10, 25, 50)
+    preview_generations: tuple[int, ...] = (1, 8, 30)
+    memory_generations: tuple[int, ...] = (1, 8, 30)
+    preview_repeats: int = 5
+    paper_image_size: int = 32
+    paper_generations: int = 8
+    paper_steps: int = 5
+    paper_repeats: int = 1
+    paper_reduced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(asdict(self))
+
+
+FULL = ReportSizes()
+SMOKE = ReportSizes(
+    name="smoke",
+    eval_tile_size=128,
+    gen_n_per_style=1,
+    generations=(1, 2),
+    seeds=(0, 1),
+    steps_n_per_style=1,
+    steps_list=(2, 3),
+    steps_generations=1,
+    small_n_per_style=1,
+    small_train_steps=2,
+    small_batch_size=2,
+    small_tile_size=64,
+    small_channels=8,
+    small_generations=2,
+    small_steps=2,
+    uncertainty_generations=2,
+    speed_generations=(1, 2),
+    speed_steps=(1, 2),
+    preview_generations=(1, 2),
+    memory_generations=(2,),
+    preview_repeats=1,
+    paper_generations=2,
+    paper_steps=1,
+    paper_reduced=True,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# statistics and verdicts
+# --------------------------------------------------------------------------------------------
+
+
+def seed_stats(values: Iterable[float | None]) -> dict[str, Any]:
+    """Mean, sample std (ddof=1; 0 for one value) and count of the finite ``values``."""
+    arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Per-sample differences ``a - b`` of two methods scored on the same samples: mean,
+    standard error of the mean (std ddof=1 / sqrt n; 0 for one sample) and n."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ReportError(f"paired values must be two equal-length non-empty lists, got {x.shape} and {y.shape}")
+    d = x - y
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    return {"mean": float(d.mean()), "se": se, "n": int(d.size)}
+
+
+def judge(delta: float | None, noise: float | None, expected_sign: int, k: float = 2.0) -> str:
+    """Verdict for a measured change ``delta`` whose expected sign (paper) is ``expected_sign``
+    (+1 / -1): 'agrees' if it has that sign and exceeds ``k * noise``, 'disagrees' if it has
+    the opposite sign beyond ``k * noise``, else 'inconclusive'; 'n/a' if not measured."""
+    if delta is None or not math.isfinite(delta):
+        return "n/a"
+    margin = k * (noise or 0.0)
+    signed = delta * expected_sign
+    if signed > margin:
+        return "agrees"
+    if signed < -margin:
+        return "disagrees"
+    return "inconclusive"
+
+
+def fmt(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
+    """Format a number (None/NaN -> 'n/a')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return format(float(value) * scale, spec)
+
+
+def pm(mean: float | None, std: float | None, spec: str = ".1f", scale: float = 1.0) -> str:
+    """``mean ± std`` (or just the mean when std is None)."""
+    if std is None:
+        return fmt(mean, spec, scale)
+    return f"{fmt(mean, spec, scale)} ± {fmt(std, spec, scale)}"
+
+
+def signed(value: float | None, spec: str = "+.1f", scale: float = 1.0) -> str:
+    return fmt(value, spec, scale)
+
+
+# --------------------------------------------------------------------------------------------
+# held-out prompts and scoring
+# --------------------------------------------------------------------------------------------
+
+
+def split_of(item: PreparedItem) -> str:
+    """The reporting split of an item (by its style group)."""
+    for name, styles in SPLITS:
+        if item.group in styles:
+            return name
+    raise ReportError(f"item {item.name} has style {item.group!r}, which is in no reporting split")
+
+
+def compact_summary(result: MethodResult) -> dict[str, Any]:
+    """The numbers the report keeps from a :class:`MethodResult` (JSON-safe)."""
+    s = result.summary
+    rel = s["reliability"]
+    out = {
+        "n": result.n,
+        **{k: s.get(k) for k in ("iou", "iou_std", "f1", "f1_std", "boundf", "wcov", "calibration", "ece")},
+        "uncertainty_auroc": s.get("uncertainty_auroc"),
+        "uncertainty_auroc_std": s.get("uncertainty_auroc_std"),
+        "n_uncertainty_auroc": s.get("n_uncertainty_auroc"),
+        "reliability": {"mean_prob": rel.mean_prob, "frac_positive": rel.frac_positive, "counts": rel.counts},
+        "groups": {g: {"n": v["n"], "iou": v["iou"], "f1": v["f1"], "calibration": v["calibration"]} for g, v in result.groups.items()},
+        "per_sample": {
+            "name": [r["name"] for r in result.per_sample],
+            "iou": [r["iou"] for r in result.per_sample],
+            "f1": [r["f1"] for r in result.per_sample],
+        },
+        "seconds": result.seconds,
+    }
+    return to_jsonable(out)
+
+
+def evaluate_splits(items: Sequence[PreparedItem], method: Method, chunk_size: int = 8) -> dict[str, dict[str, Any]]:
+    """:func:`run_method` on each reporting split of ``items``: ``{split: compact summary}``
+    (splits without items are left out)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, _ in SPLITS:
+        subset = [it for it in items if split_of(it) == name]
+        if subset:
+            out[name] = compact_summary(run_method(subset, method, chunk_size=chunk_size))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cached ensembles
+# --------------------------------------------------------------------------------------------
+
+
+def input_key(patch: np.ndarray) -> str:
+    """Content key of a model-size patch (shape + float32 bytes)."""
+    arr = np.ascontiguousarray(patch, dtype=np.float32)
+    h = hashlib.blake2b(str(arr.shape).encode(), digest_size=16)
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+class EnsembleBank:
+    """``generations`` samples for every prompt of ``items``, drawn once; any smaller ensemble
+    is the first ``g`` of them (nested ensembles: the curve over ``g`` is a paired comparison).
+
+    Sampling goes through :meth:`Segmenter.segment_batch` (``batch_images`` prompts per
+    network batch, one generator seeded with ``seed`` for the whole set), exactly the path
+    :func:`segdiff_core.evaluation.runner.segdiff_method` takes.
+
+    Attributes:
+        seconds: wall time of the sampling (all prompts).
+        n_prompts: number of model inputs sampled.
+    """
+
+    def __init__(
+        self,
+        segmenter: Any,
+        items: Sequence[PreparedItem],
+        generations: int,
+        steps: int,
+        sampler: str,
+        seed: int,
+        batch_images: int = 8,
+    ) -> None:
+        if generations < 1:
+            raise ReportError(f"generations must be >= 1, got {generations}")
+        self.generations, self.steps, self.sampler, self.seed = int(generations), int(steps), str(sampler), int(seed)
+        self.inference = segmenter.inference.replace(generations=self.generations, steps=self.steps, sampler=self.sampler)
+        patches = [w for it in items for w in it.model_inputs]
+        t0 = time.perf_counter()
+        results = segmenter.segment_batch(patches, self.inference, seed=self.seed, keep_generations=True, batch_images=batch_images)
+        self.seconds = time.perf_counter() - t0
+        self.n_prompts = len(patches)
+        self._samples: dict[str, np.ndarray] = {}
+        for patch, res in zip(patches, results):
+            assert res.generations is not None
+            self._samples[input_key(patch)] = res.generations  # (G, S, S) float32 probabilities
+
+    @property
+    def seconds_per_prompt(self) -> float:
+        return self.seconds / max(self.n_prompts, 1)
+
+    def samples(self, patch: np.ndarray) -> np.ndarray:
+        """The (G, S, S) sampled probabilities of a patch of the bank's items."""
+        try:
+            return self._samples[input_key(patch)]
+        except KeyError:
+            raise ReportError("this patch was not sampled by the ensemble bank (a different prompt set?)") from None
+
+    def prediction(self, patch: np.ndarray, generations: int) -> Prediction:
+        """Mean and std over the first ``generations`` samples, with the inference threshold."""
+        if not 1 <= generations <= self.generations:
+            raise ReportError(f"the bank holds {self.generations} generations; {generations} were asked for")
+        p = self.samples(patch)[:generations]
+        return Prediction(p.mean(axis=0), p.std(axis=0), float(self.inference.threshold))
+
+    def method(self, generations: int, name: str = "segdiff") -> Method:
+        """A :class:`Method` predicting from the first ``generations`` samples."""
+        if not 1 <= generations <= self.generations:
+            raise ReportError(f"the bank holds {self.generations} generations; {generations} were asked for")
+        settings = {"generations": generations, "steps": self.steps, "sampler": self.sampler, "seed": self.seed}
+        return Method(name, lambda patches: [self.prediction(p, generations) for p in patches], "model", settings)
+
+
+# --------------------------------------------------------------------------------------------
+# a sample source that replays its draws
+# --------------------------------------------------------------------------------------------
+
+
+def _state_key(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state, sort_keys=True, default=str)
+
+
+class ReplaySource:
+    """Wraps a :class:`~segdiff_core.training.data.SampleSource`; a draw from a generator in a
+    state seen before returns the same samples and leaves the generator in the same state as
+    the first time, without regenerating anything.
+
+    Several trainings with the same seed (the six conditioning variants and the U-Net) then
+    pay for the synthetic tiles once, and provably see the same samples: the stream is
+    bit-identical to the wrapped source's.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self._memo: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Any]:
+        key = f"{n}:{_state_key(rng)}"
+        hit = self._memo.get(key)
+        if hit is not None:
+            self.hits += 1
+            rng.bit_generator.state = hit[0]
+            return list(hit[1])
+        self.misses += 1
+        samples = self.source.draw(rng, n)
+        self._memo[key] = (rng.bit_generator.state, list(samples))
+        return samples
+
+
+# --------------------------------------------------------------------------------------------
+# run context
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where the report writes: the Markdown file, PNG plots, raw JSON results, trained models."""
+
+    markdown: Path
+    images: Path
+    results: Path
+    work: Path
+
+    @classmethod
+    def under(cls, root: Path) -> "ReportPaths":
+        root = Path(root)
+        return cls(root / "evaluation.md", root / "images" / "evaluation", root / "evaluation", root / "work")
+
+    @classmethod
+    def default(cls) -> "ReportPaths":
+        docs = REPO_ROOT / "docs"
+        return cls(docs / "evaluation.md", docs / "images" / "evaluation", docs / "evaluation", REPO_ROOT / "runs" / "report")
+
+
+@dataclass
+class ReportContext:
+    """Everything a part's ``run`` needs, plus caches shared between parts of one invocation.
+
+    Attributes:
+        sizes: :class:`ReportSizes`.
+        model_path: the SegDiff model evaluated by claims 1, 2, 5 and the speed parts.
+        paths: :class:`ReportPaths`.
+        threads: torch threads in use (recorded with the timings).
+        retrain: ignore trained models of an earlier run in ``paths.work``.
+        log: progress lines.
+    """
+
+    sizes: ReportSizes
+    model_path: Path
+    paths: ReportPaths
+    threads: int
+    retrain: bool = False
+    log: Callable[[str], None] = print
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def segmenter(self) -> Any:
+        """The evaluated model, loaded once (CPU)."""
+        from segdiff_core.segmenter import Segmenter
+
+        if "segmenter" not in self.cache:
+            if not Path(self.model_path).is_file():
+                raise ReportError(
+                    f"model file {self.model_path} does not exist; pass --model PATH "
+                    "(e.g. a segdiff-train last.pt) or train the bundled model first"
+                )
+            self.cache["segmenter"] = Segmenter.from_checkpoint(self.model_path, device="cpu")
+        return self.cache["segmenter"]
+
+    def prepared(self, n_per_style: int, model_size: int) -> list[PreparedItem]:
+        """The held-out prompts (``n_per_style`` per style), cropped for ``model_size``."""
+        key = ("prepared", n_per_style, model_size)
+        if key not in self.cache:
+            raw_key = ("items", n_per_style)
+            if raw_key not in self.cache:
+                self.cache[raw_key] = synthetic_items(self.sizes.styles, n_per_style, tile_size=self.sizes.eval_tile_size)
+            self.cache[key] = prepare_items(self.cache[raw_key], PROTOCOL, model_size)
+        return self.cache[key]
+
+    def bank(
+        self, label: str, segmenter: Any, items: Sequence[PreparedItem], generations: int, steps: int, sampler: str, seed: int
+    ) -> EnsembleBank:
+        """An :class:`EnsembleBank`, reused when an equal or larger one with the same model
+        ``label``, prompts, steps, sampler and seed was drawn earlier in this invocation."""
+        names = tuple(it.name for it in items)
+        for key, bank in self.cache.items():
+            if isinstance(key, tuple) and key[:6] == ("bank", label, names, steps, sampler, seed) and bank.generations >= generations:
+                return bank
+        bank = EnsembleBank(segmenter, items, generations, steps, sampler, seed, self.sizes.batch_images)
+        self.cache[("bank", label, names, steps, sampler, seed, generations)] = bank
+        return bank
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One line of the summary table: what the paper says, what we measured, the verdict."""
+
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ReportError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+@dataclass
+class Section:
+    """A part's Markdown and its summary-table lines."""
+
+    markdown: str
+    claims: list[Claim] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Where plots go and how the Markdown links to them."""
+
+    images: Path
+    markdown: Path
+
+    def image(self, filename: str) -> Path:
+        self.images.mkdir(parents=True, exist_ok=True)
+        return self.images / filename
+
+    def link(self, path: Path, alt: str) -> str:
+        import os
+
+        rel = os.path.relpath(path, self.markdown.parent).replace(os.sep, "/")
+        return f"![{alt}]({rel})"
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str | None = None) -> str:
+    """A GitHub Markdown table; ``align`` is one letter per column ('l'/'r'), default: first
+    column left, others right."""
+    header = list(header)
+    align = align or ("l" + "r" * (len(header) - 1))
+    sep = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if the file does not exist."""
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
