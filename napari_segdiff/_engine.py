@@ -1,0 +1,440 @@
+"""The segmentation run, as a plain generator (no Qt, no napari): what the worker thread executes.
+
+:func:`run_segmentation` loads the model (through a :class:`ModelCache`), then segments every
+:class:`BoxJob` of a :class:`RunRequest` with :meth:`Segmenter.segment_progressive`, yielding
+
+* :class:`RunStarted` once the model is ready (the total number of denoising steps),
+* :class:`StepUpdate` after *every* denoising step (so a cancel request is honoured within one
+  step), carrying a :class:`PreviewPatch` at most every ``preview_interval`` seconds,
+* :class:`JobFinished` with the maps of a finished box, in the image plane's pixel grid,
+
+and returns a :class:`RunSummary`. Expected failures (bad model file, channels that do not fit
+the model, a device the machine lacks, ...) end the run with ``RunSummary.error`` set instead
+of raising, so the GUI can show a notification rather than a traceback.
+
+All crop/paste geometry, preprocessing, sampling and ensemble statistics come from
+``segdiff_core``; this module only orchestrates them. Coordinates are those of the 2D *plane*
+being segmented: ``(rows, cols)`` pixel indices, and boxes in the pixel-edge convention of
+:class:`segdiff_core.data.boxes.Box`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Generator, Hashable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from segdiff_core.config import InferenceConfig
+from segdiff_core.data.boxes import Box
+from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.device import resolve_device
+from segdiff_core.ensemble import EnsembleResult, to_probability
+from segdiff_core.segmenter import Segmenter
+
+from napari_segdiff._settings import AnnotatorSettings
+
+__all__ = [
+    "ModelCache",
+    "ModelInfo",
+    "PlaneReader",
+    "BoxJob",
+    "RunRequest",
+    "PreviewPatch",
+    "RunStarted",
+    "StepUpdate",
+    "JobFinished",
+    "RunSummary",
+    "RunEvent",
+    "run_segmentation",
+]
+
+log = logging.getLogger(__name__)
+
+Region = tuple[slice, slice]
+
+
+# --------------------------------------------------------------------------------------------
+# Model cache
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the GUI shows about the loaded model."""
+
+    name: str
+    path: str
+    device: str
+    input_size: int
+    in_channels: int
+    defaults: InferenceConfig
+    num_timesteps: int
+
+    def describe(self) -> str:
+        d = self.defaults
+        return (
+            f"{self.name}: {self.input_size} px, {self.in_channels} channel(s), on {self.device}; "
+            f"defaults {d.sampler.upper()} {d.steps} steps x {d.generations} generations"
+        )
+
+
+class ModelCache:
+    """Keeps one loaded :class:`Segmenter`; reloads only when the file, its contents or the
+    device change. Thread-safe: the worker thread loads, the GUI thread may ask for info."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: Hashable | None = None
+        self._segmenter: Segmenter | None = None
+        self.loads = 0  # how many times a model file was actually read
+
+    @staticmethod
+    def _key_for(path: Path, device: str) -> tuple:
+        resolved = path.expanduser().resolve()
+        try:
+            st = resolved.stat()
+            stamp: tuple = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (None, None)  # Segmenter.from_checkpoint reports the missing file
+        return (str(resolved), stamp, str(resolve_device(device)))
+
+    def get(self, path: Path, device: str) -> Segmenter:
+        """The segmenter for ``path`` on ``device``, loading it if needed.
+
+        Raises CheckpointError (bad file) or ValueError (unknown/unavailable device).
+        """
+        key = self._key_for(path, device)
+        with self._lock:
+            if self._segmenter is None or key != self._key:
+                self._segmenter = None
+                self._key = None
+                seg = Segmenter.from_checkpoint(path, device=device)
+                self._segmenter, self._key = seg, key
+                self.loads += 1
+            return self._segmenter
+
+    @property
+    def current(self) -> Segmenter | None:
+        with self._lock:
+            return self._segmenter
+
+    def clear(self) -> None:
+        with self._lock:
+            self._segmenter = None
+            self._key = None
+
+
+def model_info(seg: Segmenter) -> ModelInfo:
+    path = seg.source or "<in memory>"
+    return ModelInfo(
+        name=Path(path).name,
+        path=path,
+        device=str(seg.device),
+        input_size=seg.input_size,
+        in_channels=seg.in_channels,
+        defaults=seg.inference,
+        num_timesteps=seg.config.diffusion.num_timesteps,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+class PlaneReader:
+    """Reads one 2D plane ``(H, W)`` or ``(H, W, C)`` of a layer's data once, on first use.
+
+    ``key`` indexes the layer data (an int per non-displayed axis, ``slice(None)`` for the two
+    plane axes); ``transpose`` swaps the plane axes when the displayed row axis comes after the
+    column axis in the data.
+    """
+
+    def __init__(self, data: object, key: tuple, transpose: bool = False) -> None:
+        self._data = data
+        self.key = key
+        self.transpose = transpose
+        self._plane: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> np.ndarray:
+        with self._lock:
+            if self._plane is None:
+                plane = np.asarray(self._data[self.key])  # type: ignore[index]
+                if self.transpose:
+                    plane = np.swapaxes(plane, 0, 1)
+                self._plane = plane
+            return self._plane
+
+
+@dataclass(frozen=True)
+class BoxJob:
+    """One box to segment: ``box`` in plane pixel coordinates (pixel edges on integers)."""
+
+    job_id: int
+    box: Box
+    plane: PlaneReader
+    plane_shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run needs, captured in the GUI thread when the user presses a button."""
+
+    model_path: Path
+    settings: AnnotatorSettings
+    jobs: tuple[BoxJob, ...]
+    seed: int
+    preview_kind: Callable[[], str] = field(default=lambda: "pred_x0")
+    preview_interval: float = 0.1
+    torch_threads: int | None = field(default_factory=lambda: gui_torch_threads())
+
+
+def gui_torch_threads() -> int:
+    """CPU threads for a run inside a GUI: all cores but one, which stays with the GUI (and with
+    OpenMP's spinning thread barriers, an oversubscribed core slows every step many times)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads while running (None: leave torch's setting alone)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviewPatch:
+    """The preview of the current box: ``values`` (float32, in [0, 1]) for ``plane[region]``."""
+
+    job_id: int
+    region: Region
+    values: np.ndarray
+    kind: str
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    model: ModelInfo
+    inference: InferenceConfig
+    total_steps: int
+    n_jobs: int
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """After each denoising step. ``done``/``total`` count steps over the whole run."""
+
+    job_id: int
+    job_number: int
+    n_jobs: int
+    step: int
+    n_steps: int
+    window: int
+    n_windows: int
+    done: int
+    total: int
+    preview: PreviewPatch | None = None
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    """Maps of one finished box, to be written at ``plane[region]``.
+
+    ``probability`` and ``uncertainty`` are float32 ``(h, w)``; ``mask`` is bool; ``split``
+    says the mask may hold several objects (windows mode) rather than one.
+    """
+
+    job_id: int
+    region: Region
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    mask: np.ndarray
+    split: bool
+    threshold: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    finished: tuple[int, ...] = ()
+    error: str | None = None
+    seed: int | None = None
+    model: ModelInfo | None = None
+
+
+RunEvent = RunStarted | StepUpdate | JobFinished
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One model input of a job: the patch and the geometry that maps it back to the plane."""
+
+    patch: np.ndarray
+    geometry: CropGeometry
+
+
+@dataclass(frozen=True)
+class _Plan:
+    job: BoxJob
+    windows: Sequence[_Window]
+    grid: WindowGrid | None  # windows mode
+    region: Region  # windows mode: the box's pixels
+
+
+def _window_grid(region_shape: tuple[int, int], size: int, settings: AnnotatorSettings) -> WindowGrid:
+    h, w = region_shape
+    work = (max(1, round(h / settings.window_scale)), max(1, round(w / settings.window_scale)))
+    stride = max(1, size // 2) if settings.window_overlap else size
+    return WindowGrid.create((h, w), window=size, stride=stride, work_size=work)
+
+
+def _plan_job(job: BoxJob, size: int, settings: AnnotatorSettings, protocol: CropProtocol) -> _Plan:
+    plane = job.plane.read()
+    if settings.protocol != "windows":
+        patch, geom = prompt_crop(plane, job.box, size, protocol)
+        return _Plan(job, [_Window(patch, geom)], None, geom.footprint)
+    region = CropGeometry(job.box, plane.shape[:2], (size, size)).footprint
+    rows, cols = region
+    sub = plane[rows, cols]
+    grid = _window_grid(sub.shape[:2], size, settings)
+    patches = grid.cut(sub)
+    fy = sub.shape[0] / grid.work_shape[0]
+    fx = sub.shape[1] / grid.work_shape[1]
+    windows = []
+    for k, (oy, ox) in enumerate(grid.origins):
+        box = Box(
+            rows.start + oy * fy, cols.start + ox * fx,
+            rows.start + (oy + size) * fy, cols.start + (ox + size) * fx,
+        )
+        windows.append(_Window(patches[k], CropGeometry(box, plane.shape[:2], (size, size))))
+    return _Plan(job, windows, grid, region)
+
+
+def _count_windows(job: BoxJob, size: int, settings: AnnotatorSettings) -> int:
+    if settings.protocol != "windows":
+        return 1
+    rows, cols = CropGeometry(job.box, job.plane_shape, (size, size)).footprint
+    return _window_grid((rows.stop - rows.start, cols.stop - cols.start), size, settings).n_windows
+
+
+def _preview(step_x: "object", geometry: CropGeometry, job_id: int, kind: str) -> PreviewPatch:
+    prob = to_probability(step_x).mean(dim=0)[0].cpu().numpy()  # (S, S) mean over generations
+    region, pasted = paste_back(prob, geometry, order=1)
+    return PreviewPatch(job_id, region, np.clip(pasted, 0.0, 1.0).astype(np.float32), kind)
+
+
+def _finish_box(plan: _Plan, result: EnsembleResult, kind: str) -> JobFinished:
+    geom = plan.windows[0].geometry
+    region, prob = paste_back(result.probability, geom, order=1)
+    _, unc = paste_back(result.uncertainty(kind), geom, order=1)
+    return JobFinished(
+        plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold
+    )
+
+
+def _finish_windows(plan: _Plan, results: Sequence[EnsembleResult], kind: str) -> JobFinished:
+    assert plan.grid is not None
+    prob = plan.grid.stitch(np.stack([r.probability for r in results]))
+    unc = plan.grid.stitch(np.stack([r.uncertainty(kind) for r in results]))
+    thr = results[0].threshold
+    return JobFinished(plan.job.job_id, plan.region, prob, unc, prob > thr, True, thr)
+
+
+def run_segmentation(
+    request: RunRequest,
+    cache: ModelCache,
+    clock: Callable[[], float] = time.monotonic,
+) -> Generator[RunEvent, None, RunSummary]:
+    """Segment every job of ``request``; see the module docstring for the events."""
+    with _torch_threads(request.torch_threads):
+        return (yield from _run(request, cache, clock))
+
+
+def _run(
+    request: RunRequest, cache: ModelCache, clock: Callable[[], float]
+) -> Generator[RunEvent, None, RunSummary]:
+    settings = request.settings
+    finished: list[int] = []
+    info: ModelInfo | None = None
+    try:
+        seg = cache.get(request.model_path, settings.device)
+        info = model_info(seg)
+        inference = settings.inference_for(seg.inference, info.num_timesteps)
+        size = seg.input_size
+        protocol = settings.crop_protocol()
+        n_windows = [_count_windows(job, size, settings) for job in request.jobs]
+        total = sum(n * inference.steps for n in n_windows)
+        yield RunStarted(info, inference, total, len(request.jobs))
+
+        done = 0
+        last_preview = -float("inf")
+        for number, job in enumerate(request.jobs):
+            plan = _plan_job(job, size, settings, protocol)
+            results: list[EnsembleResult] = []
+            for w, window in enumerate(plan.windows):
+                run = seg.segment_progressive(window.patch, inference, seed=request.seed)
+                while True:
+                    try:
+                        step = next(run)
+                    except StopIteration as stop:
+                        results.append(stop.value)
+                        break
+                    done += 1
+                    preview = None
+                    now = clock()
+                    if now - last_preview >= request.preview_interval:
+                        kind = request.preview_kind()
+                        x = step.pred_x0 if kind == "pred_x0" else step.x_t
+                        preview = _preview(x, window.geometry, job.job_id, kind)
+                        last_preview = now
+                    yield StepUpdate(
+                        job.job_id, number, len(request.jobs), step.index, step.num_steps,
+                        w, len(plan.windows), done, total, preview,
+                    )
+            if plan.grid is None:
+                yield _finish_box(plan, results[0], settings.uncertainty)
+            else:
+                yield _finish_windows(plan, results, settings.uncertainty)
+            finished.append(job.job_id)
+    except Exception as exc:  # every failure becomes a message; the GUI shows it
+        log.debug("segmentation run failed", exc_info=True)
+        return RunSummary(tuple(finished), _describe(exc), request.seed, info)
+    return RunSummary(tuple(finished), None, request.seed, info)
+
+
+def _describe(exc: Exception) -> str:
+    """A one-paragraph message for a failed run."""
+    from segdiff_core.checkpoint import CheckpointError
+    from segdiff_core.data.preprocess import PreprocessError
+
+    if isinstance(exc, CheckpointError):
+        return f"Cannot load the model: {exc}. Choose another model file."
+    if isinstance(exc, PreprocessError):
+        return f"This image cannot feed the model: {exc}"
+    if isinstance(exc, ValueError):
+        return f"Segmentation stopped: {exc}"
+    return f"Segmentation failed ({type(exc).__name__}): {exc}"

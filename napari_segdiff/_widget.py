@@ -1,0 +1,523 @@
+"""The SegDiff annotator dock widget: a thin Qt view over :class:`AnnotatorController`.
+
+Everything the user sets goes straight into the controller's settings; the buttons (and the
+viewer shortcuts Shift-S, Shift-G, Shift-C) ask the controller for a run request, run it on a
+napari ``thread_worker`` (one yield per denoising step, so Cancel stops within one step and the
+GUI stays responsive) and route the worker's events back to the controller.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
+from napari.layers import Image, Labels, Shapes
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.key_bindings import coerce_keybinding
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from segdiff_core.bundled import bundled_model_path
+from segdiff_core.device import DEVICE_CHOICES, available_devices
+
+from napari_segdiff._controller import AnnotatorController
+from napari_segdiff._engine import ModelInfo, RunSummary, run_segmentation
+from napari_segdiff._settings import AnnotatorSettings
+
+__all__ = ["AnnotatorWidget", "SHORTCUTS"]
+
+#: viewer key bindings (none of them is a napari default)
+SHORTCUTS = {"segment": "Shift-S", "segment_all": "Shift-G", "cancel": "Shift-C"}
+
+NEW_BOXES = "<new boxes layer>"
+NEW_LABELS = "<new labels layer>"
+
+
+def _layer_choices(viewer: Any, kind: type, new_text: str | None) -> Callable[[Any], list]:
+    def choices(_widget: Any = None) -> list:
+        out: list = [(new_text, None)] if new_text else []
+        out += [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+        return out
+
+    return choices
+
+
+class _WorkerHandle:
+    """Holds the running worker apart from the widget, so it can be stopped on destruction."""
+
+    def __init__(self) -> None:
+        self.worker: GeneratorWorker | None = None
+
+    def stop(self, *_: Any) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class AnnotatorWidget(QWidget):
+    """Box-prompted SegDiff annotation with live denoising preview, uncertainty and cancel."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.controller = AnnotatorController(napari_viewer)
+        self._bound_keys: dict[str, Callable] = {}
+        self._closed = False
+        self._docked = False
+        # if Qt deletes this widget (the viewer closes), stop a running worker
+        self._handle = _WorkerHandle()
+        self.destroyed.connect(self._handle.stop)
+
+        self._build()
+        self._connect()
+        self._bind_keys()
+        self.reset_choices()
+        self._check_bundled_model()
+        self._sync_enabled()
+
+    # ---------------------------------------------------------------------------------------
+    # construction
+    # ---------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        v = self.viewer
+        s = AnnotatorSettings()
+        self.image_combo = ComboBox(
+            label="image", choices=_layer_choices(v, Image, None),
+            tooltip="The image to annotate (grayscale or RGB, any dtype; 3D/time stacks: the current 2D slice)",
+        )
+        self.boxes_combo = ComboBox(
+            label="boxes", choices=_layer_choices(v, Shapes, NEW_BOXES),
+            tooltip="Shapes layer with the box prompts (rectangles). '<new boxes layer>' makes one "
+            "over the image with the rectangle tool ready",
+        )
+        self.labels_combo = ComboBox(
+            label="labels", choices=_layer_choices(v, Labels, NEW_LABELS),
+            tooltip="Labels layer that receives one new label per object ('<new labels layer>' makes one)",
+        )
+        layers_box = Container(widgets=[self.image_combo, self.boxes_combo, self.labels_combo])
+
+        self.model_source = ComboBox(
+            label="model",
+            choices=[("bundled nuclei model", "bundled"), ("checkpoint file", "file")],
+            value=s.model_source,
+            tooltip="The nuclei model shipped with napari-segdiff, or a SegDiff checkpoint (.pt) "
+            "you trained with segdiff-train",
+        )
+        self.model_file = FileEdit(
+            label="checkpoint", mode="r", filter="*.pt", nullable=True,
+            tooltip="SegDiff model file (.pt); loaded once and reused until the file or device changes",
+        )
+        devices = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
+        self.device = ComboBox(
+            label="device", choices=devices, value=s.device,
+            tooltip="auto = CUDA GPU, else Apple MPS, else CPU",
+        )
+        self.model_label = QLabel("model not loaded yet")
+        self.model_label.setWordWrap(True)
+        model_box = Container(widgets=[self.model_source, self.model_file, self.device])
+
+        self.protocol = ComboBox(
+            label="crop",
+            choices=[
+                ("expansion 15 % (paper)", "expansion"),
+                ("tight box", "tight"),
+                ("custom margin", "custom"),
+                ("whole-region windows", "windows"),
+            ],
+            value=s.protocol,
+            tooltip="How a box becomes the model input. Expansion: a crop 15 % larger than the box "
+            "(the paper's setting). Tight: the box itself. Custom: your margin. Whole-region "
+            "windows: tile a large box with model-sized windows and label every object found",
+        )
+        self.margin = FloatSpinBox(
+            label="margin", value=s.margin, min=-0.5, max=3.0, step=0.05,
+            tooltip="Custom margin: the crop is (1 + margin) times the box (0.15 = 15 % larger)",
+        )
+        self.window_scale = FloatSpinBox(
+            label="window scale", value=s.window_scale, min=0.1, max=16.0, step=0.25,
+            tooltip="Whole-region windows: image pixels per model pixel (1 = native resolution; "
+            "2 = windows cover twice the area at half the resolution)",
+        )
+        self.window_overlap = CheckBox(
+            text="overlapping windows", value=s.window_overlap,
+            tooltip="Whole-region windows: half-window stride, overlaps averaged (slower, no seams)",
+        )
+        prompt_box = Container(widgets=[self.protocol, self.margin, self.window_scale, self.window_overlap])
+
+        self.sampler = ComboBox(
+            label="sampler",
+            choices=[("model default (fast)", "model"), ("DDIM", "ddim"), ("DDPM (paper)", "ddpm")],
+            value=s.sampler,
+            tooltip="Model default: the fast settings saved with the model. DDPM (paper): ancestral "
+            "sampling, 100 steps unless you set 'steps'",
+        )
+        self.steps = SpinBox(
+            label="steps", value=s.steps, min=0, max=1000,
+            tooltip="Denoising steps (0 = the model's default). Time grows linearly with steps",
+        )
+        self.generations = SpinBox(
+            label="generations", value=s.generations, min=0, max=256,
+            tooltip="Ensemble size: masks sampled and averaged (0 = the model's default). More "
+            "generations = smoother probability and better uncertainty, linearly slower",
+        )
+        self.threshold = FloatSpinBox(
+            label="threshold", value=s.threshold, min=0.0, max=1.0, step=0.05,
+            tooltip="A pixel joins the object when its probability (mean over generations) exceeds this",
+        )
+        self.seed = SpinBox(
+            label="seed", value=s.seed, min=-1, max=2**31 - 1,
+            tooltip="Seed of the sampling noise: the same seed and settings reproduce a result. -1 = random",
+        )
+        self.steps.native.setSpecialValueText("model default")
+        self.generations.native.setSpecialValueText("model default")
+        self.seed.native.setSpecialValueText("random")
+        sampling_box = Container(widgets=[self.sampler, self.steps, self.generations, self.threshold, self.seed])
+
+        self.preview = ComboBox(
+            label="live preview",
+            choices=[("predicted mask (x0)", "pred_x0"), ("noisy state (x_t)", "x_t")],
+            value=s.preview,
+            tooltip="Shown over the crop while denoising (mean over generations, at most 10 updates/s)",
+        )
+        self.uncertainty = ComboBox(
+            label="uncertainty",
+            choices=[("std across generations", "std"), ("entropy of the mean", "entropy")],
+            value=s.uncertainty,
+            tooltip="Uncertainty map: spread of the sampled masks, or binary entropy (bits) of their mean",
+        )
+        self.overwrite = CheckBox(
+            text="overwrite existing labels", value=s.overwrite,
+            tooltip="Off: a new object only takes unlabelled pixels. On: it replaces other labels",
+        )
+        self.largest_only = CheckBox(
+            text="keep largest piece only", value=s.largest_object_only,
+            tooltip="Box prompts: commit only the largest connected piece of the mask",
+        )
+        output_box = Container(widgets=[self.preview, self.uncertainty, self.overwrite, self.largest_only])
+
+        k = SHORTCUTS
+        self.segment_button = QPushButton(f"Segment  [{k['segment']}]")
+        self.segment_button.setToolTip(
+            f"Segment the selected box(es), or else the newest box ({k['segment']})"
+        )
+        self.segment_all_button = QPushButton(f"Segment all  [{k['segment_all']}]")
+        self.segment_all_button.setToolTip(f"Segment every box that has no label yet ({k['segment_all']})")
+        self.cancel_button = QPushButton(f"Cancel  [{k['cancel']}]")
+        self.cancel_button.setToolTip(
+            f"Stop after the current denoising step; the unfinished box writes nothing ({k['cancel']})"
+        )
+        self.draw_button = QPushButton("Draw boxes")
+        self.draw_button.setToolTip("Select the boxes layer (made if needed) with the rectangle tool")
+
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.status = QLabel("Draw a box around an object, then press Segment.")
+        self.status.setWordWrap(True)
+
+        self.labels_file = FileEdit(
+            label="labels file", mode="w", filter="*.tif", nullable=True,
+            tooltip="TIFF file for the whole labels layer (uint8/16/32 instance labels)",
+        )
+        self.export_labels_button = QPushButton("Export labels")
+        self.export_labels_button.setToolTip("Write the labels layer to the TIFF file above")
+        self.training_dir = FileEdit(
+            label="training folder", mode="d", nullable=True,
+            tooltip="Folder for training pairs: images/<name>.tif + masks/<name>.tif, as read by "
+            "segdiff-train --data.source instances --data.root <folder>",
+        )
+        self.export_pair_button = QPushButton("Export training pair (current slice)")
+        self.export_pair_button.setToolTip(
+            "Write the current 2D slice and its instance labels to the training folder"
+        )
+        export_box = Container(widgets=[self.labels_file, self.training_dir])
+
+        # layout -----------------------------------------------------------------------------
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(layers_box.native)
+        lay.addWidget(self.draw_button)
+        lay.addWidget(model_box.native)
+        lay.addWidget(self.model_label)
+
+        self.prompt_section = self._section("Prompt", prompt_box, expanded=False)
+        self.sampling_section = self._section("Sampling", sampling_box, expanded=True)
+        self.output_section = self._section("Preview and output", output_box, expanded=True)
+        for sec in (self.prompt_section, self.sampling_section, self.output_section):
+            lay.addWidget(sec)
+
+        row = QHBoxLayout()
+        row.addWidget(self.segment_button)
+        row.addWidget(self.segment_all_button)
+        lay.addLayout(row)
+        lay.addWidget(self.cancel_button)
+        lay.addWidget(self.progress_bar)
+        lay.addWidget(self.status)
+
+        export_inner = QWidget()
+        ex = QVBoxLayout(export_inner)
+        ex.setContentsMargins(0, 0, 0, 0)
+        ex.addWidget(export_box.native)
+        ex.addWidget(self.export_labels_button)
+        ex.addWidget(self.export_pair_button)
+        self.export_section = QCollapsible("Export (fine-tune loop)")
+        self.export_section.addWidget(export_inner)
+        self.export_section.expand(animate=False)
+        lay.addWidget(self.export_section)
+        lay.addStretch(1)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self.setMinimumWidth(300)
+        self._containers = [layers_box, model_box, prompt_box, sampling_box, output_box, export_box]
+
+    @staticmethod
+    def _section(title: str, box: Container, expanded: bool) -> QCollapsible:
+        sec = QCollapsible(title)
+        sec.addWidget(box.native)
+        if expanded:
+            sec.expand(animate=False)
+        else:
+            sec.collapse(animate=False)
+        return sec
+
+    def _connect(self) -> None:
+        c = self.controller
+        self.image_combo.changed.connect(self._on_image_changed)
+        self.boxes_combo.changed.connect(lambda layer: c.set_prompts_layer(layer))
+        self.labels_combo.changed.connect(lambda layer: c.set_labels_layer(layer))
+
+        def bind(widget: Any, name: str, convert: Callable[[Any], Any] = lambda x: x) -> None:
+            widget.changed.connect(lambda value: self._set(name, convert(value)))
+
+        bind(self.model_source, "model_source")
+        bind(self.model_file, "model_path")
+        bind(self.device, "device")
+        bind(self.protocol, "protocol")
+        bind(self.margin, "margin", float)
+        bind(self.window_scale, "window_scale", float)
+        bind(self.window_overlap, "window_overlap", bool)
+        bind(self.sampler, "sampler")
+        bind(self.steps, "steps", int)
+        bind(self.generations, "generations", int)
+        bind(self.threshold, "threshold", float)
+        bind(self.seed, "seed", int)
+        bind(self.preview, "preview")
+        bind(self.uncertainty, "uncertainty")
+        bind(self.overwrite, "overwrite", bool)
+        bind(self.largest_only, "largest_object_only", bool)
+
+        self.segment_button.clicked.connect(lambda: self.segment("newest"))
+        self.segment_all_button.clicked.connect(lambda: self.segment("all"))
+        self.cancel_button.clicked.connect(self.cancel)
+        self.draw_button.clicked.connect(self._draw_boxes)
+        self.export_labels_button.clicked.connect(self._export_labels)
+        self.export_pair_button.clicked.connect(self._export_pair)
+
+        c.progress_changed.connect(self._on_progress)
+        c.running_changed.connect(lambda _running: self._sync_enabled())
+        c.model_loaded.connect(self._on_model_loaded)
+        c.status_changed.connect(lambda text: self.status.setText(text))
+
+        events = self.viewer.layers.events
+        events.inserted.connect(self._on_layers_changed)
+        events.removed.connect(self._on_layers_changed)
+        events.reordered.connect(self._on_layers_changed)
+
+    def _set(self, name: str, value: Any) -> None:
+        self.controller.update_settings(**{name: value})
+        self._sync_enabled()
+
+    # ---------------------------------------------------------------------------------------
+    # layers
+    # ---------------------------------------------------------------------------------------
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The worker of the running segmentation (None when idle)."""
+        return self._handle.worker
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the layer lists (napari calls this when layers change)."""
+        if self._closed:
+            return
+        for combo in (self.image_combo, self.boxes_combo, self.labels_combo):
+            combo.reset_choices()
+        if self.image_combo.value is not self.controller.image_layer:
+            self._on_image_changed(self.image_combo.value)
+        self._show_controller_layers()
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        self.reset_choices()
+
+    def _on_image_changed(self, layer: Image | None) -> None:
+        self.controller.set_image_layer(layer)
+        self._show_controller_layers()
+        if layer is not None and self.controller.prompts_layer is None:
+            # a boxes layer with the rectangle tool, once napari has finished adding the image
+            QTimer.singleShot(0, self._auto_prompts)
+
+    def _auto_prompts(self) -> None:
+        c = self.controller
+        if self._closed or c.image_layer is None or c.prompts_layer is not None or c.is_running:
+            return
+        c.ensure_prompts_layer()
+        self.reset_choices()
+
+    def _show_controller_layers(self) -> None:
+        c = self.controller
+        for combo, layer in ((self.boxes_combo, c.prompts_layer), (self.labels_combo, c.labels_layer)):
+            if combo.value is not layer:
+                with combo.changed.blocked():
+                    combo.value = layer if layer in self.viewer.layers else None
+
+    def _draw_boxes(self) -> None:
+        if self.controller.image_layer is None:
+            show_warning("SegDiff: open or choose an image first")
+            return
+        self.controller.ensure_prompts_layer()
+        self.reset_choices()
+
+    # ---------------------------------------------------------------------------------------
+    # running
+    # ---------------------------------------------------------------------------------------
+
+    def segment(self, scope: str = "newest") -> GeneratorWorker | None:
+        """Start segmenting ('newest': selected or newest box; 'all': every unsegmented box)."""
+        if self.worker is not None:
+            self.controller.prepare_run(scope)  # reports that a run is going on
+            return None
+        request = self.controller.prepare_run(scope)  # type: ignore[arg-type]
+        self.reset_choices()
+        if request is None:
+            return None
+        worker = create_worker(run_segmentation, request, self.controller.cache, _start_thread=False)
+        worker.yielded.connect(self.controller.handle_event)
+        worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self.controller.cancelled)
+        worker.finished.connect(self._on_finished)
+        self._handle.worker = worker
+        self._sync_enabled()
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running segmentation to stop after its current denoising step."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling ...")
+
+    def _on_returned(self, summary: RunSummary) -> None:
+        self.controller.finish(summary)
+
+    def _on_finished(self) -> None:
+        self._handle.worker = None
+        self.controller.worker_finished()
+        self._sync_enabled()
+
+    def _on_progress(self, done: int, total: int, text: str) -> None:
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(done)
+        self.progress_bar.setFormat(f"%p%  {text}" if text else "%p%")
+
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self.model_label.setText(info.describe())
+        d = info.defaults
+        self.steps.native.setSpecialValueText(f"model default ({d.steps})")
+        self.generations.native.setSpecialValueText(f"model default ({d.generations})")
+
+    def _sync_enabled(self) -> None:
+        running = self.worker is not None or self.controller.is_running
+        self.segment_button.setEnabled(not running)
+        self.segment_all_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.model_file.enabled = self.model_source.value == "file"
+        self.margin.enabled = self.protocol.value == "custom"
+        self.window_scale.enabled = self.protocol.value == "windows"
+        self.window_overlap.enabled = self.protocol.value == "windows"
+
+    def _check_bundled_model(self) -> None:
+        try:
+            bundled_model_path()
+        except FileNotFoundError as exc:
+            self.model_source.value = "file"
+            self.model_label.setText("bundled model missing: choose a checkpoint file")
+            show_warning(f"SegDiff: {exc}. Choose a checkpoint file (.pt) under 'checkpoint'.")
+
+    # ---------------------------------------------------------------------------------------
+    # export
+    # ---------------------------------------------------------------------------------------
+
+    def _export_labels(self) -> None:
+        path = self.labels_file.value
+        self.controller.export_labels(path if path is not None else "")
+
+    def _export_pair(self) -> None:
+        folder = self.training_dir.value
+        self.controller.export_training_crops(folder if folder is not None else "")
+
+    # ---------------------------------------------------------------------------------------
+    # shortcuts and teardown
+    # ---------------------------------------------------------------------------------------
+
+    def _bind_keys(self) -> None:
+        actions = {
+            "segment": lambda _viewer: self.segment("newest"),
+            "segment_all": lambda _viewer: self.segment("all"),
+            "cancel": lambda _viewer: self.cancel(),
+        }
+        for name, key in SHORTCUTS.items():
+            func = actions[name]
+            self.viewer.bind_key(key, func, overwrite=True)
+            self._bound_keys[key] = func
+
+    def _unbind_keys(self) -> None:
+        keymap = self.viewer.keymap
+        for key, func in self._bound_keys.items():
+            if keymap.get(coerce_keybinding(key)) is func:
+                self.viewer.bind_key(key, None)
+        self._bound_keys.clear()
+
+    def close_annotator(self) -> None:
+        """Stop any run, unbind the shortcuts and disconnect from the viewer."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.worker is not None:
+            self.worker.quit()
+        self._unbind_keys()
+        events = self.viewer.layers.events
+        for ev in (events.inserted, events.removed, events.reordered):
+            ev.disconnect(self._on_layers_changed)
+        self.controller.close()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        self.close_annotator()
+        super().closeEvent(event)
+
+    def event(self, ev: QEvent) -> bool:
+        # napari's remove_dock_widget (the dock's 'x') un-parents the widget instead of closing it
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.close_annotator()
+        return super().event(ev)

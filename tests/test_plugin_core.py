@@ -1,0 +1,245 @@
+"""Qt-free parts of the plugin: settings, plane/box geometry, the run generator, the model cache.
+
+No window is needed: napari's ViewerModel and layers are plain Python.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+from segdiff_core.config import InferenceConfig
+from segdiff_core.data.boxes import Box
+
+from napari_segdiff._controller import AnnotatorController, _ranges
+from napari_segdiff._engine import (
+    BoxJob,
+    JobFinished,
+    ModelCache,
+    PlaneReader,
+    RunRequest,
+    RunStarted,
+    StepUpdate,
+    run_segmentation,
+)
+from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, shape_box
+from napari_segdiff._settings import AnnotatorSettings, SettingsError
+from tests.conftest_napari import model_file, notes, rect  # noqa: F401 (fixtures)
+
+# ------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------
+
+DEFAULTS = InferenceConfig(generations=8, steps=10, sampler="ddim")
+
+
+def test_inference_follows_model_defaults_unless_set():
+    s = AnnotatorSettings()
+    assert s.inference_for(DEFAULTS, 100) == DEFAULTS.replace(threshold=0.5)
+    paper = s.replace(sampler="ddpm").inference_for(DEFAULTS, 100)
+    assert (paper.sampler, paper.steps, paper.generations) == ("ddpm", 100, 8)
+    assert s.replace(sampler="ddpm").inference_for(DEFAULTS, 50).steps == 50  # capped at T
+    custom = s.replace(sampler="ddim", steps=25, generations=3, threshold=0.3).inference_for(DEFAULTS, 100)
+    assert (custom.sampler, custom.steps, custom.generations, custom.threshold) == ("ddim", 25, 3, 0.3)
+    assert s.replace(seed=-1).run_seed(1234) == 1234 and s.replace(seed=7).run_seed(1234) == 7
+
+
+def test_crop_protocols():
+    s = AnnotatorSettings()
+    assert s.crop_protocol().margin == pytest.approx(0.15)
+    assert s.replace(protocol="tight").crop_protocol().margin == 0.0
+    assert s.replace(protocol="custom", margin=0.4).crop_protocol().margin == pytest.approx(0.4)
+    assert s.replace(protocol="windows").crop_protocol().margin == 0.0
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"device": "tpu"}, "device must be one of"),
+        ({"threshold": 1.5}, r"threshold must lie in \[0, 1\]"),
+        ({"steps": -1}, "steps must be between 0 and 1000"),
+        ({"generations": 2.5}, "generations must be an integer"),
+        ({"protocol": "loose"}, "crop protocol must be one of"),
+        ({"window_scale": 0}, "window scale must lie in"),
+        ({"overwrite": "yes"}, "overwrite must be True or False"),
+    ],
+)
+def test_bad_settings_are_rejected_with_a_clear_message(change, match):
+    with pytest.raises(SettingsError, match=match):
+        AnnotatorSettings().replace(**change)
+
+
+# ------------------------------------------------------------------------------------------
+# planes and boxes
+# ------------------------------------------------------------------------------------------
+
+
+def test_plane_spec_reads_writes_and_indexes_transposed_planes():
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    plane = PlaneSpec(3, (2, 1), ((0, 1),), (4, 3))  # rows = axis 2, cols = axis 1, slice 1
+    assert plane.transpose
+    np.testing.assert_array_equal(plane.read(arr), arr[1].T)
+    out = np.zeros_like(arr)
+    plane.write(out, (slice(1, 3), slice(0, 2)), np.array([[1, 2], [3, 4]]))
+    assert out[1, 0, 1] == 1 and out[1, 1, 1] == 2 and out[1, 0, 2] == 3 and out[1, 1, 2] == 4
+    assert out.sum() == 10
+    idx = plane.indices(np.array([3]), np.array([2]))
+    assert [int(i[0]) for i in idx] == [1, 2, 3]
+
+
+def test_current_plane_follows_the_viewer():
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((5, 30, 40)), scale=(2.0, 1.0, 1.0))
+    viewer.dims.set_current_step(0, 3)
+    plane = current_plane(viewer, image)
+    assert plane.axes == (1, 2) and plane.fixed == ((0, 3),) and plane.shape == (30, 40)
+    viewer.dims.order = (0, 2, 1)  # transposed view
+    plane = current_plane(viewer, image)
+    assert plane.axes == (2, 1) and plane.shape == (40, 30)
+    viewer.dims.ndisplay = 3
+    with pytest.raises(PromptError, match="switch the viewer to 2D"):
+        current_plane(viewer, image)
+
+
+def test_shape_box_adds_half_a_pixel_and_uses_the_box_slice():
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((4, 50, 60)), scale=(1.0, 0.5, 2.0), translate=(0, 10, -5))
+    plane = current_plane(viewer, image)
+    shapes = viewer.add_shapes(
+        [rect(10, 20, 30, 40, z=2)], shape_type="rectangle",
+        scale=(1.0, 0.5, 2.0), translate=(0, 10, -5),
+    )
+    box, own = shape_box(shapes, 0, image, plane)
+    assert box == Box(10.5, 20.5, 30.5, 40.5)
+    assert own.fixed == ((0, 2),)
+    # a 2D Shapes layer in world coordinates (identity transform) maps through the world
+    world = viewer.add_shapes([rect(15.0, 35.0, 25.0, 75.0)], shape_type="rectangle")
+    box2, own2 = shape_box(world, 0, image, plane)
+    assert box2 == Box(10.5, 20.5, 30.5, 40.5) and own2 == plane
+    ell = viewer.add_shapes([np.array([[20, 20], [5, 5]])], shape_type="ellipse")
+    with pytest.raises(PromptError, match="is a ellipse; SegDiff needs rectangles"):
+        shape_box(ell, 0, image, plane)
+    far = viewer.add_shapes([rect(500, 500, 600, 600)], shape_type="rectangle")
+    with pytest.raises(PromptError, match="outside the image"):
+        shape_box(far, 0, image, plane)
+
+
+# ------------------------------------------------------------------------------------------
+# the run generator
+# ------------------------------------------------------------------------------------------
+
+
+def _request(model_path, image, boxes, **settings) -> RunRequest:
+    s = AnnotatorSettings(model_source="file", model_path=model_path, device="cpu", **settings)
+    reader = PlaneReader(image, (slice(None), slice(None)))
+    jobs = tuple(BoxJob(i, b, reader, image.shape[:2]) for i, b in enumerate(boxes))
+    return RunRequest(model_path, s, jobs, seed=0, torch_threads=1)
+
+
+class FakeClock:
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_run_yields_every_step_and_bounds_the_preview_rate(model_file):
+    image = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    req = _request(model_file, image, [Box(10, 10, 30, 30), Box(20, 5, 40, 25)], steps=8, generations=2)
+    cache = ModelCache()
+    events = []
+    run = run_segmentation(req, cache, clock=FakeClock(0.03))  # 30 ms per step
+    while True:
+        try:
+            events.append(next(run))
+        except StopIteration as stop:
+            summary = stop.value
+            break
+    assert summary.error is None and summary.finished == (0, 1)
+    assert isinstance(events[0], RunStarted) and events[0].total_steps == 16
+    steps = [e for e in events if isinstance(e, StepUpdate)]
+    assert [s.done for s in steps] == list(range(1, 17))
+    previews = [s for s in steps if s.preview is not None]
+    # at most one preview per 0.1 s of (fake) time: every 4th step at 30 ms per step
+    assert [s.done for s in previews] == [1, 5, 9, 13]
+    for p in previews:
+        assert p.preview.values.min() >= 0 and p.preview.values.max() <= 1
+    results = [e for e in events if isinstance(e, JobFinished)]
+    assert [r.job_id for r in results] == [0, 1]
+    # crop of Box(10, 10, 30, 30) at 15 %: 23 px centred on 20 -> [8.5, 31.5) -> pixels 8..30
+    assert results[0].region == (slice(8, 31), slice(8, 31))
+    assert results[0].probability.shape == (23, 23)
+    np.testing.assert_array_equal(results[0].mask, results[0].probability > 0.5)
+    assert cache.loads == 1
+
+
+def test_closing_the_run_cancels_it_before_any_result(model_file):
+    image = np.zeros((32, 32), np.float32)
+    req = _request(model_file, image, [Box(4, 4, 20, 20)], steps=20, generations=1)
+    run = run_segmentation(req, ModelCache())
+    first = [next(run) for _ in range(4)]
+    run.close()
+    assert not any(isinstance(e, JobFinished) for e in first)
+    with pytest.raises(StopIteration):
+        next(run)
+
+
+def test_model_cache_reloads_only_when_file_or_device_changes(model_file, tmp_path):
+    cache = ModelCache()
+    a = cache.get(model_file, "cpu")
+    assert cache.get(model_file, "cpu") is a and cache.get(model_file, "auto") is a  # auto = cpu here
+    assert cache.loads == 1
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(model_file.read_bytes())
+    b = cache.get(copy, "cpu")
+    assert b is not a and cache.loads == 2
+    import os
+
+    st = copy.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was retrained
+    assert cache.get(copy, "cpu") is not b and cache.loads == 3
+
+
+def test_failures_end_the_run_with_a_message(model_file, tmp_path):
+    image = np.zeros((32, 32), np.float32)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 10)
+    req = _request(bad, image, [Box(4, 4, 20, 20)])
+    run = run_segmentation(req, ModelCache())
+    with pytest.raises(StopIteration) as stop:
+        next(run)
+    assert "bad.pt" in stop.value.value.error and stop.value.value.finished == ()
+    two = np.zeros((32, 32, 2), np.float32)  # 2 channels cannot feed a 3-channel model
+    run = run_segmentation(_request(model_file, two, [Box(4, 4, 20, 20)], steps=2), ModelCache())
+    events = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            events.append(next(run))
+    assert "expects 3" in stop.value.value.error and not any(isinstance(e, JobFinished) for e in events)
+
+
+# ------------------------------------------------------------------------------------------
+# controller details
+# ------------------------------------------------------------------------------------------
+
+
+def test_controller_without_image_or_boxes_explains(model_file, notes):
+    viewer = ViewerModel()
+    c = AnnotatorController(viewer)
+    c.update_settings(model_source="file", model_path=model_file)
+    assert c.prepare_run("newest") is None
+    viewer.add_image(np.zeros((20, 20)))
+    c.set_image_layer(viewer.layers[0])
+    assert c.prepare_run("newest") is None  # no box yet: a boxes layer is made for the user
+    assert c.prompts_layer is not None and c.prompts_layer.mode == "add_rectangle"
+    seen = [m for _sev, m in notes]
+    assert any("no image layer" in m for m in seen) and any("no box to segment" in m for m in seen)
+    assert not c.update_settings(threshold=3.0) and c.settings.threshold == 0.5
+    c.close()
+
+
+def test_ranges():
+    assert _ranges([5, 3, 4, 8, 10, 11]) == "3-5, 8, 10-11"
+    assert _ranges([1]) == "1"
