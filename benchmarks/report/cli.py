@@ -169,14 +169,21 @@ def _timing_section(parts: dict[str, dict[str, Any] | None]) -> str:
         total += d["seconds"]
         env = d.get("environment", {})
         notes = ""
+        if d.get("settings", {}).get("samples_reused"):
+            notes = f"reused the samples of part 1 (drawn in {d['settings']['sampling_seconds']:.0f} s there)"
         if p.NAME in ("conditioning", "baselines"):
             models = d.get("variants") or d.get("methods") or {}
-            reused = [k for k, v in models.items() if isinstance(v, dict) and v.get("reused")]
-            notes = f"reused trained models: {', '.join(reused)}" if reused else "all models trained in this run"
+            reused = {k: v.get("training_seconds") for k, v in models.items() if isinstance(v, dict) and v.get("reused")}
+            if reused:
+                earlier = sum(t for t in reused.values() if t is not None)
+                notes = (f"reused the models {', '.join(reused)} trained by an earlier run (their training took "
+                         f"{earlier:.0f} s then, not counted here)")
+            else:
+                notes = "all models trained in this run"
         rows.append([f"{i}. {p.NAME}", f"{d['seconds']:.0f}", f"{d['seconds'] / 60:.1f}", env.get("date", ""),
                      str(env.get("threads", "")), f"{d.get('sizes', '')} {notes}".strip()])
     rows.append(["**total**", f"**{total:.0f}**", f"**{total / 60:.1f}**", "", "", ""])
-    return md_table(["part", "seconds", "minutes", "run at", "threads", "sizes / notes"], rows, "lrrllr")
+    return md_table(["part", "seconds", "minutes", "run at", "threads", "sizes / notes"], rows, "lrrlrl")
 
 
 def _reproduce_section(paths: ReportPaths) -> str:

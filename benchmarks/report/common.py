@@ -68,7 +68,8 @@ class ReportSizes:
         styles, eval_tile_size: the held-out synthetic prompt set (``synthetic_items``).
         gen_n_per_style, generations, seeds, batch_images: claim 1 (and the prompt set of
             claim 5): prompts per style, ensemble sizes, sampling seeds, prompts per batch.
-        steps_n_per_style, steps_list, samplers, steps_generations: claim 2.
+        steps_n_per_style, steps_list, samplers, steps_generations, steps_batch_images: claim 2
+            (the last: prompts per network batch, so that the timed batches are full).
         small_*: claims 3-4: the small SegDiff config trained per conditioning variant and
             the U-Net (training steps, batch, synthetic tile size, learning rate) and how they
             are sampled for scoring.
@@ -90,6 +91,7 @@ class ReportSizes:
     steps_list: tuple[int, ...] = (10, 25, 50, 100)
     samplers: tuple[str, ...] = ("ddpm", "ddim")
     steps_generations: int = 2
+    steps_batch_images: int = 16
     small_n_per_style: int = 10
     small_train_steps: int = 500
     small_batch_size: int = 16
@@ -149,32 +151,43 @@ SMOKE = ReportSizes(
 
 
 def seed_stats(values: Iterable[float | None]) -> dict[str, Any]:
-    """Mean, sample std (ddof=1; 0 for one value) and count of the finite ``values``."""
+    """Mean, sample std (ddof=1; None for fewer than two values) and count of the finite
+    ``values``."""
     arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if arr.size == 0:
         return {"mean": None, "std": None, "n": 0}
-    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    std = float(arr.std(ddof=1)) if arr.size > 1 else None
     return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
+
+
+def standard_error(std: float | None, n: int | None) -> float | None:
+    """``std / sqrt(n)``, or None when the spread is unknown (no std, or fewer than two values)."""
+    if std is None or n is None or n < 2 or not math.isfinite(std):
+        return None
+    return std / math.sqrt(n)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """Per-sample differences ``a - b`` of two methods scored on the same samples: mean,
-    standard error of the mean (std ddof=1 / sqrt n; 0 for one sample) and n."""
+    standard error of the mean (std ddof=1 / sqrt n; None for one sample) and n."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.ndim != 1 or x.size == 0:
         raise ReportError(f"paired values must be two equal-length non-empty lists, got {x.shape} and {y.shape}")
     d = x - y
-    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else None
     return {"mean": float(d.mean()), "se": se, "n": int(d.size)}
 
 
 def judge(delta: float | None, noise: float | None, expected_sign: int, k: float = 2.0) -> str:
     """Verdict for a measured change ``delta`` whose expected sign (paper) is ``expected_sign``
     (+1 / -1): 'agrees' if it has that sign and exceeds ``k * noise``, 'disagrees' if it has
-    the opposite sign beyond ``k * noise``, else 'inconclusive'; 'n/a' if not measured."""
+    the opposite sign beyond ``k * noise``, else 'inconclusive'. 'inconclusive' too when the
+    noise is unknown (None: a single seed or sample); 'n/a' if not measured."""
     if delta is None or not math.isfinite(delta):
         return "n/a"
-    margin = k * (noise or 0.0)
+    if noise is None or not math.isfinite(noise):
+        return "inconclusive"
+    margin = k * noise
     signed = delta * expected_sign
     if signed > margin:
         return "agrees"
@@ -190,11 +203,12 @@ def fmt(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
     return format(float(value) * scale, spec)
 
 
-def pm(mean: float | None, std: float | None, spec: str = ".1f", scale: float = 1.0) -> str:
-    """``mean ± std`` (or just the mean when std is None)."""
+def pm(mean: float | None, std: float | None = None, spec: str = ".1f", scale: float = 1.0) -> str:
+    """``mean ± std`` (just the mean when std is None). The std is formatted like the mean
+    without a forced sign."""
     if std is None:
         return fmt(mean, spec, scale)
-    return f"{fmt(mean, spec, scale)} ± {fmt(std, spec, scale)}"
+    return f"{fmt(mean, spec, scale)} ± {fmt(std, spec.replace('+', ''), scale)}"
 
 
 def signed(value: float | None, spec: str = "+.1f", scale: float = 1.0) -> str:
@@ -438,10 +452,18 @@ class ReportContext:
         names = tuple(it.name for it in items)
         for key, bank in self.cache.items():
             if isinstance(key, tuple) and key[:6] == ("bank", label, names, steps, sampler, seed) and bank.generations >= generations:
-                return bank
+                return bank  # nested ensembles: the first `generations` samples of a larger one
         bank = EnsembleBank(segmenter, items, generations, steps, sampler, seed, self.sizes.batch_images)
         self.cache[("bank", label, names, steps, sampler, seed, generations)] = bank
         return bank
+
+    def has_bank(self, label: str, items: Sequence[PreparedItem], generations: int, steps: int, sampler: str, seed: int) -> bool:
+        """Whether :meth:`bank` would reuse samples drawn earlier in this invocation."""
+        names = tuple(it.name for it in items)
+        return any(
+            isinstance(k, tuple) and k[:6] == ("bank", label, names, steps, sampler, seed) and b.generations >= generations
+            for k, b in self.cache.items()
+        )
 
 
 # --------------------------------------------------------------------------------------------

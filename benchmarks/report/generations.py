@@ -16,13 +16,13 @@ from benchmarks.report.common import (
     ReportContext,
     Section,
     evaluate_splits,
-    fmt,
     judge,
     md_table,
     pm,
     pyplot,
     save_figure,
     seed_stats,
+    standard_error,
 )
 
 NAME = "generations"
@@ -87,19 +87,19 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
     for split, a in agg.items():
         d_iou, d_cal = a["change"]["iou"], a["change"]["calibration"]
         # Noise of a mean over seeds: std / sqrt(n seeds).
-        se_iou = (d_iou["std"] or 0.0) / max(n_seeds, 1) ** 0.5
-        se_cal = (d_cal["std"] or 0.0) / max(n_seeds, 1) ** 0.5
+        se_iou = standard_error(d_iou["std"], d_iou["n"])
+        se_cal = standard_error(d_cal["std"], d_cal["n"])
         claims.append(Claim(
             f"1. more generations raise IoU ({split})",
             "more generated instances tend to increase mIoU (Fig. 5)",
-            f"{fmt(d_iou['mean'], '+.1f', 100)} ± {fmt(d_iou['std'], '.1f', 100)} IoU points from G={a['from']} to G={a['to']} "
+            f"{pm(d_iou['mean'], d_iou['std'], '+.1f', 100)} IoU points from G={a['from']} to G={a['to']} "
             f"(std over {n_seeds} seeds, n={a['by_generations'][str(a['to'])]['n']} prompts)",
             judge(d_iou["mean"], se_iou, +1),
         ))
         claims.append(Claim(
             f"1. more generations improve calibration ({split})",
             "more instances improve the calibration score, mostly from a single one (Fig. 6)",
-            f"calibration score {fmt(d_cal['mean'], '+.4f')} ± {fmt(d_cal['std'], '.4f')} from G={a['from']} to G={a['to']} (lower is better)",
+            f"calibration score {pm(d_cal['mean'], d_cal['std'], '+.4f')} from G={a['from']} to G={a['to']} (lower is better; std over seeds)",
             judge(d_cal["mean"], se_cal, -1),
         ))
     return claims
@@ -146,7 +146,7 @@ def _plot(data: dict[str, Any], rc: RenderContext) -> str:
 def render(data: dict[str, Any], rc: RenderContext) -> Section:
     st = data["settings"]
     lines = [
-        f"Bundled model, {st['steps']} {st['sampler'].upper()} steps, expansion protocol, {st['prompts_per_style']} prompts per style "
+        f"Evaluated model, {st['steps']} {st['sampler'].upper()} steps, expansion protocol, {st['prompts_per_style']} prompts per style "
         f"({st['n_prompts']} in all), sampling seeds {', '.join(map(str, st['seeds']))}. For each seed one ensemble of "
         f"{max(st['generations'])} generations is drawn per prompt; the ensemble of G generations is its first G samples, so the "
         "curve compares the same prompts and the same noise. Values are mean ± std over the seeds; the calibration score is pooled "

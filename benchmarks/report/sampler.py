@@ -1,4 +1,4 @@
-"""The paper's way of sampling against ours, on the paper's network and on the bundled one.
+"""The paper's way of sampling against ours, on the paper's network and on the evaluated one.
 
 The reference code samples one generation after another and recomputes G(I) at every step
 (``segdiff_core.diffusion.sampler.sample(..., reuse_encoding=False)`` called once per
@@ -8,7 +8,7 @@ not depend on their values) for
 
 * the paper's Cityscapes network (C = 128, 15 RRDBs, 3 res blocks per level, ~156 M
   parameters) at a reduced input size so it runs on this CPU, and
-* the bundled model's architecture.
+* the evaluated (by default the bundled) model's architecture.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     cases = {
         "paper": (f"paper Cityscapes network{' (reduced for the smoke run)' if sz.paper_reduced else ''} at {sz.paper_image_size} px",
                   paper_config(sz.paper_image_size, sz.paper_reduced)),
-        "bundled": (f"bundled model architecture at {ctx.segmenter().input_size} px", ctx.segmenter().config),
+        "evaluated": (f"evaluated model's architecture at {ctx.segmenter().input_size} px", ctx.segmenter().config),
     }
     out: dict[str, Any] = {}
     for key, (label, cfg) in cases.items():

@@ -27,6 +27,7 @@ from benchmarks.report.common import (
     pyplot,
     save_figure,
     seed_stats,
+    standard_error,
 )
 
 NAME = "steps"
@@ -44,11 +45,12 @@ def run(ctx: ReportContext) -> dict[str, Any]:
         raise ValueError(f"none of the step counts {sz.steps_list} fits the model's T = {T}")
     items = ctx.prepared(sz.steps_n_per_style, seg.input_size)
     g = sz.steps_generations
+    seg.segment(items[0].model_inputs[0], seg.inference.replace(generations=1, steps=1), seed=0)  # warm-up: timings below are steady-state
     runs = []
     for sampler in sz.samplers:
         for steps in steps_list:
             for seed in sz.seeds:
-                bank = EnsembleBank(seg, items, g, steps, sampler, seed, sz.batch_images)
+                bank = EnsembleBank(seg, items, g, steps, sampler, seed, sz.steps_batch_images)
                 runs.append({
                     "sampler": sampler, "steps": steps, "seed": seed,
                     "seconds_per_prompt": bank.seconds_per_prompt,
@@ -58,7 +60,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     return {
         "settings": {
             "steps": steps_list, "samplers": list(sz.samplers), "seeds": list(sz.seeds), "generations": g,
-            "prompts_per_style": sz.steps_n_per_style, "n_prompts": len(items), "batch_images": sz.batch_images,
+            "prompts_per_style": sz.steps_n_per_style, "n_prompts": len(items), "batch_images": sz.steps_batch_images,
             "T": T, "protocol": "expansion",
         },
         "runs": runs,
@@ -67,14 +69,16 @@ def run(ctx: ReportContext) -> dict[str, Any]:
 
 
 def linear_fit(x: list[float], y: list[float]) -> dict[str, float | None]:
-    """Least-squares ``y = intercept + slope * x`` and its R^2 (None with < 2 points)."""
-    if len(x) < 2:
-        return {"slope": None, "intercept": None, "r2": None}
+    """Least-squares ``y = intercept + slope * x`` and its R^2. Slope and intercept need two
+    distinct x values, R^2 three (two points always lie on a line); None otherwise."""
     xa, ya = np.asarray(x, float), np.asarray(y, float)
+    distinct = len(set(xa.tolist()))
+    if distinct < 2:
+        return {"slope": None, "intercept": None, "r2": None}
     slope, intercept = np.polyfit(xa, ya, 1)
     pred = intercept + slope * xa
     ss_tot = float(((ya - ya.mean()) ** 2).sum())
-    r2 = 1.0 - float(((ya - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    r2 = (1.0 - float(((ya - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0) if distinct >= 3 else None
     return {"slope": float(slope), "intercept": float(intercept), "r2": r2}
 
 
@@ -129,13 +133,13 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
             if ch["mean"] is None:
                 verdict = "n/a"
             else:
-                se = (ch["std"] or 0.0) / max(n_seeds, 1) ** 0.5
+                se = standard_error(ch["std"], ch["n"]) or 0.0
                 # agrees: the loss is at most the paper's 2 points (allowing for seed noise)
                 verdict = "agrees" if ch["mean"] >= -PAPER_MAX_LOSS - 2 * se else "disagrees"
             claims.append(Claim(
                 f"2. {fast} steps cost little vs {longest} ({sampler.upper()}, {split})",
                 "25 steps instead of 100 lose at most ~2 mIoU (Fig. 9a; a model trained per T)",
-                f"{fmt(ch['mean'], '+.1f', 100)} ± {fmt(ch['std'], '.1f', 100)} IoU points at {fast} vs {longest} respaced steps "
+                f"{pm(ch['mean'], ch['std'], '+.1f', 100)} IoU points at {fast} vs {longest} respaced steps "
                 f"(n={e['n']} prompts, {n_seeds} seeds)",
                 verdict,
             ))
@@ -177,7 +181,7 @@ def _plot(data: dict[str, Any], rc: RenderContext) -> str:
         fit = a["time_fit"]
         if fit["slope"] is not None:
             xs = np.linspace(0, max(steps), 50)
-            axes[1].plot(xs, fit["intercept"] + fit["slope"] * xs, lw=1, label=f"{sampler.upper()} fit, R²={fit['r2']:.3f}")
+            axes[1].plot(xs, fit["intercept"] + fit["slope"] * xs, lw=1, label=f"{sampler.upper()} fit, R²={fmt(fit['r2'], '.3f')}")
     axes[0].set(xlabel="sampling steps", ylabel="IoU (%)", title=f"quality vs steps (G={data['settings']['generations']})")
     axes[1].set(xlabel="sampling steps", ylabel="seconds per prompt", title="time vs steps (Fig. 9b)")
     for ax in axes:
@@ -190,10 +194,10 @@ def _plot(data: dict[str, Any], rc: RenderContext) -> str:
 def render(data: dict[str, Any], rc: RenderContext) -> Section:
     st = data["settings"]
     lines = [
-        f"Bundled model (trained with T = {st['T']}), chains respaced to {', '.join(map(str, st['steps']))} steps, "
+        f"Evaluated model (trained with T = {st['T']}), chains respaced to {', '.join(map(str, st['steps']))} steps, "
         f"{st['generations']} generations per prompt, {st['prompts_per_style']} prompts per style ({st['n_prompts']} in all), "
         f"seeds {', '.join(map(str, st['seeds']))}. Unlike the paper, which trains one model per T, the one model's chain is "
-        f"shortened at sampling time. Seconds per prompt: batched sampling, {st['batch_images']} prompts per network batch "
+        f"shortened at sampling time. Seconds per prompt: wall time of sampling up to {st['batch_images']} prompts together "
         "(single-prompt latency is in the speed section). IoU: mean ± std over seeds; change: paired per seed against the longest chain.",
         "",
     ]

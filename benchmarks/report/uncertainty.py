@@ -33,6 +33,7 @@ from benchmarks.report.common import (
     pyplot,
     save_figure,
     split_of,
+    standard_error,
 )
 
 NAME = "uncertainty"
@@ -83,6 +84,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     sz = ctx.sizes
     items = ctx.prepared(sz.gen_n_per_style, seg.input_size)
     g = sz.uncertainty_generations
+    reused = ctx.has_bank("model", items, g, seg.inference.steps, seg.inference.sampler, 0)
     bank = ctx.bank("model", seg, items, g, seg.inference.steps, seg.inference.sampler, 0)
     per_prompt = evaluate_splits(items, bank.method(g))
     pooled: dict[str, Any] = {}
@@ -113,7 +115,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
         "settings": {
             "generations": g, "steps": seg.inference.steps, "sampler": seg.inference.sampler, "seed": 0,
             "prompts_per_style": sz.gen_n_per_style, "n_prompts": len(items), "top_fraction": TOP_FRACTION,
-            "protocol": "expansion",
+            "protocol": "expansion", "samples_reused": reused, "sampling_seconds": bank.seconds,
         },
         "per_prompt": {s: {k: v[k] for k in ("n", "uncertainty_auroc", "uncertainty_auroc_std", "n_uncertainty_auroc", "iou")}
                        for s, v in per_prompt.items()},
@@ -127,7 +129,7 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
     for split, pp in data["per_prompt"].items():
         n = pp["n_uncertainty_auroc"] or 0
         mean, std = pp["uncertainty_auroc"], pp["uncertainty_auroc_std"]
-        se = (std or 0.0) / max(n, 1) ** 0.5
+        se = standard_error(std, n)
         pooled = data["pooled"][split]["std"]
         claims.append(Claim(
             f"5. uncertainty marks the errors ({split})",
@@ -169,7 +171,7 @@ def _plot_examples(data: dict[str, Any], rc: RenderContext) -> str:
                   (np.asarray(e["probability"], float), f"mean of G (IoU {e['iou'] * 100:.0f}%)", "gray"),
                   (np.asarray(e["std"], float), "std over G", "magma")]
         for ax, (arr, title, cmap) in zip(row, panels):
-            ax.imshow(arr, cmap=cmap, vmin=0, vmax=None if cmap == "magma" else 1)
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=None if cmap == "magma" else 1, interpolation="nearest")
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     path = save_figure(fig, rc.image("uncertainty_examples.png"))
@@ -179,7 +181,7 @@ def _plot_examples(data: dict[str, Any], rc: RenderContext) -> str:
 def render(data: dict[str, Any], rc: RenderContext) -> Section:
     st = data["settings"]
     lines = [
-        f"Bundled model, {st['generations']} generations, {st['steps']} {st['sampler'].upper()} steps, seed {st['seed']}, "
+        f"Evaluated model, {st['generations']} generations, {st['steps']} {st['sampler'].upper()} steps, seed {st['seed']}, "
         f"{st['prompts_per_style']} prompts per style. A pixel is wrong when the thresholded mean disagrees with the ground truth. "
         "AUROC 0.5 = the uncertainty carries no information about errors, 1 = every wrong pixel is more uncertain than every "
         "right one. Per-prompt AUROC is undefined (left out) for prompts without any wrong pixel.",

@@ -1,0 +1,367 @@
+"""The evaluation report (benchmarks/report) and the plain U-Net baseline (segdiff_core.baselines).
+
+The whole report runs once in its ``--smoke`` size on a small real model (module fixture);
+the other tests check the pieces against hand-computed values.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.report import PARTS
+from benchmarks.report.cli import main, select_parts
+from benchmarks.report.common import (
+    PROTOCOL,
+    SMOKE,
+    EnsembleBank,
+    ReplaySource,
+    ReportError,
+    judge,
+    paired_difference,
+    pm,
+    seed_stats,
+    standard_error,
+)
+from benchmarks.report.steps import linear_fit
+from segdiff_core.baselines.unet import (
+    UNET_FORMAT,
+    UNet,
+    UNetConfig,
+    UNetConfigError,
+    UNetSegmenter,
+    bce_dice_loss,
+    config_matching_parameters,
+    count_parameters,
+    load_unet,
+    save_unet,
+    train_unet,
+    unet_method,
+)
+from segdiff_core.checkpoint import CheckpointError, save_model
+from segdiff_core.evaluation.runner import prepare_items, run_method, synthetic_items
+from segdiff_core.segmenter import Segmenter
+from segdiff_core.training.config import merge_run_config
+from segdiff_core.training.data import PairBatches, SyntheticSource, step_rng
+from segdiff_core.training.sources import build_sources
+from segdiff_core.training.trainer import Trainer
+from tests.helpers import random_model
+
+PART_NAMES = [p.NAME for p in PARTS]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    model, config = random_model()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, model, config, {"steps": 0, "trained_on": "random weights (test)"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, model_file) -> Path:
+    """The whole report, smoke sizes, written under a temporary root."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("report")
+    code = main(["--smoke", "--model", str(model_file), "--output-root", str(root), "--threads", "1", "--quiet"])
+    assert code == 0
+    return root
+
+
+def _load(root: Path, name: str) -> dict:
+    return json.loads((root / "evaluation" / f"{name}.json").read_text())
+
+
+# ------------------------------------------------------------------------------ the whole report
+def test_smoke_report_writes_every_part_and_a_complete_document(smoke: Path) -> None:
+    for name in [*PART_NAMES, "meta"]:
+        assert (smoke / "evaluation" / f"{name}.json").is_file(), name
+    text = (smoke / "evaluation.md").read_text()
+    assert "{{" not in text and "Not run yet" not in text
+    assert "Smoke run" in text
+    for i, part in enumerate(PARTS, 1):
+        assert f"## {i}. {part.TITLE}" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 9
+    for link in links:
+        assert (smoke / link).is_file(), link
+        assert (smoke / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every summary row carries a verdict the scripts computed
+    summary = text[text.index("## Summary"):text.index("## 1.")]
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| ")][2:]
+    verdicts = [re.search(r"\*\*([a-z/]+)\*\* \|$", ln.rstrip()).group(1) for ln in rows]
+    assert rows and set(verdicts) <= {"agrees", "disagrees", "inconclusive", "n/a"}
+
+
+def test_smoke_generations_json_has_the_requested_grid_and_counts(smoke: Path) -> None:
+    data = _load(smoke, "generations")
+    assert data["settings"]["generations"] == list(SMOKE.generations)
+    assert [s["seed"] for s in data["per_seed"]] == list(SMOKE.seeds)
+    for s in data["per_seed"]:
+        for g in SMOKE.generations:
+            splits = s["by_generations"][str(g)]
+            # one prompt per style: fluorescence + he in-distribution, ihc held out
+            assert splits["in-distribution"]["n"] == 2 and splits["held-out"]["n"] == 1
+    agg = data["aggregate"]["in-distribution"]
+    ious = [s["by_generations"]["2"]["in-distribution"]["iou"] for s in data["per_seed"]]
+    assert agg["by_generations"]["2"]["iou"]["mean"] == pytest.approx(np.mean(ious))
+    assert agg["by_generations"]["2"]["iou"]["std"] == pytest.approx(np.std(ious, ddof=1))
+    assert data["seconds"] > 0 and data["sizes"] == "smoke"
+
+
+def test_smoke_conditioning_trains_each_variant_once_on_replayed_batches(smoke: Path) -> None:
+    data = _load(smoke, "conditioning")
+    assert set(data["variants"]) == {"sum", "concat", "raw_concat", "deep1", "deep3", "deep5"}
+    steps = SMOKE.small_train_steps
+    # the first training draws its batches, the five others replay them
+    assert data["settings"]["generated_draws"] == steps
+    assert data["settings"]["replayed_draws"] == 5 * steps
+    assert all(not v["reused"] and v["steps"] == steps for v in data["variants"].values())
+    assert data["settings"]["model"]["channel_mult"] == [1, 1, 2, 2, 2, 2]
+
+
+def test_smoke_baselines_match_parameter_counts_and_score_the_same_prompts(smoke: Path) -> None:
+    data = _load(smoke, "baselines")
+    assert abs(data["settings"]["parameter_ratio"] - 1.0) <= 0.2
+    names = {m: v["splits"]["in-distribution"]["per_sample"]["name"] for m, v in data["methods"].items()}
+    assert len({tuple(v) for v in names.values()}) == 1  # every method scored the same prompts
+    d = data["comparisons"]["unet"]["in-distribution"]
+    a = data["methods"]["segdiff-small"]["splits"]["in-distribution"]["per_sample"]["iou"]
+    b = data["methods"]["unet"]["splits"]["in-distribution"]["per_sample"]["iou"]
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(a, b)))
+
+
+def test_smoke_speed_and_sampler_record_positive_times(smoke: Path) -> None:
+    speed = _load(smoke, "speed")
+    cells = {(r["generations"], r["steps"]) for r in speed["grid"]}
+    assert cells == {(g, s) for g in SMOKE.speed_generations for s in SMOKE.speed_steps}
+    assert all(r["seconds"] > 0 for r in speed["grid"])
+    assert all(p["first_step_seconds"] <= p["full_seconds"] for p in speed["preview"])
+    assert [m["generations"] for m in speed["memory"]] == list(SMOKE.memory_generations)
+    assert all(m["peak_mib"] > 0 for m in speed["memory"])
+    sampler = _load(smoke, "sampler")
+    for case in sampler["cases"].values():
+        assert case["ratio"] == pytest.approx(case["times"]["seq_recompute"] / case["times"]["batched_cached"])
+
+
+def test_render_only_regenerates_the_same_document(smoke: Path) -> None:
+    md = smoke / "evaluation.md"
+    before = md.read_text()
+    md.unlink()
+    assert main(["--render-only", "--output-root", str(smoke), "--quiet"]) == 0
+    assert md.read_text() == before
+
+
+def test_render_only_without_results_says_what_to_run(tmp_path: Path) -> None:
+    assert main(["--render-only", "--output-root", str(tmp_path), "--quiet"]) == 0
+    text = (tmp_path / "evaluation.md").read_text()
+    assert text.count("Not run yet") == len(PARTS) and "{{" not in text
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(["--parts", "1", "--smoke", "--model", str(tmp_path / "nope.pt"), "--output-root", str(tmp_path), "--quiet"])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ pieces
+def test_select_parts_by_number_and_name_in_report_order() -> None:
+    assert [p.NAME for p in select_parts("7,1,uncertainty")] == ["generations", "uncertainty", "sampler"]
+    assert len(select_parts(None)) == len(select_parts("all")) == 7
+    for bad in ("0", "8", "speedy", ","):
+        with pytest.raises(ReportError):
+            select_parts(bad)
+
+
+def test_judge_verdicts() -> None:
+    assert judge(0.05, 0.01, +1) == "agrees"
+    assert judge(-0.05, 0.01, +1) == "disagrees"
+    assert judge(0.015, 0.01, +1) == "inconclusive"  # within 2 x noise
+    assert judge(-0.05, 0.01, -1) == "agrees"
+    assert judge(0.05, None, +1) == "inconclusive"  # a single seed: no noise estimate
+    assert judge(None, 0.01, +1) == "n/a"
+    assert judge(float("nan"), 0.01, +1) == "n/a"
+
+
+def test_statistics_helpers_against_hand_values() -> None:
+    d = paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    assert d == {"mean": 2.0, "se": pytest.approx(1.0 / math.sqrt(3)), "n": 3}
+    assert paired_difference([1.0], [0.5])["se"] is None
+    with pytest.raises(ReportError):
+        paired_difference([1.0, 2.0], [1.0])
+    s = seed_stats([1.0, 3.0, None, float("nan")])
+    assert s == {"mean": 2.0, "std": pytest.approx(math.sqrt(2.0)), "n": 2}
+    assert seed_stats([4.0]) == {"mean": 4.0, "std": None, "n": 1}
+    assert standard_error(2.0, 4) == 1.0 and standard_error(None, 4) is None and standard_error(1.0, 1) is None
+    assert pm(0.0123, 0.004, "+.1f", 100) == "+1.2 ± 0.4"
+    assert pm(0.5, None) == "0.5"
+    fit = linear_fit([1, 2, 3], [3, 5, 7])
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(1.0) and fit["r2"] == pytest.approx(1.0)
+    assert linear_fit([1, 2], [1, 3])["r2"] is None  # two points always lie on a line
+    assert linear_fit([1, 3, 5], [1, 1, 4])["r2"] == pytest.approx(0.75)
+
+
+def test_replay_source_repeats_the_wrapped_stream_exactly() -> None:
+    inner = SyntheticSource(("fluorescence", "he"), tile_size=64, objects_per_tile=2)
+    replay = ReplaySource(inner)
+    first = replay.draw(step_rng(3, 0), 3)
+    rng = step_rng(3, 0)
+    again = replay.draw(rng, 3)
+    plain_rng = step_rng(3, 0)
+    plain = inner.draw(plain_rng, 3)
+    assert (replay.misses, replay.hits) == (1, 1)
+    assert all(a[0] is b[0] for a, b in zip(first, again))  # replayed, not regenerated
+    for (im, m, box), (im2, m2, box2) in zip(again, plain):
+        np.testing.assert_array_equal(im, im2)
+        np.testing.assert_array_equal(m, m2)
+        assert box == box2
+    assert rng.random() == plain_rng.random()  # the generator is left where the source leaves it
+
+
+def test_replayed_pair_batches_equal_the_unwrapped_ones() -> None:
+    run = merge_run_config("test", None, {"data.tile_size": 64, "data.objects_per_tile": 2, "train.batch_size": 2})
+    src, _, _ = build_sources(run.data)
+    replay = ReplaySource(src)
+    args = (run.segdiff.preprocess, run.data, 2, 0)
+    for _ in range(2):  # first generated, then replayed
+        x, y = PairBatches(replay, *args, stop=1)[0]
+        x0, y0 = PairBatches(src, *args, stop=1)[0]
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+    assert replay.hits == 1
+
+
+def test_ensemble_bank_nests_generations_and_matches_segment_batch(model_file: Path) -> None:
+    seg = Segmenter.from_checkpoint(model_file, device="cpu")
+    items = prepare_items(synthetic_items(("fluorescence", "ihc"), 1, tile_size=96), PROTOCOL, seg.input_size)
+    bank = EnsembleBank(seg, items, generations=3, steps=2, sampler="ddim", seed=5, batch_images=8)
+    patch = items[1].model_inputs[0]
+    samples = bank.samples(patch)
+    assert samples.shape == (3, seg.input_size, seg.input_size)
+    p2 = bank.prediction(patch, 2)
+    np.testing.assert_allclose(p2.probability, samples[:2].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(p2.uncertainty, samples[:2].std(0), rtol=1e-6)
+    direct = seg.segment_batch([it.model_inputs[0] for it in items], seg.inference.replace(generations=3, steps=2, sampler="ddim"),
+                               seed=5, keep_generations=True)
+    np.testing.assert_allclose(bank.prediction(patch, 3).probability, direct[1].probability, rtol=1e-6)
+    result = run_method(items, bank.method(2))
+    assert result.n == 2 and result.settings["generations"] == 2
+    with pytest.raises(ReportError):
+        bank.prediction(patch, 4)
+    with pytest.raises(ReportError):
+        bank.samples(np.zeros_like(patch))
+
+
+# ------------------------------------------------------------------------------ the U-Net baseline
+def test_unet_shapes_and_validation() -> None:
+    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=8, channel_mult=(1, 2, 2))
+    net = UNet(cfg)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="shape"):
+        net(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net(torch.zeros(1, 3, 30, 30))
+    with pytest.raises(UNetConfigError, match="divisible"):
+        UNetConfig(image_size=36, channel_mult=(1, 1, 1, 1))
+    with pytest.raises(UNetConfigError):
+        UNetConfig(base_channels=0)
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(UNetConfigError, match="unknown keys"):
+        UNetConfig.from_dict({"width": 3})
+
+
+def test_unet_parameter_count_by_hand() -> None:
+    # one level, one conv block: conv 3->4 (3*4*9 + 4) + GroupNorm (4 + 4) + head 4->1 (4 + 1)
+    net = UNet(UNetConfig(image_size=8, in_channels=3, base_channels=4, channel_mult=(1,), convs_per_level=1))
+    assert count_parameters(net) == 3 * 4 * 9 + 4 + 8 + 5 == 125
+
+
+def test_config_matching_parameters_picks_the_closest_width() -> None:
+    base = UNetConfig(image_size=32, channel_mult=(1, 1, 2, 2, 2, 2))
+    target = 571_873
+    cfg, n = config_matching_parameters(target, base)
+    assert n == count_parameters(UNet(cfg))
+    assert abs(n / target - 1) < 0.2
+    for w in (cfg.base_channels - 1, cfg.base_channels + 1):
+        other = count_parameters(UNet(base.replace(base_channels=w)))
+        assert abs(math.log(other / target)) >= abs(math.log(n / target))
+    with pytest.raises(UNetConfigError):
+        config_matching_parameters(0, base)
+
+
+def test_bce_dice_loss_hand_value() -> None:
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
+    target = torch.ones(1, 1, 2, 2)
+    # BCE = ln 2; Dice = (2 * 2 + 1) / (2 + 4 + 1) = 5/7
+    assert float(bce_dice_loss(logits, target)) == pytest.approx(math.log(2) + 2 / 7, rel=1e-6)
+    confident = torch.full((1, 1, 2, 2), 30.0)
+    assert float(bce_dice_loss(confident, target)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        bce_dice_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3))
+
+
+def test_unet_file_round_trip_and_refusals(tmp_path: Path, model_file: Path) -> None:
+    run = merge_run_config("test", None, {})
+    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=4, channel_mult=(1, 2))
+    net = UNet(cfg)
+    path = save_unet(tmp_path / "u.pt", net, run.segdiff.preprocess, {"note": "x"})
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == UNET_FORMAT and raw["config"] == cfg.to_dict()
+    loaded, pp, meta = load_unet(path)
+    assert pp == run.segdiff.preprocess and meta == {"note": "x"}
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    with pytest.raises(CheckpointError, match="not a U-Net"):
+        load_unet(model_file)  # a SegDiff model file
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(print))
+    with pytest.raises(CheckpointError):
+        load_unet(evil)
+    with pytest.raises(UNetConfigError, match="does not match"):
+        save_unet(tmp_path / "bad.pt", UNet(cfg.replace(image_size=64)), run.segdiff.preprocess)
+
+
+class _Recorder:
+    """A sample source that records what it hands out."""
+
+    def __init__(self, source) -> None:
+        self.source, self.images = source, []
+
+    def draw(self, rng, n):
+        out = self.source.draw(rng, n)
+        self.images += [im for im, _, _ in out]
+        return out
+
+
+def test_train_unet_sees_exactly_the_segdiff_trainer_batches(tmp_path: Path) -> None:
+    run = merge_run_config("test", None, {
+        "train.steps": 2, "train.batch_size": 2, "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 2,
+        "train.log_every": 1, "data.tile_size": 64, "data.objects_per_tile": 2,
+    })
+    seg_rec = _Recorder(build_sources(run.data)[0])
+    Trainer(run, tmp_path / "segdiff", seg_rec, None, progress=False, log=lambda m: None).fit()
+    unet_rec = _Recorder(build_sources(run.data)[0])
+    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=4, channel_mult=(1, 2))
+    init = [p.detach().clone() for p in UNet(cfg).parameters()]
+    result = train_unet(run, cfg, unet_rec, tmp_path / "unet.pt")
+    assert len(unet_rec.images) == len(seg_rec.images) > 0
+    for a, b in zip(unet_rec.images, seg_rec.images):
+        np.testing.assert_array_equal(a, b)
+    assert result.steps == 2 and [s for s, _ in result.losses] == [1, 2]
+    assert all(math.isfinite(v) for _, v in result.losses)
+    seg = UNetSegmenter.from_checkpoint(result.model_path, device="cpu")
+    assert any(not torch.equal(a, b) for a, b in zip(init, seg.model.parameters()))  # it was trained
+    assert seg.metadata["train"]["steps"] == 2
+    items = prepare_items(synthetic_items(("he",), 2, tile_size=96), PROTOCOL, 32)
+    probs = seg.predict_batch([it.model_inputs[0] for it in items], batch_images=1)
+    assert all(p.shape == (32, 32) and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in probs)
+    res = run_method(items, unet_method(seg))
+    assert res.n == 2 and res.settings["parameters"] == count_parameters(seg.model)
+    with pytest.raises(UNetConfigError, match="match"):
+        train_unet(run, cfg.replace(image_size=64), unet_rec, tmp_path / "bad.pt")
