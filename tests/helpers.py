@@ -12,8 +12,9 @@ def random_model(config: SegDiffConfig | None = None, seed: int = 0, std: float 
     """A real SegDiff network whose zero-initialised output layers are given random weights,
     so that its predictions depend on x_t, t and the image."""
     config = config or get_preset("test")
-    torch.manual_seed(seed)  # parameter init only; tests never rely on global RNG afterwards
-    model = SegDiffModel(config.model)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+        torch.manual_seed(seed)
+        model = SegDiffModel(config.model)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
