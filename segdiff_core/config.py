@@ -130,16 +130,26 @@ class ModelConfig:
         return _from_dict(cls, data, "model config")
 
 
+PREDICTIONS = ("eps", "x0")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """DDPM forward process (paper Eq. 1-5): linear betas, scaled by 1000/T like the reference."""
+    """DDPM forward process (paper Eq. 1-5): linear betas, scaled by 1000/T like the reference.
+
+    ``prediction`` is what the network outputs: ``eps`` (the paper, Eq. 18: the noise) or
+    ``x0`` (the clean mask; the loss is then the MSE on x_0). Both feed the same samplers.
+    """
 
     num_timesteps: int = 100
     beta_start: float = 1e-4
     beta_end: float = 0.02
     scale_betas: bool = True
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.num_timesteps < 1:
             raise ConfigError("num_timesteps must be >= 1")
         scale = 1000.0 / self.num_timesteps if self.scale_betas else 1.0

@@ -138,3 +138,25 @@ def test_bad_step_counts_and_sampler_names():
         s.sampling_schedule(101)
     with pytest.raises(ValueError, match="sampler"):
         s.sampling_schedule(10, "euler")
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 100), ("ddim", 10)])
+def test_x0_prediction_oracle_recovers_the_mask(sampler, steps):
+    s = DDPMScheduler(DiffusionConfig(num_timesteps=100, prediction="x0"))
+    sched = s.sampling_schedule(steps, sampler)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.where(torch.rand(2, 1, 8, 8, generator=gen) > 0.5, 1.0, -1.0)
+    x = torch.randn(x0.shape, generator=gen)
+    for i in range(len(sched)):
+        x = sched.step(x0, i, x, generator=gen).prev_sample
+    assert torch.allclose(x, x0, atol=1e-4)
+
+
+def test_training_target_follows_the_prediction_type():
+    x0, noise = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    assert torch.equal(DDPMScheduler(DiffusionConfig()).training_target(x0, noise), noise)
+    assert torch.equal(DDPMScheduler(DiffusionConfig(prediction="x0")).training_target(x0, noise), x0)
+    s = DDPMScheduler(DiffusionConfig(prediction="x0"))
+    assert torch.equal(s.predict_x0(torch.randn(2, 1, 4, 4), x0, 5), x0)
+    with pytest.raises(ConfigError, match="prediction"):
+        DiffusionConfig(prediction="v")

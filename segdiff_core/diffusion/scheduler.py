@@ -8,6 +8,10 @@ Equation numbers refer to the SegDiff paper (which follows Ho et al. 2020):
   sigma_t^2 = beta_t, no noise at the last step.
 - Eq. 18 / Alg. 2: loss = || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, I, t) ||^2.
 
+With ``DiffusionConfig.prediction == "x0"`` the network predicts x_0 instead of eps and the
+loss is || x_0 - x0_theta(x_t, I, t) ||^2 (Ho et al. Sec. 3.2 discuss both); the reverse steps
+are the same, as both go through the predicted x_0.
+
 The scheduler holds no sampling state: :meth:`DDPMScheduler.sampling_schedule` returns an
 immutable :class:`SamplingSchedule` for a number of steps (respacing, improved-diffusion
 Sec. 4) and a sampler ("ddpm" ancestral or "ddim"), so one scheduler serves many concurrent runs.
@@ -46,6 +50,7 @@ class DDPMScheduler:
         if not (betas > 0).all() or not (betas < 1).all():  # DiffusionConfig validates too
             raise ValueError(f"betas must lie in (0, 1); got {betas.min()}..{betas.max()} for T={T}")
         self.num_timesteps = T
+        self.prediction = self.config.prediction
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = np.cumprod(self.alphas)
@@ -67,23 +72,31 @@ class DDPMScheduler:
         """One forward step q(x_t | x_{t-1}) (Eq. 2): sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise."""
         return float(np.sqrt(self.alphas[t])) * x_prev + float(np.sqrt(self.betas[t])) * noise
 
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output: the noise (eps, the paper) or x_0."""
+        return x0 if self.prediction == "x0" else noise
+
     @staticmethod
-    def loss(eps_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Eq. 18: mean squared error between the true and predicted noise (a scalar).
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Eq. 18: mean squared error between the target (the noise for eps-prediction) and
+        the network's output (a scalar).
 
         The reference sums over pixels; the mean differs only by a constant factor absorbed
         into the learning rate.
         """
-        if eps_pred.shape != noise.shape:
-            raise ValueError(f"prediction {tuple(eps_pred.shape)} and noise {tuple(noise.shape)} differ in shape")
-        return torch.mean((eps_pred.float() - noise.float()) ** 2)
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+        return torch.mean((prediction.float() - target.float()) ** 2)
 
-    def predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """Invert Eq. 5: x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    def predict_x0(self, x_t: torch.Tensor, model_output: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """x_0 from the network's output: itself (x0-prediction) or, inverting Eq. 5,
+        x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        if self.prediction == "x0":
+            return model_output
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         a = _expand(self._sqrt_ac.to(x_t.device)[t], x_t.ndim)
         s = _expand(self._sqrt_1m_ac.to(x_t.device)[t], x_t.ndim)
-        return (x_t - s * eps) / a
+        return (x_t - s * model_output) / a
 
     # ------------------------------------------------------------------ sampling (Alg. 1)
     def sampling_schedule(self, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0) -> "SamplingSchedule":
@@ -134,7 +147,8 @@ class SamplingSchedule:
         """Reverse step i (0 = the noisiest), from x_t at ``timesteps[i]`` to the next state.
 
         Args:
-            eps: eps_theta(x_t, I, t), same shape as x_t.
+            eps: the network's output at x_t: eps_theta(x_t, I, t), or x0_theta for a scheduler
+                with ``prediction == "x0"``; same shape as x_t.
             i: position in :attr:`timesteps`.
             x_t: current state (B, 1, H, W).
             generator: CPU torch.Generator for the step noise z (results do not depend on
@@ -143,7 +157,10 @@ class SamplingSchedule:
             noise: explicit z instead of drawing it (tests).
         """
         ac, ac_prev, beta = float(self._ac[i]), float(self._ac_prev[i]), float(self._betas[i])
-        pred_x0 = (x_t - np.sqrt(1.0 - ac) * eps) / np.sqrt(ac)
+        if self.scheduler.prediction == "x0":
+            pred_x0 = eps
+        else:
+            pred_x0 = (x_t - np.sqrt(1.0 - ac) * eps) / np.sqrt(ac)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         last = i == len(self.timesteps) - 1

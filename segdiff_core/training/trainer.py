@@ -270,7 +270,7 @@ class Trainer:
             torch.manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=3))
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 eps = net(x_t, t, images)
-            loss = self.scheduler.loss(eps, noise)  # Eq. 18
+            loss = self.scheduler.loss(eps, self.scheduler.training_target(masks, noise))  # Eq. 18
         value = float(loss.detach())
         if any_flag(not math.isfinite(value), self.ctx):
             raise TrainingError(
