@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -109,6 +108,15 @@ def bench_steps(cfg: SegDiffConfig, generations: int, repeats: int, full_steps: 
     return out
 
 
+def _rss_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process in MiB (Linux /proc; VmHWM is the peak since the last reset)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
 def _peak_worker(cfg_dict: dict, generations: int, steps: int, queue: mp.Queue) -> None:
     torch.set_num_threads(2)
     cfg = SegDiffConfig.from_dict(cfg_dict)
@@ -116,15 +124,21 @@ def _peak_worker(cfg_dict: dict, generations: int, steps: int, queue: mp.Queue) 
     s = cfg.model.image_size
     image = torch.randn(1, cfg.model.in_channels, s, s)
     schedule = DDPMScheduler(cfg.diffusion).sampling_schedule(steps, "ddim")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
+        fh.write("5")
+    base = _rss_mib("VmRSS")
     for _ in sample_progressive(model, schedule, image, generations=generations, generator=torch.Generator().manual_seed(0)):
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put(((peak - base) / 1024.0, peak / 1024.0))  # ru_maxrss is KiB on Linux
+    peak = _rss_mib("VmHWM")
+    queue.put((peak - base, peak))
 
 
 def bench_memory(cfg: SegDiffConfig, generations: int, steps: int = 2) -> tuple[float, float]:
-    """(MiB added by sampling over the loaded model, process peak MiB), in a fresh process."""
+    """(MiB added by sampling over the loaded model, process peak MiB), in a fresh process.
+
+    On CUDA the same numbers would come from torch.cuda.max_memory_allocated; here the CPU
+    process's resident set is measured (peak reset after the model is built).
+    """
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     ctx = mp.get_context("spawn")
@@ -196,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "Written by `python benchmarks/bench_sampler.py --markdown docs/benchmarks.md` (numbers are",
             "not edited by hand). Times are the best of several runs; ratios compare runs made in the same",
-            "process on the same machine. Peak memory is measured in a fresh process per row",
-            "(`ru_maxrss`), as the growth over the loaded model and as the whole process.",
+            "process on the same machine. Peak memory is measured in a fresh process per row (`/proc`",
+            "VmHWM, reset after the model is built), as the growth over the loaded model and as the",
+            "whole process.",
             "",
             "Columns: *seq* runs the generations one after another, *batched* runs them as one batch;",
             "*recompute* calls G(I) at every step (as the reference code does), *cached* computes it once.",
