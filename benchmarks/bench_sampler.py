@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "*bare forward / step* is the network alone on the same batch; *sampler / step* is the",
             "sampling loop's time per step (scheduler maths, noise, bookkeeping included).",
             "",
+            "",
         ]
         args.markdown.write_text("\n".join(header) + text + "\n")
     if args.json:
