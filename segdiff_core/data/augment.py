@@ -467,33 +467,47 @@ class ColorJitter:
         return np.asarray(out, dtype=np.float32), mask
 
 
-@dataclass(frozen=True)
-class GaussianBlur:
-    """With probability ``p``, blur each channel with a Gaussian of ``sigma ~ U[sigma]`` pixels."""
+class _RandomIntensity:
+    """Base of the photometric pieces below: with probability ``p``, draw a value uniformly from
+    the range stored in the field named by :attr:`_range` and apply :meth:`_apply`. Draw order
+    (fixed, for reproducibility): the probability test, then the value."""
 
-    sigma: tuple[float, float] = (0.1, 1.5)
-    p: float = 0.5
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", _check_range(self.sigma, "sigma", lower=0.0))
-        _check_probability(self.p)
+    _range = ""
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | int
     ) -> tuple[np.ndarray, np.ndarray]:
         rng = _as_rng(rng)
         image, mask = _check_pair(image, mask)
-        if rng.random() >= self.p:
+        if rng.random() >= self.p:  # type: ignore[attr-defined]
             return image, mask
-        sigma = _uniform(rng, self.sigma)
-        if sigma == 0.0:
-            return image, mask
-        spatial = (sigma, sigma) + (0.0,) * (image.ndim - 2)
-        return ndimage.gaussian_filter(image, sigma=spatial, mode="reflect"), mask
+        return self._apply(image, _uniform(rng, getattr(self, self._range)), rng), mask
+
+    def _apply(self, image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class GaussianNoise:
+class GaussianBlur(_RandomIntensity):
+    """With probability ``p``, blur each channel with a Gaussian of ``sigma ~ U[sigma]`` pixels."""
+
+    sigma: tuple[float, float] = (0.1, 1.5)
+    p: float = 0.5
+    _range = "sigma"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", _check_range(self.sigma, "sigma", lower=0.0))
+        _check_probability(self.p)
+
+    def _apply(self, image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+        if value == 0.0:
+            return image
+        spatial = (value, value) + (0.0,) * (image.ndim - 2)
+        return ndimage.gaussian_filter(image, sigma=spatial, mode="reflect")
+
+
+@dataclass(frozen=True)
+class GaussianNoise(_RandomIntensity):
     """With probability ``p``, add i.i.d. ``N(0, std^2)`` noise, ``std ~ U[std]``.
 
     With ``clip=True`` the result is clipped to ``[0, 1]``.
@@ -502,27 +516,21 @@ class GaussianNoise:
     std: tuple[float, float] = (0.0, 0.05)
     p: float = 0.5
     clip: bool = True
+    _range = "std"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "std", _check_range(self.std, "std", lower=0.0))
         _check_probability(self.p)
 
-    def __call__(
-        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rng = _as_rng(rng)
-        image, mask = _check_pair(image, mask)
-        if rng.random() >= self.p:
-            return image, mask
-        std = _uniform(rng, self.std)
-        out = image + rng.normal(0.0, std, size=image.shape).astype(np.float32)
+    def _apply(self, image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+        out = image + rng.normal(0.0, value, size=image.shape).astype(np.float32)
         if self.clip:
             out = np.clip(out, 0.0, 1.0)
-        return out.astype(np.float32, copy=False), mask
+        return out.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
-class RandomGamma:
+class RandomGamma(_RandomIntensity):
     """With probability ``p``, apply ``clip(image, 0, 1) ** gamma``, ``gamma ~ U[gamma]``.
 
     ``gamma < 1`` brightens dim structures, ``gamma > 1`` darkens them (intensity non-linearity
@@ -532,21 +540,15 @@ class RandomGamma:
 
     gamma: tuple[float, float] = (0.7, 1.5)
     p: float = 0.5
+    _range = "gamma"
 
     def __post_init__(self) -> None:
         gamma = _check_range(self.gamma, "gamma", lower=0.0, strict_lower=True)
         object.__setattr__(self, "gamma", gamma)
         _check_probability(self.p)
 
-    def __call__(
-        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        rng = _as_rng(rng)
-        image, mask = _check_pair(image, mask)
-        if rng.random() >= self.p:
-            return image, mask
-        gamma = _uniform(rng, self.gamma)
-        return np.power(np.clip(image, 0.0, 1.0), gamma).astype(np.float32), mask
+    def _apply(self, image: np.ndarray, value: float, rng: np.random.Generator) -> np.ndarray:
+        return np.power(np.clip(image, 0.0, 1.0), value).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
