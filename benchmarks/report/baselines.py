@@ -20,12 +20,11 @@ from benchmarks.report.common import (
     Section,
     evaluate_splits,
     fmt,
+    iou_bar_chart,
     judge,
     md_table,
     paired_difference,
     pm,
-    pyplot,
-    save_figure,
 )
 from benchmarks.report.conditioning import evaluate_small, shared_source, small_run
 
@@ -142,21 +141,10 @@ LABELS = {
 
 
 def _plot(data: dict[str, Any], rc: RenderContext) -> str:
-    plt = pyplot()
     names = [n for n in LABELS if n in data["methods"]]
     splits = [s for s, _ in SPLITS if s in data["methods"][names[0]]["splits"]]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / max(len(splits), 1)
-    for k, split in enumerate(splits):
-        vals = [data["methods"][n]["splits"][split] for n in names]
-        ax.bar([i + (k - (len(splits) - 1) / 2) * width for i in range(len(names))], [v["iou"] * 100 for v in vals], width,
-               yerr=[v["iou_std"] * 100 / max(v["n"], 1) ** 0.5 for v in vals], capsize=3, label=split)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, fontsize=8)
-    ax.set(ylabel="IoU (%)", title="SegDiff vs baselines (± SE over prompts)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    path = save_figure(fig, rc.image("baselines.png"))
+    path = iou_bar_chart(data["methods"], names, splits, "SegDiff vs baselines (± SE over prompts)",
+                         rc.image("baselines.png"), label_size=8)
     return rc.link(path, "IoU of SegDiff and the baselines")
 
 

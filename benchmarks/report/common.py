@@ -528,6 +528,27 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
+def iou_bar_chart(entries: Mapping[str, Mapping[str, Any]], names: Sequence[str], splits: Sequence[str],
+                  title: str, path: Path, label_size: int | None = None) -> Path:
+    """Grouped bars of IoU (%) per name and split, with ± standard error over prompts.
+
+    ``entries[name]["splits"][split]`` holds ``iou``, ``iou_std`` and ``n``.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / max(len(splits), 1)
+    for k, split in enumerate(splits):
+        vals = [entries[n]["splits"][split] for n in names]
+        ax.bar([i + (k - (len(splits) - 1) / 2) * width for i in range(len(names))], [v["iou"] * 100 for v in vals], width,
+               yerr=[v["iou_std"] * 100 / max(v["n"], 1) ** 0.5 for v in vals], capsize=3, label=split)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=label_size)
+    ax.set(ylabel="IoU (%)", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str | None = None) -> str:
     """A GitHub Markdown table; ``align`` is one letter per column ('l'/'r'), default: first
     column left, others right."""

@@ -27,13 +27,12 @@ from benchmarks.report.common import (
     Section,
     evaluate_splits,
     fmt,
+    iou_bar_chart,
     judge,
     md_table,
     paired_difference,
     pm,
-    pyplot,
     read_json,
-    save_figure,
     write_json,
 )
 
@@ -248,21 +247,10 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
 
 
 def _plot(data: dict[str, Any], rc: RenderContext) -> str:
-    plt = pyplot()
     conds = [c for c, _ in VARIANTS if c in data["variants"]]
     splits = [s for s, _ in SPLITS if s in data["variants"][conds[0]]["splits"]]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / max(len(splits), 1)
-    for k, split in enumerate(splits):
-        means = [data["variants"][c]["splits"][split]["iou"] * 100 for c in conds]
-        ses = [data["variants"][c]["splits"][split]["iou_std"] * 100 / max(data["variants"][c]["splits"][split]["n"], 1) ** 0.5 for c in conds]
-        ax.bar([i + (k - (len(splits) - 1) / 2) * width for i in range(len(conds))], means, width, yerr=ses, capsize=3, label=split)
-    ax.set_xticks(range(len(conds)))
-    ax.set_xticklabels(conds)
-    ax.set(ylabel="IoU (%)", title="conditioning variants, same budget and seed (± SE over prompts)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    path = save_figure(fig, rc.image("conditioning.png"))
+    path = iou_bar_chart(data["variants"], conds, splits, "conditioning variants, same budget and seed (± SE over prompts)",
+                         rc.image("conditioning.png"))
     return rc.link(path, "IoU of each conditioning variant")
 
 
