@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.crops import CropProtocol
@@ -144,6 +144,40 @@ class AnnotatorSettings:
     def replace(self, **changes: Any) -> "AnnotatorSettings":
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-safe values (``model_path`` as a string or None)."""
+        out = dataclasses.asdict(self)
+        out["model_path"] = None if self.model_path is None else str(self.model_path)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> tuple["AnnotatorSettings", list[str]]:
+        """Settings read back from :meth:`to_dict` output, field by field, and the problems.
+
+        A value that does not validate keeps its default and adds a message to the problems;
+        unknown keys (from a newer or older version) are ignored. Never raises.
+        """
+        settings = cls()
+        if not isinstance(data, Mapping):
+            return settings, [f"saved settings are a {type(data).__name__}, not a table of values"]
+        problems = []
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                continue
+            value = data[field.name]
+            if field.name == "model_path" and value is not None:
+                if not isinstance(value, str):
+                    problems.append(f"model_path must be a file path, got {value!r}")
+                    continue
+                value = Path(value)
+            try:
+                settings = settings.replace(**{field.name: value})
+            except (SettingsError, TypeError) as exc:
+                problems.append(str(exc))
+        return settings, problems
 
     # -- derived values -----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The SegDiff annotator dock widget: a thin Qt view over :class:`AnnotatorController`.
 
-Everything the user sets goes straight into the controller's settings; the buttons (and the
+Everything the user sets goes straight into the controller's settings and is saved for the next
+session (:class:`~napari_segdiff._store.SettingsStore`); the buttons (and the
 viewer shortcuts Shift-S, Shift-G, Shift-C) ask the controller for a run request, run it on a
 napari ``thread_worker`` (one yield per denoising step, so Cancel stops within one step and the
 GUI stays responsive) and route the worker's events back to the controller.
@@ -33,6 +34,7 @@ from segdiff_core.device import DEVICE_CHOICES, available_devices
 from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._engine import ModelInfo, RunSummary, run_segmentation
 from napari_segdiff._settings import AnnotatorSettings
+from napari_segdiff._store import SettingsStore
 
 __all__ = ["AnnotatorWidget", "SHORTCUTS"]
 
@@ -76,11 +78,15 @@ class AnnotatorWidget(QWidget):
         # if Qt deletes this widget (the viewer closes), stop a running worker
         self._handle = _WorkerHandle()
         self.destroyed.connect(self._handle.stop)
+        self._store = SettingsStore()
+        self._saving = False  # off while saved settings are being shown
+        self._save_failed = False
 
         self._build()
         self._connect()
         self._bind_keys()
         self.reset_choices()
+        self._restore_settings()
         self._check_bundled_model()
         self._sync_enabled()
 
@@ -218,6 +224,10 @@ class AnnotatorWidget(QWidget):
         )
         self.draw_button = QPushButton("Draw boxes")
         self.draw_button.setToolTip("Select the boxes layer (made if needed) with the rectangle tool")
+        self.reset_settings_button = QPushButton("Reset settings")
+        self.reset_settings_button.setToolTip(
+            "Back to the defaults (settings are remembered between napari sessions)"
+        )
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -257,6 +267,7 @@ class AnnotatorWidget(QWidget):
         self.output_section = self._section("Preview and output", output_box, expanded=True)
         for sec in (self.prompt_section, self.sampling_section, self.output_section):
             lay.addWidget(sec)
+        lay.addWidget(self.reset_settings_button)
 
         row = QHBoxLayout()
         row.addWidget(self.segment_button)
@@ -305,30 +316,14 @@ class AnnotatorWidget(QWidget):
         self.boxes_combo.changed.connect(lambda layer: c.set_prompts_layer(layer))
         self.labels_combo.changed.connect(lambda layer: c.set_labels_layer(layer))
 
-        def bind(widget: Any, name: str, convert: Callable[[Any], Any] = lambda x: x) -> None:
-            widget.changed.connect(lambda value: self._set(name, convert(value)))
-
-        bind(self.model_source, "model_source")
-        bind(self.model_file, "model_path")
-        bind(self.device, "device")
-        bind(self.protocol, "protocol")
-        bind(self.margin, "margin", float)
-        bind(self.window_scale, "window_scale", float)
-        bind(self.window_overlap, "window_overlap", bool)
-        bind(self.sampler, "sampler")
-        bind(self.steps, "steps", int)
-        bind(self.generations, "generations", int)
-        bind(self.threshold, "threshold", float)
-        bind(self.seed, "seed", int)
-        bind(self.preview, "preview")
-        bind(self.uncertainty, "uncertainty")
-        bind(self.overwrite, "overwrite", bool)
-        bind(self.largest_only, "largest_object_only", bool)
+        for name, (widget, convert) in self._setting_widgets().items():
+            widget.changed.connect(lambda value, name=name, convert=convert: self._set(name, convert(value)))
 
         self.segment_button.clicked.connect(lambda: self.segment("newest"))
         self.segment_all_button.clicked.connect(lambda: self.segment("all"))
         self.cancel_button.clicked.connect(self.cancel)
         self.draw_button.clicked.connect(self._draw_boxes)
+        self.reset_settings_button.clicked.connect(self.reset_settings)
         self.export_labels_button.clicked.connect(self._export_labels)
         self.export_pair_button.clicked.connect(self._export_pair)
 
@@ -342,9 +337,67 @@ class AnnotatorWidget(QWidget):
         events.removed.connect(self._on_layers_changed)
         events.reordered.connect(self._on_layers_changed)
 
+    def _setting_widgets(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
+        """Each :class:`AnnotatorSettings` field -> (its widget, widget value -> setting value)."""
+        return {
+            "model_source": (self.model_source, str),
+            "model_path": (self.model_file, lambda v: v),
+            "device": (self.device, str),
+            "protocol": (self.protocol, str),
+            "margin": (self.margin, float),
+            "window_scale": (self.window_scale, float),
+            "window_overlap": (self.window_overlap, bool),
+            "sampler": (self.sampler, str),
+            "steps": (self.steps, int),
+            "generations": (self.generations, int),
+            "threshold": (self.threshold, float),
+            "seed": (self.seed, int),
+            "preview": (self.preview, str),
+            "uncertainty": (self.uncertainty, str),
+            "overwrite": (self.overwrite, bool),
+            "largest_object_only": (self.largest_only, bool),
+        }
+
     def _set(self, name: str, value: Any) -> None:
-        self.controller.update_settings(**{name: value})
+        if self.controller.update_settings(**{name: value}) and self._saving:
+            self._save_settings()
         self._sync_enabled()
+
+    # ---------------------------------------------------------------------------------------
+    # remembered settings
+    # ---------------------------------------------------------------------------------------
+
+    def show_settings(self, settings: AnnotatorSettings) -> list[str]:
+        """Put ``settings`` into the widgets (and so into the controller); returns the fields a
+        widget could not show (e.g. a device this machine lacks), which keep their value."""
+        problems = []
+        for name, (widget, _convert) in self._setting_widgets().items():
+            value = getattr(settings, name)
+            try:
+                widget.value = value
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{name} = {value!r} cannot be used here ({exc})")
+        self._sync_enabled()
+        return problems
+
+    def reset_settings(self) -> None:
+        """All settings back to their defaults (saved as such)."""
+        self.show_settings(AnnotatorSettings())
+        self._save_settings()
+        self.status.setText("Settings reset to the defaults.")
+
+    def _restore_settings(self) -> None:
+        saved, problems = self._store.load()
+        problems += self.show_settings(saved)
+        self._saving = True
+        if problems:
+            show_warning("SegDiff: " + "; ".join(problems))
+
+    def _save_settings(self) -> None:
+        error = self._store.save(self.controller.settings)
+        if error and not self._save_failed:
+            self._save_failed = True  # say it once, not on every click
+            show_warning(f"SegDiff: {error}. Settings will not be remembered.")
 
     # ---------------------------------------------------------------------------------------
     # layers

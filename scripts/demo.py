@@ -14,6 +14,7 @@ temporary folder (the plugin then works end to end, but its masks are meaningles
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     from napari_segdiff._screenshots import boxes_around_objects, capture_walkthrough, wait_until
 
     scratch = Path(tempfile.mkdtemp(prefix="segdiff-demo-"))
+    if args.check or args.screenshot or args.screenshots:
+        # automated runs start from the default settings and leave the user's saved ones alone
+        from napari_segdiff._store import CONFIG_DIR_ENV
+
+        os.environ[CONFIG_DIR_ENV] = str(scratch / "config")
     model_path, model_desc = choose_model(args.model, scratch)
     print(f"[demo] using the {model_desc}")
 

@@ -15,3 +15,9 @@ def _torch_threads():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _private_settings_folder(tmp_path_factory, monkeypatch):
+    """Each test's annotator remembers its settings in its own folder, never the user's."""
+    monkeypatch.setenv("NAPARI_SEGDIFF_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))

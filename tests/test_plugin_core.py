@@ -4,6 +4,8 @@ No window is needed: napari's ViewerModel and layers are plain Python.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from napari.components import ViewerModel
@@ -24,6 +26,7 @@ from napari_segdiff._engine import (
 )
 from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, shape_box
 from napari_segdiff._settings import AnnotatorSettings, SettingsError
+from napari_segdiff._store import CONFIG_DIR_ENV, SettingsStore
 from tests.conftest_napari import model_file, notes, rect  # noqa: F401 (fixtures)
 
 # ------------------------------------------------------------------------------------------
@@ -67,6 +70,43 @@ def test_crop_protocols():
 def test_bad_settings_are_rejected_with_a_clear_message(change, match):
     with pytest.raises(SettingsError, match=match):
         AnnotatorSettings().replace(**change)
+
+
+def test_settings_round_trip_through_json_and_bad_saved_values_keep_their_default(tmp_path):
+    s = AnnotatorSettings(model_source="file", model_path=tmp_path / "m.pt", protocol="custom", margin=0.4,
+                          steps=25, generations=3, seed=-1, overwrite=True, uncertainty="entropy")
+    back, problems = AnnotatorSettings.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and problems == []
+    saved = {**s.to_dict(), "threshold": 7, "steps": "many", "model_path": 5, "from_the_future": 1}
+    back, problems = AnnotatorSettings.from_dict(saved)
+    assert (back.threshold, back.steps, back.model_path) == (0.5, 0, None)  # defaults kept
+    assert (back.generations, back.margin, back.overwrite) == (3, 0.4, True)  # good values read
+    assert len(problems) == 3 and any("threshold" in p for p in problems)
+    assert AnnotatorSettings.from_dict(["not", "a", "table"]) == (AnnotatorSettings(), [
+        "saved settings are a list, not a table of values"])
+
+
+def test_settings_store_saves_atomically_and_survives_bad_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "cfg"))
+    store = SettingsStore()
+    assert store.path == tmp_path / "cfg" / "annotator.json"
+    assert store.load() == (AnnotatorSettings(), [])  # nothing saved yet
+    s = AnnotatorSettings(steps=40, sampler="ddpm")
+    assert store.save(s) is None
+    assert store.load() == (s, []) and [p.name for p in store.path.parent.iterdir()] == ["annotator.json"]
+
+    store.path.write_text('{"format": "napari-segdiff-settings", "settings": {"steps": 99999}}')
+    settings, problems = store.load()
+    assert settings == AnnotatorSettings() and problems == ["saved setting ignored: steps must be between 0 and 1000, got 99999"]
+
+    store.path.write_bytes(b'{"format": "napari-segdiff-sett')  # truncated
+    settings, problems = store.load()
+    assert settings == AnnotatorSettings() and "unreadable" in problems[0] and "annotator.json.bad" in problems[0]
+    assert not store.path.exists() and store.path.with_name("annotator.json.bad").read_bytes().endswith(b"sett")
+
+    blocked = SettingsStore(tmp_path / "a-file")
+    (tmp_path / "a-file").write_text("")  # the folder is a file: cannot write
+    assert "cannot save the settings" in blocked.save(s)
 
 
 # ------------------------------------------------------------------------------------------

@@ -18,7 +18,11 @@ from segdiff_core.data.readers.folder import InstancePromptDataset
 from segdiff_core.data.synthetic import generate_tile
 from segdiff_core.segmenter import Segmenter
 
+from segdiff_core.device import available_devices
+
 from napari_segdiff._layers import role_of
+from napari_segdiff._settings import AnnotatorSettings
+from napari_segdiff._store import SettingsStore
 from napari_segdiff._widget import SHORTCUTS, AnnotatorWidget
 from tests.conftest_napari import (  # noqa: F401 (fixtures)
     configure,
@@ -540,3 +544,46 @@ def test_export_without_labels_explains(qtbot, viewer_widget, tmp_path, notes):
     errors = messages(notes, "error")
     assert sum("segment" in m for m in errors) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_settings_are_remembered_for_the_next_widget_and_can_be_reset(qtbot, make_napari_viewer, model_file, notes):
+    viewer = make_napari_viewer()
+    first = AnnotatorWidget(viewer)
+    configure(first, model_file, steps=7, generations=5, seed=-1)
+    first.protocol.value = "custom"
+    first.margin.value = 0.35
+    first.uncertainty.value = "entropy"
+    first.close_annotator()
+
+    second = AnnotatorWidget(viewer)  # a new napari session reads the same file
+    s = second.controller.settings
+    assert (s.model_source, s.model_path, s.steps, s.generations, s.seed) == ("file", model_file, 7, 5, -1)
+    assert (s.protocol, s.margin, s.uncertainty) == ("custom", pytest.approx(0.35), "entropy")
+    assert (second.steps.value, second.margin.value, second.model_file.value) == (7, pytest.approx(0.35), model_file)
+    assert second.margin.enabled  # the enabled state follows the restored protocol
+
+    second.reset_settings_button.click()
+    assert second.controller.settings == AnnotatorSettings() and second.steps.value == 0
+    second.close_annotator()
+    assert AnnotatorWidget(viewer).controller.settings == AnnotatorSettings()
+    assert not messages(notes, "warning")
+
+
+def test_unusable_saved_settings_warn_and_start_from_defaults(qtbot, make_napari_viewer, notes):
+    store = SettingsStore()
+    saved = AnnotatorSettings(device="cuda" if "cuda" not in available_devices() else "mps", steps=12)
+    assert store.save(saved) is None
+    text = store.path.read_text().replace('"steps": 12', '"steps": "twelve"')
+    store.path.write_text(text)
+    widget = AnnotatorWidget(make_napari_viewer())
+    assert widget.controller.settings.device == "auto" and widget.controller.settings.steps == 0
+    (warning,) = [m for m in messages(notes, "warning") if "SegDiff" in m]
+    assert "steps must be an integer" in warning and "device" in warning
+    widget.close_annotator()
+
+    store.path.write_text("{ not json")
+    widget = AnnotatorWidget(make_napari_viewer())
+    assert widget.controller.settings == AnnotatorSettings()
+    assert any("unreadable" in m for m in messages(notes, "warning"))
+    assert store.path.with_name("annotator.json.bad").read_text() == "{ not json"  # kept, not lost
+    widget.close_annotator()

@@ -74,8 +74,9 @@ class ReportSizes:
             the U-Net (training steps, batch, synthetic tile size, learning rate) and how they
             are sampled for scoring.
         uncertainty_generations: claim 5.
-        speed_generations, speed_steps, preview_generations, memory_generations,
-            preview_repeats: the bundled model's speed grid, time to first preview, memory.
+        speed_generations, speed_steps, speed_repeats, preview_generations, memory_generations,
+            preview_repeats: the bundled model's speed grid (each cell the best of
+            ``speed_repeats`` calls), time to first preview, memory.
         paper_*: the paper-size network against our sampler (``bench_sampler.bench_speed``);
             ``paper_reduced`` replaces the paper's widths with tiny ones (smoke only).
     """
@@ -103,6 +104,7 @@ class ReportSizes:
     uncertainty_generations: int = 30
     speed_generations: tuple[int, ...] = (1, 4, 8, 16, 30)
     speed_steps: tuple[int, ...] = (5, 10, 25, 50)
+    speed_repeats: int = 3
     preview_generations: tuple[int, ...] = (1, 8, 30)
     memory_generations: tuple[int, ...] = (1, 8, 30)
     preview_repeats: int = 5
@@ -136,6 +138,7 @@ SMOKE = ReportSizes(
     uncertainty_generations=2,
     speed_generations=(1, 2),
     speed_steps=(1, 2),
+    speed_repeats=1,
     preview_generations=(1, 2),
     memory_generations=(2,),
     preview_repeats=1,

@@ -2,7 +2,8 @@
 generations x steps, time to the first preview, and peak memory.
 
 * Seconds per prompt: :meth:`Segmenter.segment` on one held-out prompt (what the plugin does
-  for one box), best of 3 calls for cheap cells and 1 call for the others, after one warm-up.
+  for one box), best of ``speed_repeats`` calls per cell (3 in the full report; one
+  slow call caused by the machine would otherwise bend the fit), after one warm-up.
 * Time to first preview: from calling :meth:`Segmenter.segment_progressive` to receiving its
   first step (preprocessing, G(I), one denoising step), median over repeats.
 * Memory: each ensemble size in a fresh process (``ru_maxrss`` only grows): the process peak
@@ -31,7 +32,6 @@ from benchmarks.report.steps import linear_fit
 
 NAME = "speed"
 TITLE = "Speed: seconds per prompt, first preview, memory"
-CHEAP_CELL = 100  # generations x steps at or below which a cell is timed 3 times
 
 
 def _memory_worker(model_path: str, generations: int, steps: int, threads: int, queue: Any) -> None:
@@ -89,7 +89,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     for steps in [s for s in sz.speed_steps if s <= T]:
         for g in sz.speed_generations:
             cfg = inf.replace(generations=g, steps=steps)
-            seconds = _best_of(lambda: seg.segment(patch, cfg, seed=0), 3 if g * steps <= CHEAP_CELL else 1)
+            seconds = _best_of(lambda: seg.segment(patch, cfg, seed=0), sz.speed_repeats)
             grid.append({"generations": g, "steps": steps, "seconds": seconds})
         ctx.log(f"  {steps} steps: " + ", ".join(f"G={r['generations']} {r['seconds']:.2f}s" for r in grid[-len(sz.speed_generations):]))
     preview = []
@@ -112,7 +112,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
         "settings": {
             "sampler": inf.sampler, "default_generations": inf.generations, "default_steps": inf.steps,
             "image_size": seg.input_size, "parameters": seg.model.num_parameters(), "threads": torch.get_num_threads(),
-            "preview_repeats": sz.preview_repeats,
+            "repeats": sz.speed_repeats, "preview_repeats": sz.preview_repeats,
         },
         "grid": grid,
         "fits": fits(grid),
@@ -175,7 +175,8 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
     sec = {(r["generations"], r["steps"]): r["seconds"] for r in grid}
     lines = [
         f"Evaluated model: {st['parameters']:,} parameters, {st['image_size']} px input, {st['sampler'].upper()} sampler, "
-        f"{st['threads']} torch thread(s), CPU. Seconds for one box prompt (all generations batched, G(I) computed once); the "
+        f"{st['threads']} torch thread(s), CPU. Seconds for one box prompt (all generations batched, G(I) computed once; "
+        f"each cell the best of {st.get('repeats', 1)} calls); the "
         f"model's default is G = {st['default_generations']}, {st['default_steps']} steps.",
         "",
         md_table(["steps \\ G", *map(str, gens)], [[s, *(fmt(sec[(g, s)], ".2f") for g in gens)] for s in steps]),
