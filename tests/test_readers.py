@@ -568,6 +568,53 @@ def test_vaihingen_central_building(tmp_path: Path) -> None:
     assert VaihingenDataset(tmp_path, min_area=1)[1].box == Box(10, 11, 11, 12)
 
 
+def test_vaihingen_dsac_layout_whole_mask_and_reference_split(tmp_path: Path) -> None:
+    numbers = range(1, 104)  # 103 buildings; text order: 1, 10, 100, 101, 102, 103, 11, ...
+    for n in numbers:
+        m = np.zeros((12, 12), np.uint8)
+        m[2:5, 2:5] = 255
+        m[7:11, 6 + n % 2:10] = 255  # a second piece: the building is the whole mask
+        tif(tmp_path / f"building_{n}.tif", rgb(12, 12, seed=n))
+        tif(tmp_path / f"building_mask_{n}.tif", m)
+        tif(tmp_path / f"all_buildings_mask_{n}.tif", np.full((12, 12), 255, np.uint8))  # ignored
+    ds = VaihingenDataset(tmp_path, min_area=1)
+    assert (ds.layout, len(ds)) == ("dsac", 103)
+    first = ds[0]
+    assert first.name == "building_1.tif#1" and first.class_name == "building"
+    assert first.mask.sum() == 9 + 4 * 3  # both pieces (n = 1: columns 7..9)
+    np.testing.assert_array_equal(first.image, rgb(12, 12, seed=1))
+    train = VaihingenDataset(tmp_path, split="train", min_area=1)
+    test = VaihingenDataset(tmp_path, split="test", min_area=1)
+    names = lambda d: [d[i].name.split("#")[0] for i in range(len(d))]
+    expected = sorted(f"building_{n}.tif" for n in numbers)  # the reference code's order
+    assert names(train) == expected[:100] and names(test) == expected[100:]
+    assert names(test) == ["building_97.tif", "building_98.tif", "building_99.tif"]
+    assert not set(names(train)) & set(names(test))
+
+
+def test_vaihingen_dsac_layout_problems(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no building_<n> images"):
+        VaihingenDataset(tmp_path)  # empty folder, no images/ either
+    tif(tmp_path / "building_1.tif", rgb(8, 8))
+    tif(tmp_path / "building_mask_1.tif", rect((8, 8), slice(2, 6), slice(2, 6)).astype(np.uint8) * 255)
+    tif(tmp_path / "building_2.tif", rgb(8, 8))  # no mask
+    with pytest.warns(DatasetWarning, match="building_2.tif"):
+        ds = VaihingenDataset(tmp_path, min_area=1)
+    assert len(ds) == 1 and [p.name for p in ds.unmatched] == ["building_2.tif"]
+    with pytest.raises(DatasetError, match="building_2.tif"):
+        VaihingenDataset(tmp_path, strict=True)
+    with pytest.warns(DatasetWarning), pytest.raises(DatasetError, match="test split .* is empty"):
+        VaihingenDataset(tmp_path, split="test")
+    with pytest.raises(ValueError, match="split must be"):
+        VaihingenDataset(tmp_path, split="val")
+    folders = tmp_path / "folders"
+    tif(folders / "images/a.tif", rgb(8, 8))
+    tif(folders / "masks/a.tif", rect((8, 8), slice(2, 6), slice(2, 6)).astype(np.uint8) * 255)
+    assert VaihingenDataset(folders, split="train", min_area=1).layout == "folders"
+    with pytest.raises(DatasetError, match="no predefined test split"):
+        VaihingenDataset(folders, split="test")
+
+
 def test_central_component_rules() -> None:
     m = np.zeros((4, 4), bool)
     m[0, 0] = m[3, 3] = True  # equidistant from the centre (1.5, 1.5): first in row order

@@ -69,7 +69,7 @@ class DataConfig:
     task: str = "prompt"  # 'prompt': box-prompt crops per object; 'semantic': windows, all foreground
     styles: tuple[str, ...] = ("fluorescence", "he")  # synthetic style families
     tile_size: int = 256  # synthetic tile side
-    split: str = "train"  # Cityscapes split
+    split: str = "train"  # Cityscapes split; Vaihingen DSAC reference split: train (first 100), test, all
     val_fraction: float = 0.1  # held-out share of a dataset (grouped by image)
     val_seed: int = 12345  # synthetic validation stream / split seed
     augmentation: str = "nuclei"  # augment.paper_augmentation name, or 'none'

@@ -23,7 +23,7 @@ def open_dataset(data: DataConfig) -> Any:
     if data.source == "cityscapes":
         return readers.CityscapesDataset(data.root, split=data.split, min_area=data.min_area)
     if data.source == "vaihingen":
-        return readers.VaihingenDataset(data.root, min_area=data.min_area)
+        return readers.VaihingenDataset(data.root, split=data.split, min_area=data.min_area)  # type: ignore[arg-type]
     raise ValueError(f"data.source {data.source!r} has no dataset reader")
 
 

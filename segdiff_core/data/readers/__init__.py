@@ -14,7 +14,8 @@ Readers
   or on disk (the synthetic generator's ``root/images/*.tif`` + ``root/masks/*.tif``).
 * :class:`MoNuSegDataset` -- H&E images + Aperio XML nucleus outlines.
 * :class:`CityscapesDataset` -- per-object samples from polygon JSON or instanceIds PNG.
-* :class:`VaihingenDataset` -- the central building of each image.
+* :class:`VaihingenDataset` -- one building per image (DSAC layout with the reference
+  train/test split, or images/ + masks/ folders).
 
 Splits: :func:`split_indices`, :func:`split_dataset`, :class:`Subset`.
 """

@@ -1,5 +1,5 @@
 """Readers for image/mask folder pairs: :class:`FolderDataset`, :class:`InstancePromptDataset`
-(also the synthetic generator's output) and :class:`VaihingenDataset` (central building).
+(also the synthetic generator's output) and :class:`VaihingenDataset` (one building per image).
 
 Layout: ``root/<images>/<name>.<ext>`` and ``root/<masks>/<name>.<ext>``, paired by file stem
 (``cell01.png`` pairs with ``cell01.tif``). Extensions: .tif/.tiff (tifffile), .png/.jpg/.jpeg
@@ -9,6 +9,7 @@ ignored; files without a counterpart are reported (a :class:`DatasetWarning`, or
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -91,12 +92,14 @@ def _building_target(label: int) -> ObjectMeta:
     return ("building", 1)
 
 
-class CentralObjectSource(Source):
-    """Wraps a binary :class:`FileSource`; the annotation keeps only its central component."""
+class BuildingSource(Source):
+    """Wraps a binary :class:`FileSource` as the one building of its image: with ``central``
+    only the central component (:func:`central_component`), else the whole foreground."""
 
-    def __init__(self, inner: FileSource, min_area: int) -> None:
+    def __init__(self, inner: FileSource, min_area: int, *, central: bool = True) -> None:
         self.inner = inner
         self.min_area = min_area
+        self.central = central
         self.name = inner.name
         self.image_desc = inner.image_desc
 
@@ -105,6 +108,8 @@ class CentralObjectSource(Source):
 
     def load_annotation(self) -> Annotation:
         ann = self.inner.load_annotation()
+        if not self.central:
+            return Annotation((ann.labels != 0).astype(np.uint8), ann.path, target=_building_target)
         central = central_component(ann.labels != 0, min_area=self.min_area)
         labels = np.zeros(ann.labels.shape, np.uint8) if central is None else central.astype(np.uint8)
         return Annotation(labels, ann.path, target=_building_target)
@@ -331,15 +336,57 @@ def _check_in_memory_pair(name: str, image: np.ndarray | Path, labels: np.ndarra
             )
 
 
-class VaihingenDataset(IndexedDataset):
-    """Vaihingen buildings: one sample per image, the target is the central building.
+VaihingenLayout = Literal["auto", "folders", "dsac"]
+VaihingenSplit = Literal["all", "train", "test"]
 
-    Layout: ``root/<images>/*.tif|png`` + ``root/<masks>/*`` binary building masks paired by
-    stem. The target is the 8-connected component of the mask at, or nearest to, the image
-    centre (:func:`central_component`); components smaller than ``min_area`` are ignored, and
-    an image without any is skipped (listed in ``self.skipped``). Samples have
-    ``class_name="building"``, ``instance_id=1`` and name ``"<image file name>#1"``.
-    Masks are read once here to find the building; images are decoded on access.
+DSAC_TRAIN_SIZE = 100
+"""The reference split of the DSAC building set: the first 100 images train, the rest (68) test."""
+
+_DSAC_IMAGE = re.compile(r"^building_(\d+)$")
+_DSAC_MASK = re.compile(r"^building_mask_(\d+)$")
+
+
+def _dsac_pairs(root: Path, *, strict: bool) -> tuple[list[tuple[str, Path, Path]], tuple[Path, ...]]:
+    """``building_<n>.<ext>`` paired with ``building_mask_<n>.<ext>`` in one folder, in the
+    reference code's order (file names sorted as text: 1, 10, 100, 101, ..., 11, ...)."""
+    files = list_files(root, IMAGE_EXTENSIONS)
+
+    def number(pattern: re.Pattern) -> dict[str, Path]:
+        matched = [f for f in files if pattern.match(f.stem)]
+        return index_by_stem(matched, stem_of=lambda f: pattern.match(f.stem).group(1))
+
+    images, masks = number(_DSAC_IMAGE), number(_DSAC_MASK)
+    if not images:
+        raise DatasetError(
+            f"{root} holds no building_<n> images: expected the DSAC layout (building_1.tif + "
+            "building_mask_1.tif, ... in one folder) or images/ and masks/ sub-folders"
+        )
+    pairs, lonely_images, lonely_masks = pair_by_stem(images, masks)
+    pairs.sort(key=lambda p: p[1].name)
+    unmatched = report_unmatched(root, lonely_images, lonely_masks, annotation_word="mask", strict=strict,
+                                 stacklevel=3)
+    return pairs, unmatched
+
+
+class VaihingenDataset(IndexedDataset):
+    """Vaihingen buildings (the paper's building protocol): one sample per image, one building.
+
+    Two layouts (``layout="auto"`` picks the one present):
+
+    * ``"dsac"``: the building set of the DSAC paper the SegDiff reference code reads, one
+      folder with ``building_<n>.tif`` (image) and ``building_mask_<n>.tif`` (that image's
+      building); other files (e.g. masks of all buildings) are ignored. The target is the
+      whole mask. ``split`` selects the reference split: ``"train"`` = the first 100 images in
+      the reference's order (file names sorted as text), ``"test"`` = the other 68, ``"all"``.
+    * ``"folders"``: ``root/<images>/*`` + ``root/<masks>/*`` binary building masks paired by
+      stem. The target is the 8-connected component of the mask at, or nearest to, the image
+      centre (:func:`central_component`). This layout has no predefined split (``"train"``
+      and ``"all"`` read everything; the training split comes from ``data.val_fraction``).
+
+    Components smaller than ``min_area`` are ignored, and an image without a building is skipped
+    (listed in ``self.skipped``). Samples have ``class_name="building"``, ``instance_id=1``
+    and name ``"<image file name>#1"``. Masks are read once here to find the building; images
+    are decoded on access.
     """
 
     def __init__(
@@ -348,14 +395,40 @@ class VaihingenDataset(IndexedDataset):
         images: str = "images",
         masks: str = "masks",
         *,
+        layout: VaihingenLayout = "auto",
+        split: VaihingenSplit = "all",
         min_area: int = 16,
         strict: bool = False,
         cache_images: int = 2,
     ) -> None:
         min_area = check_min_area(min_area)
-        root_p, pairs, unmatched = _folder_pairs(root, images, masks, strict=strict)
+        if layout not in ("auto", "folders", "dsac"):
+            raise ValueError(f"layout must be 'auto', 'folders' or 'dsac', got {layout!r}")
+        if split not in ("all", "train", "test"):
+            raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
+        root_p = require_dir(root, "dataset root")
+        if layout == "auto":
+            layout = "folders" if (root_p / images).is_dir() else "dsac"
         self.root = root_p
-        sources = [CentralObjectSource(FileSource(img.name, img, m, binary=True), min_area)
+        self.layout = layout
+        self.split = split
+        if layout == "dsac":
+            pairs, unmatched = _dsac_pairs(root_p, strict=strict)
+            if split != "all":
+                pairs = pairs[:DSAC_TRAIN_SIZE] if split == "train" else pairs[DSAC_TRAIN_SIZE:]
+                if not pairs:
+                    raise DatasetError(
+                        f"the {split} split of {root_p} is empty: the reference split puts the first "
+                        f"{DSAC_TRAIN_SIZE} buildings in train and the rest in test; use split='all'"
+                    )
+        else:
+            if split == "test":
+                raise DatasetError(
+                    f"{root_p} uses the images/ + masks/ layout, which has no predefined test split; "
+                    "use split='all' (and a validation fraction) or the DSAC layout"
+                )
+            root_p, pairs, unmatched = _folder_pairs(root_p, images, masks, strict=strict)
+        sources = [BuildingSource(FileSource(img.name, img, m, binary=True), min_area, central=layout == "folders")
                    for _, img, m in pairs]
         super().__init__(sources, per_object=True, min_area=min_area, origin=str(root_p),
                          unmatched=unmatched, cache_images=cache_images)
