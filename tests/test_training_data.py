@@ -63,3 +63,20 @@ def test_fixed_eval_set_is_deterministic():
     b = fixed_eval_set(src, PP, 4, seed=1)
     assert len(a) == 4 and all(np.array_equal(p.image, q.image) and np.array_equal(p.target, q.target) for p, q in zip(a, b))
     assert all(s.target.shape == (32, 32) and s.target.any() for s in a)
+
+
+def test_vaihingen_source_follows_data_split(tmp_path):
+    import tifffile
+
+    from segdiff_core.training.sources import open_dataset
+
+    for n in range(1, 102):  # 101 buildings: reference split 100 train / 1 test
+        tifffile.imwrite(tmp_path / f"building_{n}.tif", np.full((8, 8, 3), n, np.uint8))
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:6, 2:6] = 255
+        tifffile.imwrite(tmp_path / f"building_mask_{n}.tif", mask)
+    data = DataConfig(source="vaihingen", root=str(tmp_path), min_area=1)
+    assert len(open_dataset(data)) == 100  # data.split defaults to "train"
+    (test,) = open_dataset(DataConfig(source="vaihingen", root=str(tmp_path), split="test", min_area=1))
+    assert test.name == "building_99.tif#1" and int(test.image[0, 0, 0]) == 99
+    assert len(open_dataset(DataConfig(source="vaihingen", root=str(tmp_path), split="all", min_area=1))) == 101
