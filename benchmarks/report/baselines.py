@@ -1,7 +1,8 @@
 """Claim 4: SegDiff against a plain U-Net of similar size (same data, budget and seed) and
 against the Otsu-in-box baseline.
 
-The SegDiff side is claim 3's ``sum`` model (trained here if claim 3 did not run). The U-Net
+The SegDiff side is claim 3's ``sum`` model (trained here if claim 3 did not run); the same
+model trained to predict eps (the paper's parameterization) is scored too, for scale. The U-Net
 (:mod:`segdiff_core.baselines.unet`) takes the width whose parameter count is closest to that
 model's, and is trained by :func:`segdiff_core.baselines.unet.train_unet` with the same
 :class:`RunConfig` (steps, batch, learning-rate schedule, EMA, seed) on the same replayed
@@ -80,6 +81,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     items = ctx.prepared(sz.small_n_per_style, small_run(sz, "sum").segdiff.model.image_size)
     methods: dict[str, Any] = {
         "segdiff-small": dict(segdiff),
+        "segdiff-small-eps": dict(evaluate_small(ctx, "sum", "eps")),
         "unet": {k: v for k, v in unet.items() if k != "segmenter"} | {"splits": evaluate_splits(items, unet_method(unet["segmenter"]))},
         "otsu": {"splits": evaluate_splits(items, otsu_method(prompt=True))},
     }
@@ -98,6 +100,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
             "generations": sz.small_generations, "steps": sz.small_steps, "bundled_steps": bundled.inference.steps,
             "bundled_sampler": bundled.inference.sampler, "prompts_per_style": sz.small_n_per_style,
             "train_steps": sz.small_train_steps, "batch_size": sz.small_batch_size, "protocol": "expansion",
+            "prediction": segdiff.get("prediction", "eps"),
             "parameter_ratio": ratio, "parameter_tolerance": PARAMETER_TOLERANCE,
         },
         "methods": methods,
@@ -133,7 +136,8 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
 
 
 LABELS = {
-    "segdiff-small": "SegDiff, small (claim 3's `sum` model)",
+    "segdiff-small": "SegDiff, small (claim 3's `sum` model, x0-prediction)",
+    "segdiff-small-eps": "the same SegDiff trained to predict eps (the paper's loss)",
     "unet": "plain U-Net, same data/budget/seed",
     "otsu": "Otsu in the box (no learning)",
     "segdiff-evaluated": "SegDiff, evaluated model (reference: larger budget)",
@@ -154,7 +158,8 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
     within = abs(ratio - 1.0) <= st["parameter_tolerance"]
     lines = [
         f"Small SegDiff and the U-Net: {st['train_steps']} training steps, batch {st['batch_size']}, same seed and the same replayed "
-        f"batches; SegDiff sampled with {st['generations']} generations, {st['steps']} DDIM steps. U-Net parameters / SegDiff "
+        f"batches; SegDiff predicts {st.get('prediction', 'eps')} (see claim 3) and is sampled with {st['generations']} generations, "
+        f"{st['steps']} DDIM steps. U-Net parameters / SegDiff "
         f"parameters = {ratio:.3f} ({'within' if within else 'OUTSIDE'} the ±{st['parameter_tolerance']:.0%} target). The evaluated "
         f"model ({st['generations']} generations, {st['bundled_steps']} {st['bundled_sampler'].upper()} steps) is a reference: it "
         f"had a far larger training budget. {st['prompts_per_style']} prompts per style, expansion protocol.",

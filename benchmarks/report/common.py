@@ -71,7 +71,9 @@ class ReportSizes:
         steps_n_per_style, steps_list, samplers, steps_generations, steps_batch_images: claim 2
             (the last: prompts per network batch, so that the timed batches are full).
         small_*: claims 3-4: the small SegDiff config trained per conditioning variant and
-            the U-Net (training steps, batch, synthetic tile size, learning rate) and how they
+            the U-Net (training steps, batch, synthetic tile size, learning rate, what the
+            network predicts: ``x0`` as the bundled model, since eps-prediction has not learnt
+            to read the image within this budget; claim 4 adds an ``eps`` control) and how they
             are sampled for scoring.
         uncertainty_generations: claim 5.
         speed_generations, speed_steps, speed_repeats, preview_generations, memory_generations,
@@ -99,6 +101,7 @@ class ReportSizes:
     small_tile_size: int = 128
     small_lr: float = 5e-4
     small_channels: int = 16
+    small_prediction: str = "x0"
     small_generations: int = 9
     small_steps: int = 10
     uncertainty_generations: int = 30
