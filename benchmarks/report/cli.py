@@ -181,7 +181,7 @@ def _timing_section(parts: dict[str, dict[str, Any] | None]) -> str:
             else:
                 notes = "all models trained in this run"
         rows.append([f"{i}. {p.NAME}", f"{d['seconds']:.0f}", f"{d['seconds'] / 60:.1f}", env.get("date", ""),
-                     str(env.get("threads", "")), f"{d.get('sizes', '')} {notes}".strip()])
+                     str(env.get("threads", "")), "; ".join(x for x in (d.get("sizes", ""), notes) if x)])
     rows.append(["**total**", f"**{total:.0f}**", f"**{total / 60:.1f}**", "", "", ""])
     return md_table(["part", "seconds", "minutes", "run at", "threads", "sizes / notes"], rows, "lrrlrl")
 
