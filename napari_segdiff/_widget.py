@@ -184,9 +184,6 @@ class AnnotatorWidget(QWidget):
             label="seed", value=s.seed, min=-1, max=2**31 - 1,
             tooltip="Seed of the sampling noise: the same seed and settings reproduce a result. -1 = random",
         )
-        self.steps.native.setSpecialValueText("model default")
-        self.generations.native.setSpecialValueText("model default")
-        self.seed.native.setSpecialValueText("random")
         sampling_box = Container(widgets=[self.sampler, self.steps, self.generations, self.threshold, self.seed])
 
         self.preview = ComboBox(
@@ -494,8 +491,11 @@ class AnnotatorWidget(QWidget):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_label.setText(info.describe())
         d = info.defaults
-        self.steps.native.setSpecialValueText(f"model default ({d.steps})")
-        self.generations.native.setSpecialValueText(f"model default ({d.generations})")
+        self.steps.tooltip = f"Denoising steps (0 = the model's default, {d.steps}). Time grows linearly with steps"
+        self.generations.tooltip = (
+            f"Ensemble size: masks sampled and averaged (0 = the model's default, {d.generations}). More "
+            "generations = smoother probability and better uncertainty, linearly slower"
+        )
 
     def _sync_enabled(self) -> None:
         running = self.worker is not None or self.controller.is_running

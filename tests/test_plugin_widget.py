@@ -94,6 +94,10 @@ def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, view
     labels = widget.controller.labels_layer
     assert prob_layer is not None and unc_layer is not None and labels is not None
     assert layer_with_role(viewer, "preview") is None  # the live preview is gone
+    defaults = Segmenter.from_checkpoint(model_file, device="cpu").inference
+    assert widget.model_label.text().endswith(f"{defaults.steps} steps x {defaults.generations} generations "
+                                              "(used where steps or generations are 0)")
+    assert f"(0 = the model's default, {defaults.generations})" in widget.generations.tooltip
 
     # napari corners 20..40 (pixel centres) = pixel edges 20.5..40.5; 15 % larger crop
     # = 23 px centred on 30.5 -> [19, 42) -> pixels whose centre lies inside: rows 19..41
