@@ -114,7 +114,7 @@ class ReportSizes:
     paper_image_size: int = 32
     paper_generations: int = 8
     paper_steps: int = 5
-    paper_repeats: int = 1
+    paper_repeats: int = 3
     paper_reduced: bool = False
 
     def to_dict(self) -> dict[str, Any]:
