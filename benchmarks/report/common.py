@@ -147,6 +147,7 @@ SMOKE = ReportSizes(
     preview_repeats=1,
     paper_generations=2,
     paper_steps=1,
+    paper_repeats=1,
     paper_reduced=True,
 )
 
