@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from benchmarks.report import PARTS
-from benchmarks.report.cli import main, select_parts
+from benchmarks.report.cli import _verdict_digest, main, select_parts
 from benchmarks.report.common import (
     PROTOCOL,
     SMOKE,
@@ -365,3 +365,19 @@ def test_train_unet_sees_exactly_the_segdiff_trainer_batches(tmp_path: Path) -> 
     assert res.n == 2 and res.settings["parameters"] == count_parameters(seg.model)
     with pytest.raises(UNetConfigError, match="match"):
         train_unet(run, cfg.replace(image_size=64), unet_rec, tmp_path / "bad.pt")
+
+
+def test_verdict_digest_names_every_disagreement():
+    from benchmarks.report.common import Claim
+
+    claims = [
+        Claim("a", "up", "+1", "agrees"),
+        Claim("b", "x improves.", "x got worse by 2", "disagrees"),
+        Claim("c", "up", "+0.1 ± 1", "inconclusive"),
+        Claim("d", "(no claim)", "3x", "n/a"),
+    ]
+    text = _verdict_digest(claims)
+    assert "Of 4 rows, 1 agree with the paper, 1 disagree and 1 are inconclusive" in text
+    assert "1 are measurements the paper makes no claim about" in text
+    assert "- b: the paper says x improves; we measured x got worse by 2." in text
+    assert "disagree with the paper:" not in _verdict_digest(claims[:1])

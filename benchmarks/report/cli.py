@@ -208,6 +208,19 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _verdict_digest(claims: list[Claim]) -> str:
+    """Plain sentences under the summary table: the counts, and every disagreement by name."""
+    counts = {v: sum(c.verdict == v for c in claims) for v in ("agrees", "disagrees", "inconclusive")}
+    lines = ["", "", f"Of {len(claims)} rows, {counts['agrees']} agree with the paper, {counts['disagrees']} disagree and "
+             f"{counts['inconclusive']} are inconclusive at this sample size"
+             + (f"; {len(claims) - sum(counts.values())} are measurements the paper makes no claim about." if len(claims) > sum(counts.values()) else ".")]
+    against = [c for c in claims if c.verdict == "disagrees"]
+    if against:
+        lines += ["", "**Where our results disagree with the paper:**", ""]
+        lines += [f"- {c.claim}: the paper says {c.paper.rstrip('.')}; we measured {c.ours}." for c in against]
+    return "\n".join(lines)
+
+
 def render_document(paths: ReportPaths) -> tuple[str, list[Claim]]:
     """Render the Markdown from the JSON results (and write the plots); returns
     ``(markdown, claims)``. Parts without results say so."""
@@ -224,7 +237,7 @@ def render_document(paths: ReportPaths) -> tuple[str, list[Claim]]:
             body, claims = section.markdown, claims + section.claims
         text = text.replace(f"{{{{title:{p.NAME}}}}}", p.TITLE).replace(f"{{{{{p.NAME}}}}}", body)
     summary = md_table(["claim", "paper", "ours", "verdict"], [[c.claim, c.paper, c.ours, f"**{c.verdict}**"] for c in claims],
-                       "llll") if claims else "_No part has been run yet._"
+                       "llll") + _verdict_digest(claims) if claims else "_No part has been run yet._"
     replacements = {
         "setup": _setup_section(read_json(paths.results / META), parts),
         "summary": summary,
