@@ -48,9 +48,10 @@ def build(cfg: SegDiffConfig, seed: int = 0) -> SegDiffModel:
     return model
 
 
-def timed(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up call), seconds."""
-    fn()
+def timed(fn, repeats: int, warmup: bool = True) -> float:
+    """Best wall time of ``repeats`` calls (after one warm-up call unless ``warmup`` is False), seconds."""
+    if warmup:
+        fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()

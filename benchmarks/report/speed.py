@@ -67,17 +67,10 @@ def measure_memory(model_path: str, generations: int, steps: int, threads: int, 
     return {"added_mib": added, "peak_mib": peak}
 
 
-def _best_of(fn: Any, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def run(ctx: ReportContext) -> dict[str, Any]:
     import torch
+
+    from benchmarks.bench_sampler import timed
 
     seg = ctx.segmenter()
     sz = ctx.sizes
@@ -89,7 +82,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
     for steps in [s for s in sz.speed_steps if s <= T]:
         for g in sz.speed_generations:
             cfg = inf.replace(generations=g, steps=steps)
-            seconds = _best_of(lambda: seg.segment(patch, cfg, seed=0), sz.speed_repeats)
+            seconds = timed(lambda: seg.segment(patch, cfg, seed=0), sz.speed_repeats, warmup=False)
             grid.append({"generations": g, "steps": steps, "seconds": seconds})
         ctx.log(f"  {steps} steps: " + ", ".join(f"G={r['generations']} {r['seconds']:.2f}s" for r in grid[-len(sz.speed_generations):]))
     preview = []
@@ -101,7 +94,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
             next(gen)
             times.append(time.perf_counter() - t0)
             gen.close()
-        full = _best_of(lambda: seg.segment(patch, inf.replace(generations=g), seed=0), 1)
+        full = timed(lambda: seg.segment(patch, inf.replace(generations=g), seed=0), 1, warmup=False)
         preview.append({"generations": g, "first_step_seconds": statistics.median(times), "full_seconds": full})
     memory = []
     for g in sz.memory_generations:
