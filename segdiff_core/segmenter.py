@@ -17,11 +17,10 @@ from typing import Any, Generator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segdiff_core.checkpoint import load_model
 from segdiff_core.config import InferenceConfig, SegDiffConfig
-from segdiff_core.data.preprocess import prepare
+from segdiff_core.data.preprocess import to_model_array
 from segdiff_core.device import resolve_device
 from segdiff_core.diffusion.sampler import SamplerStep, sample, sample_progressive
 from segdiff_core.diffusion.scheduler import DDPMScheduler
@@ -79,11 +78,8 @@ class Segmenter:
 
     def prepare(self, patch: np.ndarray) -> torch.Tensor:
         """Patch (H, W[, C]) any dtype -> normalised model input (1, in_channels, S, S) on the device."""
-        arr = prepare(np.asarray(patch), self.config.preprocess, check_size=False)  # (C, H, W) float32
-        x = torch.from_numpy(np.ascontiguousarray(arr))[None]
-        s = self.input_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        arr = to_model_array(np.asarray(patch), self.config.preprocess, resize=True)  # (C, S, S)
+        x = torch.from_numpy(arr)[None]
         return x.to(self.device)
 
     def segment_progressive(

@@ -1,4 +1,6 @@
-"""Tests for segdiff_core.data.crops: protocols, crop -> model -> paste-back, Vaihingen, MoNuSeg."""
+"""Tests for segdiff_core.data.crops: protocols, crop -> model -> paste-back, Vaihingen, MoNuSeg.
+
+The Vaihingen central-object rule is tested with the readers (tests/test_readers.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +19,8 @@ from segdiff_core.data.crops import (
     CropError,
     CropGeometry,
     CropProtocol,
-    NoObjectError,
     WindowGrid,
     as_box,
-    central_object,
     crop_like,
     crop_to_model,
     crop_whole_image,
@@ -191,22 +191,13 @@ class TestCropProtocol:
 
 
 class TestGeometry:
-    def test_affine_maps_corners_and_inverts(self) -> None:
+    def test_model_pixel_centres_map_linearly_onto_the_crop(self) -> None:
         geom = CropGeometry(Box(-3.5, 2.25, 20.5, 50.25), (30, 40), (8, 16))
         assert geom.scale == pytest.approx((3.0, 3.0))
-        corners = np.array([[0, 0], [8, 16], [4, 8]], dtype=float)
-        np.testing.assert_allclose(
-            geom.model_to_image(corners), [[-3.5, 2.25], [20.5, 50.25], [8.5, 26.25]]
-        )
-        pts = np.random.default_rng(0).uniform(-10, 60, size=(20, 2))
-        np.testing.assert_allclose(geom.model_to_image(geom.image_to_model(pts)), pts)
-        np.testing.assert_allclose(
-            geom.affine_model_to_image @ geom.affine_image_to_model, np.eye(3), atol=1e-12
-        )
-        hom = np.c_[corners, np.ones(3)]
-        np.testing.assert_allclose(
-            (geom.affine_model_to_image @ hom.T).T[:, :2], geom.model_to_image(corners)
-        )
+        cy, cx = geom.sample_coords()
+        # model pixel v is centred at image y0 + (v + 0.5) * 3; index coordinates are 0.5 less
+        np.testing.assert_allclose(cy, -3.5 + (np.arange(8) + 0.5) * 3 - 0.5)
+        np.testing.assert_allclose(cx, 2.25 + (np.arange(16) + 0.5) * 3 - 0.5)
 
     def test_footprint_rules(self) -> None:
         def fp(y0: float, y1: float, n: int = 10) -> tuple[int, int]:
@@ -502,7 +493,7 @@ def test_crop_paste_back_lands_on_the_box(
 
 
 # ------------------------------------------------------------------------------------------
-# Vaihingen: whole image, central object
+# Vaihingen: whole image
 # ------------------------------------------------------------------------------------------
 
 
@@ -515,51 +506,6 @@ class TestVaihingen:
         region, full = paste_back(patch, geom)
         assert full.shape == (60, 90)
         assert np.abs(full - img)[10:-10, 10:-10].max() < 1e-3
-
-    def test_binary_mask_component_under_centre(self) -> None:
-        lab = np.zeros((20, 20), dtype=np.uint8)
-        lab[8:12, 8:13] = 255  # covers the centre (10, 10)
-        lab[0:5, 0:5] = 255  # bigger distractor in the corner
-        lab[0:3, 15:20] = 255
-        out = central_object(lab)
-        assert out.dtype == bool
-        np.testing.assert_array_equal(out, (lab == 255) & (np.arange(20)[:, None] >= 8))
-
-    def test_closest_component_when_centre_is_background(self) -> None:
-        lab = np.zeros((21, 21), dtype=bool)
-        lab[0:4, 0:4] = True  # nearest pixel centre (3.5, 3.5): distance^2 = 2 * 7^2
-        lab[14:18, 12:14] = True  # nearest pixel centre (14.5, 12.5): 4^2 + 2^2
-        out = central_object(lab)
-        expected = np.zeros_like(lab)
-        expected[14:18, 12:14] = True
-        np.testing.assert_array_equal(out, expected)
-
-    def test_instance_labels_and_ties(self) -> None:
-        lab = np.zeros((10, 10), dtype=np.int32)
-        lab[0:5, :] = 3  # touching instances meeting at the centre row 5
-        lab[5:7, :] = 7
-        # both instances have a pixel centre at distance 0.5 from (5, 5): the larger (3) wins
-        np.testing.assert_array_equal(central_object(lab), lab == 3)
-        # forcing binary reading merges the touching instances into one component
-        np.testing.assert_array_equal(central_object(lab, instances=False), lab > 0)
-
-    def test_diagonal_connectivity(self) -> None:
-        lab = np.zeros((6, 6), dtype=np.uint8)
-        lab[2, 2] = lab[3, 3] = 1
-        assert central_object(lab, connectivity=1).sum() == 1
-        assert central_object(lab, connectivity=2).sum() == 2
-
-    def test_errors(self) -> None:
-        with pytest.raises(NoObjectError):
-            central_object(np.zeros((5, 5), dtype=np.uint8))
-        with pytest.raises(CropError, match="integer labels"):
-            central_object(np.full((5, 5), 0.5))
-        with pytest.raises(CropError, match="2D"):
-            central_object(np.zeros((2, 5, 5), dtype=np.uint8))
-        # float arrays holding integers are accepted (diagonal pixels are separate 4-components;
-        # the one at (2, 2) holds the centre (2.5, 2.5))
-        out = central_object(np.eye(5) * 2.0)
-        assert out.sum() == 1 and out[2, 2]
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from segdiff_core.data.readers import (
     FolderDataset,
     InstancePromptDataset,
     MoNuSegDataset,
+    NoObjectError,
     Sample,
     Subset,
     VaihingenDataset,
     central_component,
+    central_object,
     read_aperio_regions,
     split_dataset,
     split_indices,
@@ -722,3 +724,52 @@ def test_unmatched_warning_points_at_caller(binary_root: Path) -> None:
         warnings.simplefilter("always")
         FolderDataset(binary_root)
     assert [Path(w.filename).name for w in caught] == ["test_readers.py"]
+
+
+# --------------------------------------------------------------------------------------------
+# central object (Vaihingen protocol)
+# --------------------------------------------------------------------------------------------
+def test_central_object_binary_mask_component_under_centre() -> None:
+    lab = np.zeros((20, 20), dtype=np.uint8)
+    lab[8:12, 8:13] = 255  # covers the centre (10, 10)
+    lab[0:5, 0:5] = 255  # bigger distractor in the corner
+    lab[0:3, 15:20] = 255
+    out = central_object(lab)
+    assert out.dtype == bool
+    np.testing.assert_array_equal(out, (lab == 255) & (np.arange(20)[:, None] >= 8))
+
+def test_central_object_closest_component_when_centre_is_background() -> None:
+    lab = np.zeros((21, 21), dtype=bool)
+    lab[0:4, 0:4] = True  # nearest pixel centre (3.5, 3.5): distance^2 = 2 * 7^2
+    lab[14:18, 12:14] = True  # nearest pixel centre (14.5, 12.5): 4^2 + 2^2
+    out = central_object(lab)
+    expected = np.zeros_like(lab)
+    expected[14:18, 12:14] = True
+    np.testing.assert_array_equal(out, expected)
+
+def test_central_object_instance_labels_and_ties() -> None:
+    lab = np.zeros((10, 10), dtype=np.int32)
+    lab[0:5, :] = 3  # touching instances meeting at the centre row 5
+    lab[5:7, :] = 7
+    # both instances have a pixel centre at distance 0.5 from (5, 5): the larger (3) wins
+    np.testing.assert_array_equal(central_object(lab), lab == 3)
+    # forcing binary reading merges the touching instances into one component
+    np.testing.assert_array_equal(central_object(lab, instances=False), lab > 0)
+
+def test_central_object_diagonal_connectivity() -> None:
+    lab = np.zeros((6, 6), dtype=np.uint8)
+    lab[2, 2] = lab[3, 3] = 1
+    assert central_object(lab, connectivity=1).sum() == 1
+    assert central_object(lab, connectivity=2).sum() == 2
+
+def test_central_object_errors() -> None:
+    with pytest.raises(NoObjectError):
+        central_object(np.zeros((5, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="integer labels"):
+        central_object(np.full((5, 5), 0.5))
+    with pytest.raises(ValueError, match="2D"):
+        central_object(np.zeros((2, 5, 5), dtype=np.uint8))
+    # float arrays holding integers are accepted (diagonal pixels are separate 4-components;
+    # the one at (2, 2) holds the centre (2.5, 2.5))
+    out = central_object(np.eye(5) * 2.0)
+    assert out.sum() == 1 and out[2, 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -86,3 +87,27 @@ class Box:
                 f"box (y0={self.y0:g}, x0={self.x0:g}, y1={self.y1:g}, x1={self.x1:g}) lies "
                 f"entirely outside the image of size {shape[0]}x{shape[1]}; draw it over the image"
             )
+
+
+def as_box(box: Box | Sequence[float] | np.ndarray) -> Box:
+    """Return ``box`` as a :class:`Box`.
+
+    Parameters
+    ----------
+    box : Box or sequence of 4 floats
+        ``(y0, x0, y1, x1)``.
+
+    Raises
+    ------
+    BoxError
+        For anything else, or an invalid box (NaN, zero area ...).
+    """
+    if isinstance(box, Box):
+        return box
+    try:
+        vals = np.asarray(box, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise BoxError(f"box coordinates must be numbers (y0, x0, y1, x1), got {box!r}") from exc
+    if vals.shape != (4,):
+        raise BoxError(f"a box is a Box or 4 numbers (y0, x0, y1, x1), got {box!r}")
+    return Box(*(float(v) for v in vals))

@@ -1,6 +1,6 @@
 """Image preprocessing shared by training and inference.
 
-What the model sees is ``prepare(crop, cfg)``: a (in_channels, H, W) float32 array computed from a
+What the model sees is ``to_model_array(crop, cfg)``: a (in_channels, H, W) float32 array computed from a
 crop that has already been resampled to the model resolution (:mod:`segdiff_core.data.crops`).
 The steps, each available on its own:
 
@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
+
+from segdiff_core.data.crops import crop_whole_image
 
 __all__ = [
     "MAX_CHANNELS",
@@ -361,21 +363,40 @@ def normalize(image_hwc: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def prepare(
+def to_model_array(
     image: np.ndarray,
     cfg: PreprocessConfig,
     *,
     rgb: bool | None = None,
     check_size: bool = True,
+    resize: bool = False,
 ) -> np.ndarray:
     """Everything the model input needs: layout, channels, normalisation.
 
-    ``image`` is a crop already resampled to the model resolution ((H, W), (H, W, C) or
-    (C, H, W), any dtype). Returns C-contiguous float32 ``(cfg.in_channels, H, W)``. With
-    ``check_size`` (default) H and W must equal ``cfg.input_size``.
+    Parameters
+    ----------
+    image : (H, W), (H, W, C) or (C, H, W) array
+        A crop resampled to the model resolution (any dtype).
+    cfg : PreprocessConfig
+        The model's preprocessing.
+    rgb : bool, optional
+        Layout of a 3D array (see :func:`to_channels_last`).
+    check_size : bool
+        Require ``H == W == cfg.input_size`` (ignored with ``resize``).
+    resize : bool
+        Resample a crop of another size to ``cfg.input_size`` first, with the same resampler
+        that makes crops (:func:`segdiff_core.data.crops.crop_whole_image`).
+
+    Returns
+    -------
+    (cfg.in_channels, H, W) float32 array
+        C-contiguous.
     """
     hwc = to_channels_last(image, rgb=rgb)
-    if check_size and hwc.shape[:2] != (cfg.input_size, cfg.input_size):
+    size = (cfg.input_size, cfg.input_size)
+    if resize and hwc.shape[:2] != size:
+        hwc = crop_whole_image(hwc, size)[0]
+    elif check_size and not resize and hwc.shape[:2] != size:
         raise PreprocessError(
             f"image is {hwc.shape[0]}x{hwc.shape[1]} but the model input is "
             f"{cfg.input_size}x{cfg.input_size}; resample the crop to the model size first "
@@ -384,3 +405,7 @@ def prepare(
     hwc = adapt_channels(hwc, cfg)
     hwc = normalize(hwc, cfg)
     return np.ascontiguousarray(np.moveaxis(hwc, -1, 0))
+
+
+prepare = to_model_array
+"""Former name of :func:`to_model_array`."""

@@ -16,7 +16,7 @@ original resolution:
    otherwise the dark class (``gray <= t``, e.g. haematoxylin-stained nuclei in brightfield).
 4. holes are filled (:func:`scipy.ndimage.binary_fill_holes`);
 5. the 4-connected component at, or nearest to, the crop centre is kept
-   (:func:`segdiff_core.data.crops.central_object`).
+   (:func:`segdiff_core.data.readers.objects.central_object`).
 
 A constant (or non-finite) crop, where no threshold exists, gives an empty mask. The
 probability is the binary mask itself (0/1) and there is no uncertainty map.
@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from segdiff_core.data.crops import central_object
+from segdiff_core.data.readers.objects import central_object
 from segdiff_core.evaluation.runner import Method
 
 __all__ = [

@@ -17,6 +17,8 @@ Readers
 * :class:`VaihingenDataset` -- one building per image (DSAC layout with the reference
   train/test split, or images/ + masks/ folders).
 
+Objects: :func:`central_object` (Vaihingen protocol), :func:`central_component`.
+
 Splits: :func:`split_indices`, :func:`split_dataset`, :class:`Subset`.
 """
 from segdiff_core.data.readers._base import Dataset, DatasetError, DatasetWarning, Sample
@@ -30,8 +32,8 @@ from segdiff_core.data.readers.folder import (
     FolderDataset,
     InstancePromptDataset,
     VaihingenDataset,
-    central_component,
 )
+from segdiff_core.data.readers.objects import NoObjectError, central_component, central_object
 from segdiff_core.data.readers.monuseg import MoNuSegDataset, read_aperio_regions
 from segdiff_core.data.readers._raster import rasterise_polygons
 from segdiff_core.data.readers.splits import Subset, split_dataset, split_indices
@@ -49,7 +51,9 @@ __all__ = [
     "Sample",
     "Subset",
     "VaihingenDataset",
+    "NoObjectError",
     "central_component",
+    "central_object",
     "rasterise_cityscapes_polygons",
     "rasterise_polygons",
     "read_aperio_regions",

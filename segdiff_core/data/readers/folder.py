@@ -24,6 +24,7 @@ from segdiff_core.data.readers._base import (
     Source,
     check_min_area,
 )
+from segdiff_core.data.readers.objects import central_component
 from segdiff_core.data.readers._io import (
     IMAGE_EXTENSIONS,
     LOSSY_EXTENSIONS,
@@ -113,40 +114,6 @@ class BuildingSource(Source):
         central = central_component(ann.labels != 0, min_area=self.min_area)
         labels = np.zeros(ann.labels.shape, np.uint8) if central is None else central.astype(np.uint8)
         return Annotation(labels, ann.path, target=_building_target)
-
-
-def central_component(mask: np.ndarray, min_area: int = 1) -> np.ndarray | None:
-    """The connected component of ``mask`` at, or closest to, the image centre.
-
-    Components are 8-connected; those with fewer than ``min_area`` pixels are ignored (specks).
-    The centre is the point ``((H - 1) / 2, (W - 1) / 2)`` in pixel-centre coordinates; the
-    chosen component owns the foreground pixel nearest to it (Euclidean), so a component that
-    covers the centre always wins. Ties go to the pixel first in row-major order.
-
-    Parameters
-    ----------
-    mask: bool-like (H, W).
-
-    Returns
-    -------
-    bool (H, W) mask of the chosen component, or ``None`` if no component is large enough.
-    """
-    m = np.asarray(mask) != 0
-    if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
-    labels, n = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
-        return None
-    sizes = np.bincount(labels.ravel())
-    big = sizes >= min_area
-    big[0] = False
-    eligible = big[labels]
-    rows, cols = np.nonzero(eligible)
-    if rows.size == 0:
-        return None
-    cy, cx = (m.shape[0] - 1) / 2.0, (m.shape[1] - 1) / 2.0
-    nearest = int(np.argmin((rows - cy) ** 2 + (cols - cx) ** 2))
-    return labels == labels[rows[nearest], cols[nearest]]
 
 
 # --------------------------------------------------------------------------------------------
