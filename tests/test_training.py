@@ -15,6 +15,7 @@ import torch
 from segdiff_core.checkpoint import load_model, safe_load
 from segdiff_core.config import ConfigError
 from segdiff_core.data.synthetic import make_dataset
+from segdiff_core.evaluation import cli as eval_cli
 from segdiff_core.training import cli
 from segdiff_core.training.config import merge_run_config
 from segdiff_core.training.sources import build_sources
@@ -60,6 +61,25 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "split" / "training.png").stat().st_size > 1000
     model, cfg, meta = load_model(tmp_path / "split" / "last.pt")
     assert meta["steps"] == 6 and "synthetic" in meta["trained_on"]
+
+
+def test_validation_iou_is_what_segdiff_eval_reports_for_the_saved_model(tmp_path):
+    val = {"train.val_every": 2, "train.val_samples": 4, "train.val_generations": 2, "train.val_steps": 3}
+    run = _run(2, **val)
+    result = _trainer(run, tmp_path / "run").fit()
+    _, cfg, meta = load_model(result.best_model)
+    report = tmp_path / "eval.json"
+    code = eval_cli.main([
+        str(result.best_model), "--data.styles", ",".join(run.data.styles), "--n", "2",
+        "--eval-seed", str(run.data.val_seed), "--generations", "2", "--steps", "3",
+        "--seed", str(run.train.seed), "--device", "cpu", "--no-progress", "--json", str(report),
+    ])
+    assert code == 0
+    segdiff = json.loads(report.read_text())["results"][0]
+    assert segdiff["n"] == 4 and segdiff["settings"]["sampler"] == cfg.inference.sampler
+    for key in ("iou", "f1", "calibration"):
+        assert segdiff["metrics"][key] == pytest.approx(meta["metrics"][key], rel=1e-9, abs=1e-12)
+    assert result.best_iou == pytest.approx(segdiff["metrics"]["iou"], rel=1e-9, abs=1e-12)
 
 
 def test_sigkill_then_resume_loses_at_most_the_steps_since_the_checkpoint(tmp_path):

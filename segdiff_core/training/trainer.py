@@ -27,18 +27,21 @@ import torch
 from segdiff_core import __version__
 from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, safe_load, save_model
 from segdiff_core.config import ConfigError, SegDiffConfig
-from segdiff_core.diffusion.sampler import sample
+from segdiff_core.data.readers import Subset
 from segdiff_core.diffusion.scheduler import DDPMScheduler
-from segdiff_core.ensemble import to_probability
-from segdiff_core.metrics import SegmentationMetrics
+from segdiff_core.evaluation.runner import (EvalItem, EvalProtocol, PreparedItem, dataset_items,
+                                            prepare_items, run_method, segdiff_method, synthetic_items)
 from segdiff_core.model import SegDiffModel
+from segdiff_core.segmenter import Segmenter
 from segdiff_core.training.config import RunConfig
-from segdiff_core.training.data import EvalSample, PairBatches, SampleSource, fixed_eval_set, normalised_hwc
+from segdiff_core.training.data import DatasetSource, PairBatches, SampleSource, SyntheticSource
 from segdiff_core.training.distributed import DistContext, all_reduce_mean, any_flag, barrier, replicas_identical
 from segdiff_core.training.ema import EMA
 
 STATE_FORMAT = "segdiff-train-state"
 STATE_VERSION = 1
+VAL_BATCH = 8
+"""Validation prompts per network batch (``segdiff-eval --batch-images``' default)."""
 
 
 class TrainingError(RuntimeError):
@@ -85,32 +88,41 @@ def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, b
     return torch.float16, device.type == "cuda"
 
 
-def evaluate_prompts(
-    model: SegDiffModel,
-    config: SegDiffConfig,
-    samples: list[EvalSample],
-    generations: int,
-    steps: int,
-    seed: int = 0,
-    batch_images: int = 8,
-) -> dict[str, float]:
-    """IoU / F1 / calibration of the ensemble on fixed prompts, at model resolution."""
-    device = next(model.parameters()).device
-    schedule = DDPMScheduler(config.diffusion).sampling_schedule(steps, "ddim")
-    metrics = SegmentationMetrics()
-    gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    for s in range(0, len(samples), batch_images):
-        chunk = samples[s : s + batch_images]
-        imgs = np.stack([np.moveaxis(normalised_hwc(c.image, config.preprocess), -1, 0) for c in chunk])
-        x0 = sample(model, schedule, torch.from_numpy(imgs).to(device), generations=generations, generator=gen)
-        probs = to_probability(x0).reshape(len(chunk), generations, *x0.shape[-2:]).cpu().numpy()
-        for c, p in zip(chunk, probs):
-            metrics.add(p.mean(0), c.target, uncertainty=p.std(0))
-    model.train(was_training)
-    summary = metrics.summary()
-    return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
+VAL_PROTOCOLS = {"prompt": "expansion", "semantic": "windows"}
+"""The ``segdiff-eval`` protocol that validation uses for each training task."""
+
+
+def validation_items(source: SampleSource, n: int, seed: int) -> list[EvalItem]:
+    """The fixed validation items, chosen as ``segdiff-eval`` chooses its items.
+
+    Parameters
+    ----------
+    source : SampleSource
+        The validation source.
+    n : int
+        Number of items (synthetic data: spread over the styles, rounded up per style).
+    seed : int
+        ``data.val_seed``.
+
+    Returns
+    -------
+    list of EvalItem
+        Synthetic source: ``segdiff-eval``'s held-out set for ``--eval-seed seed`` and
+        ``--n ceil(n / styles)``; dataset source (the held-out split): ``--split-only-val
+        --n n --eval-seed seed``; any other source: ``n`` draws from a generator seeded with
+        ``seed``.
+    """
+    if isinstance(source, SyntheticSource):
+        styles = list(dict.fromkeys(source.styles))
+        return synthetic_items(
+            styles, math.ceil(n / len(styles)), tile_size=source.tile_size, min_area=source.min_area,
+            objects_per_tile=source.objects_per_tile, task=source.task, eval_seed=seed,
+        )
+    if isinstance(source, DatasetSource):
+        subset = Subset(source.dataset, np.asarray(source.indices, dtype=np.int64))
+        return dataset_items(subset, n=n, seed=seed, require_box=source.task != "semantic")[0]
+    draws = source.draw(np.random.default_rng(seed), n)
+    return [EvalItem(image, np.asarray(mask) > 0, box, f"val{k}") for k, (image, mask, box) in enumerate(draws)]
 
 
 class Trainer:
@@ -158,7 +170,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self._val_set: list[EvalSample] | None = None
+        self._val_set: list[PreparedItem] | None = None
 
     # ------------------------------------------------------------------ state files
     @property
@@ -245,13 +257,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        tc = self.run.train
+        """IoU, F1 and calibration of the EMA model on the fixed validation items.
+
+        Scored by :func:`segdiff_core.evaluation.runner.run_method` with the model's own
+        sampler, ``train.val_generations`` and ``train.val_steps`` and sampling seed
+        ``train.seed``: the numbers ``segdiff-eval`` reports for the saved model on the same
+        items (see :func:`validation_items`) with ``--seed train.seed``.
+        """
+        tc, data = self.run.train, self.run.data
         if self._val_set is None:
             assert self.val_source is not None
-            self._val_set = fixed_eval_set(
-                self.val_source, self.run.segdiff.preprocess, tc.val_samples, self.run.data.val_seed, work_size=self.run.data.work_size
-            )
-        return evaluate_prompts(self.ema.model, self.run.segdiff, self._val_set, tc.val_generations, tc.val_steps, seed=tc.seed)
+            protocol = EvalProtocol(VAL_PROTOCOLS[data.task], work_size=data.work_size or None)
+            items = validation_items(self.val_source, tc.val_samples, data.val_seed)
+            self._val_set = prepare_items(items, protocol, self.run.segdiff.model.image_size)
+        segmenter = Segmenter(self.ema.model, self.run.segdiff, device=self.device)
+        method = segdiff_method(segmenter, tc.val_generations, tc.val_steps, seed=tc.seed, batch_images=VAL_BATCH)
+        summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
+        return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
 
     # ------------------------------------------------------------------ the loop
     def _train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
