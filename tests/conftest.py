@@ -21,3 +21,4 @@ def _torch_threads():
 def _private_settings_folder(tmp_path_factory, monkeypatch):
     """Each test's annotator remembers its settings in its own folder, never the user's."""
     monkeypatch.setenv("NAPARI_SEGDIFF_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.setenv("NAPARI_SEGDIFF_DATA_DIR", str(tmp_path_factory.mktemp("data")))  # fine-tuned models

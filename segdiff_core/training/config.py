@@ -22,6 +22,9 @@ from segdiff_core.presets import get_preset
 
 SOURCES = ("synthetic", "folder", "instances", "monuseg", "cityscapes", "vaihingen")
 TASKS = ("prompt", "semantic")
+#: ``train.trainable``: every weight; all but the RRDB image encoder G; only the decoder half of
+#: the U-Net (middle block, output blocks, output head)
+TRAINABLE = ("all", "no-image-encoder", "decoder")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class TrainConfig:
     val_generations: int = 4
     val_steps: int = 10
     num_workers: int = 0  # data-loading processes (0: in the training process)
+    trainable: str = "all"  # which weights learn: one of TRAINABLE (fine-tuning may freeze the image encoder)
+    patience: int = 0  # early stopping: stop after this many validations without a better IoU (0: off)
+    max_minutes: float = 0.0  # time budget: validate and stop once it is spent (0: no budget)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
@@ -56,6 +62,10 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"train.trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.patience < 0 or self.max_minutes < 0:
+            raise ConfigError("train.patience and train.max_minutes must be >= 0")
         if self.lr_decay not in ("cosine", "constant"):
             raise ConfigError(f"train.lr_decay must be 'cosine' or 'constant', got {self.lr_decay!r}")
 

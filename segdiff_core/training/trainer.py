@@ -69,6 +69,25 @@ def build_model(config: SegDiffConfig, seed: int) -> SegDiffModel:
         return SegDiffModel(config.model)
 
 
+def set_trainable(model: SegDiffModel, which: str) -> list[torch.nn.Parameter]:
+    """Freeze the weights ``which`` (:data:`~segdiff_core.training.config.TRAINABLE`) leaves out;
+    returns the weights that still learn.
+
+    ``"all"``: every weight; ``"no-image-encoder"``: all but the RRDB image encoder G (and its
+    down-sampling to the injection level); ``"decoder"``: only the middle block, the output
+    blocks and the output head.
+    """
+    frozen: tuple[str, ...] = ()
+    if which == "no-image-encoder":
+        frozen = ("image_encoder.", "cond_down.")
+    elif which == "decoder":
+        learn = ("middle_block.", "output_blocks.", "out.")
+    for name, p in model.named_parameters():
+        keep = name.startswith(learn) if which == "decoder" else not name.startswith(frozen)
+        p.requires_grad_(keep)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def lr_at(step: int, run: RunConfig) -> float:
     tc = run.train
     if step < tc.warmup_steps:
@@ -152,6 +171,9 @@ class Trainer:
         self.scheduler = DDPMScheduler(run.segdiff.diffusion)
         self.step = 0
         self.best_iou: float | None = None
+        self.best_step: int | None = None
+        self.stop_reason: str | None = None
+        self._callback: Callable[[dict[str, Any]], None] | None = None
         state = self._read_state() if resume else None
         if state is None and resume:
             self.log(f"no training state in {self.out}; starting a new run")
@@ -160,7 +182,8 @@ class Trainer:
             self._init_from(Path(init_from))
         self.model.to(self.device)
         self.ema = EMA(self.model, run.train.ema_decay)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=run.train.lr, weight_decay=run.train.weight_decay)
+        trainable = set_trainable(self.model, run.train.trainable)
+        self.opt = torch.optim.AdamW(trainable, lr=run.train.lr, weight_decay=run.train.weight_decay)
         self.amp_dtype, use_scaler = amp_settings(run.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         if state is not None:
@@ -246,6 +269,8 @@ class Trainer:
             return
         with open(self.out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self._callback is not None:
+            self._callback(record)
 
     def _trim_log(self) -> None:
         """Drop log lines past the resumed step (written after the last checkpoint)."""
@@ -274,6 +299,38 @@ class Trainer:
         method = segdiff_method(segmenter, tc.val_generations, tc.val_steps, seed=tc.seed, batch_images=VAL_BATCH)
         summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
         return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
+
+    def _stop_reason(self, should_stop: Callable[[], bool] | None, t_start: float) -> str | None:
+        """'cancelled' or 'time budget' (the same answer on every process), else None."""
+        cancelled = any_flag(should_stop is not None and bool(should_stop()), self.ctx)
+        if cancelled:
+            return "cancelled"
+        budget = self.run.train.max_minutes
+        spent = budget > 0 and time.perf_counter() - t_start >= 60.0 * budget
+        return "time budget" if any_flag(spent, self.ctx) else None
+
+    def _validate_and_keep_best(self, bar: Any) -> dict[str, float] | None:
+        """Validate on the main process; a better IoU rewrites ``best.pt``."""
+        metrics = None
+        if self.ctx.is_main:
+            metrics = self.validate()
+            self._log_json({"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
+            iou = metrics.get("iou")
+            if iou is not None and (self.best_iou is None or iou > self.best_iou):
+                self.best_iou = iou
+                self.best_step = self.step
+                save_model(self.out / "best.pt", self.ema.model, self.run.segdiff, self._metadata(metrics))
+            if bar is not None:
+                bar.write(f"step {self.step}: val IoU {metrics.get('iou', float('nan')):.4f} F1 {metrics.get('f1', float('nan')):.4f}")
+        barrier(self.ctx)
+        return metrics
+
+    def _early_stop(self) -> str | None:
+        """'no better validation IoU' after ``train.patience`` validations without improvement."""
+        patience, every = self.run.train.patience, self.run.train.val_every
+        stale = self.best_step is not None and (self.step - self.best_step) >= patience * every
+        return "no better validation IoU" if any_flag(patience > 0 and stale, self.ctx) else None
+
 
     # ------------------------------------------------------------------ the loop
     def _train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
@@ -316,12 +373,26 @@ class Trainer:
         self.step += 1
         return value
 
-    def fit(self) -> TrainResult:
+    def fit(
+        self,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainResult:
+        """Train to ``run.train.steps`` (or an early stop); returns the model files written.
+
+        Args:
+            callback: receives every record written to ``metrics.jsonl`` (``{"step", "loss",
+                ...}`` or ``{"step", "val_iou", ...}``), on the main process.
+            should_stop: polled once per step; True stops the run after a checkpoint (the best
+                model so far stays in ``best.pt``), as do the ``train.patience`` and
+                ``train.max_minutes`` limits.
+        """
         tc = self.run.train
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "run.json").write_text(json.dumps(self.run.to_dict(), indent=2))
             self._trim_log()
+        self._callback = callback
         batches = PairBatches(
             self.train_source, self.run.segdiff.preprocess, self.run.data, tc.batch_size, tc.seed,
             rank=self.ctx.rank, start=self.step, stop=tc.steps,
@@ -336,9 +407,10 @@ class Trainer:
 
             bar = tqdm(total=tc.steps, initial=self.step, desc="segdiff-train", unit="step", dynamic_ncols=True, mininterval=1.0)
         self.model.train()
+        self.stop_reason = None
         last_loss: float | None = None
         window: list[float] = []
-        t_last = time.perf_counter()
+        t_start = t_last = time.perf_counter()
         steps_since = 0
         val_metrics: dict[str, float] | None = None
         try:
@@ -356,20 +428,17 @@ class Trainer:
                     last_loss = mean
                     self._log_json({"step": self.step, "loss": mean, "lr": lr_at(self.step - 1, self.run), "steps_per_s": rate})
                     window, steps_since, t_last = [], 0, now
-                if tc.val_every and self.val_source is not None and (self.step % tc.val_every == 0 or self.step == tc.steps):
-                    if self.ctx.is_main:
-                        val_metrics = self.validate()
-                        self._log_json({"step": self.step, **{f"val_{k}": v for k, v in val_metrics.items()}})
-                        iou = val_metrics.get("iou")
-                        if iou is not None and (self.best_iou is None or iou > self.best_iou):
-                            self.best_iou = iou
-                            save_model(self.out / "best.pt", self.ema.model, self.run.segdiff, self._metadata(val_metrics))
-                        if bar is not None:
-                            bar.write(f"step {self.step}: val IoU {val_metrics.get('iou', float('nan')):.4f} F1 {val_metrics.get('f1', float('nan')):.4f}")
-                    barrier(self.ctx)
-                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                self.stop_reason = self._stop_reason(should_stop, t_start)
+                due = self.step % tc.val_every == 0 if tc.val_every else False
+                if tc.val_every and self.val_source is not None and (due or self.step == tc.steps or self.stop_reason == "time budget"):
+                    val_metrics = self._validate_and_keep_best(bar) or val_metrics
+                    self.stop_reason = self.stop_reason or self._early_stop()
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps or self.stop_reason:
                     self.save_checkpoint(val_metrics)
                     barrier(self.ctx)
+                if self.stop_reason:
+                    self.log(f"stopped at step {self.step}: {self.stop_reason}")
+                    break
         finally:
             if bar is not None:
                 bar.close()
