@@ -162,11 +162,11 @@ def prompt_box_in_model(geometry: Any, box: Any) -> tuple[float, float, float, f
     """A prompt box (image coordinates, a :class:`~segdiff_core.data.boxes.Box` or
     ``(y0, x0, y1, x1)``) in the model coordinates of a crop's
     :class:`~segdiff_core.data.crops.CropGeometry`."""
-    from segdiff_core.data.crops import as_box
+    from segdiff_core.data.boxes import as_box
 
-    b = as_box(box)
-    (y0, x0), (y1, x1) = geometry.image_to_model(np.array([[b.y0, b.x0], [b.y1, b.x1]]))
-    return float(y0), float(x0), float(y1), float(x1)
+    b, crop = as_box(box), geometry.crop_box
+    sy, sx = geometry.scale  # image pixels per model pixel
+    return (b.y0 - crop.y0) / sy, (b.x0 - crop.x0) / sx, (b.y1 - crop.y0) / sy, (b.x1 - crop.x0) / sx
 
 
 # --------------------------------------------------------------------------------------------
