@@ -10,7 +10,13 @@ event back to :meth:`handle_event` on the GUI thread, where layers are updated:
 * each finished box writes its probability and uncertainty into image-sized layers and commits
   its mask to the Labels layer through ``Labels.data_setitem`` inside ``block_history``, so one
   Ctrl+Z (``labels.undo()``) removes one box's object,
-* the box remembers the label it produced in the Shapes layer's ``label_id`` feature.
+* every committed object gets a record in the Labels layer's
+  :class:`~napari_segdiff._objects.ObjectTable` (label id, plane, region, box, score); whether a
+  box is segmented is read from that table *and* the labels data, so undo and redo keep boxes
+  and objects in step, and label ids are never reused.
+
+A failure while applying an event ends the run (the widget unlocks, the preview goes), is shown
+to the user and is logged with its traceback.
 
 Bad input never raises: it is reported with a napari notification that says what to do, and
 nothing already annotated is changed.
@@ -32,6 +38,7 @@ from psygnal import Signal
 from scipy import ndimage
 
 from segdiff_core.bundled import bundled_model_path
+from segdiff_core.objectness import assess_remnant
 
 from napari_segdiff._engine import (
     BoxJob,
@@ -49,13 +56,14 @@ from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, imag
 from napari_segdiff._layers import (
     DONE_EDGE,
     PROMPT_EDGE,
-    ensure_box_features,
     find_layer,
     make_labels_layer,
     make_map_layer,
     make_prompts_layer,
     role_of,
+    write_map,
 )
+from napari_segdiff._objects import BoxKey, ObjectRecord, ObjectTable, box_key, region_of
 from napari_segdiff._settings import AnnotatorSettings, SettingsError
 from napari_segdiff._writer import export_training_pair, write_labels_tiff
 
@@ -75,12 +83,14 @@ class _ActiveRun:
     prompts: Shapes
     labels: Labels
     planes: dict[int, PlaneSpec]
-    vertices: dict[int, np.ndarray]
+    keys: dict[int, BoxKey]
+    labels_max: int
     preview: Image | None = None
     preview_key: tuple | None = None
     pbar: progress | None = None
     committed: dict[int, list[int]] = field(default_factory=dict)
-    model: ModelInfo | None = None
+    total_steps: int = 0
+    done_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,8 +118,8 @@ class AnnotatorController:
         self.settings = AnnotatorSettings()
         self.cache = ModelCache()
         self.image_layer: Image | None = None
-        self.prompts_layer: Shapes | None = None
-        self.labels_layer: Labels | None = None
+        self._prompts_layer: Shapes | None = None
+        self._labels_layer: Labels | None = None
         self._run: _ActiveRun | None = None
         self._rng = np.random.default_rng()
         self._closed = False
@@ -124,6 +134,80 @@ class AnnotatorController:
     @property
     def is_running(self) -> bool:
         return self._run is not None
+
+    @property
+    def prompts_layer(self) -> Shapes | None:
+        """The Shapes layer with the box prompts (colours refresh when boxes are drawn)."""
+        return self._prompts_layer
+
+    @prompts_layer.setter
+    def prompts_layer(self, layer: Shapes | None) -> None:
+        old = self._prompts_layer
+        if layer is old:
+            return
+        if old is not None:
+            old.events.data.disconnect(self.refresh_boxes)
+        self._prompts_layer = layer
+        if layer is not None:
+            layer.events.data.connect(self.refresh_boxes)
+        self.refresh_boxes()
+
+    @property
+    def labels_layer(self) -> Labels | None:
+        """The Labels layer objects are committed to (box colours follow its undo/redo)."""
+        return self._labels_layer
+
+    @labels_layer.setter
+    def labels_layer(self, layer: Labels | None) -> None:
+        old = self._labels_layer
+        if layer is old:
+            return
+        if old is not None:
+            old.events.set_data.disconnect(self.refresh_boxes)
+            old.events.paint.disconnect(self.refresh_boxes)
+        self._labels_layer = layer
+        if layer is not None:
+            layer.events.set_data.connect(self.refresh_boxes)  # undo / redo / new data
+            layer.events.paint.connect(self.refresh_boxes)  # commits and hand edits
+        self.refresh_boxes()
+
+    # ---------------------------------------------------------------------------------------
+    # boxes <-> objects
+    # ---------------------------------------------------------------------------------------
+
+    def box_objects(self, prompts: Shapes | None = None) -> list[list[int]]:
+        """For each box of ``prompts`` (default: the prompts layer), the label ids of its objects
+        present in the labels layer now ([] = not segmented, or undone)."""
+        prompts = prompts if prompts is not None else self.prompts_layer
+        labels = self.labels_layer
+        if prompts is None:
+            return []
+        if labels is None:
+            return [[] for _ in prompts.data]
+        table = ObjectTable.of(labels)
+        alive = table.alive(labels.data)
+        by_key: dict[BoxKey, list[int]] = {}
+        for rec in alive:
+            if rec.box_key is not None:
+                by_key.setdefault(rec.box_key, []).append(rec.label_id)
+        return [sorted(by_key.get(box_key(prompts.unique_id, v), [])) for v in prompts.data]
+
+    def refresh_boxes(self, *_: Any) -> None:
+        """Colour the boxes: green when their object is in the labels now, yellow otherwise."""
+        prompts = self.prompts_layer
+        if prompts is None or self._closed or len(prompts.data) == 0:
+            return
+        try:
+            done = [bool(ids) for ids in self.box_objects(prompts)]
+        except Exception:  # never let a colour update break napari's event loop
+            log.exception("SegDiff: could not update the box colours")
+            return
+        colors = np.array(prompts.edge_color, copy=True)
+        if len(colors) != len(done):
+            return
+        want = np.where(np.array(done)[:, None], DONE_EDGE[None, :], PROMPT_EDGE[None, :])
+        if not np.allclose(colors, want):
+            prompts.edge_color = want
 
     def set_image_layer(self, layer: Image | None) -> None:
         """Choose the image to annotate; adopts the boxes/labels layers made for it earlier."""
@@ -143,8 +227,6 @@ class AnnotatorController:
     def set_prompts_layer(self, layer: Shapes | None) -> None:
         """Use ``layer`` for box prompts (None: create one when needed)."""
         self.prompts_layer = layer
-        if layer is not None:
-            ensure_box_features(layer)
 
     def set_labels_layer(self, layer: Labels | None) -> None:
         """Commit objects to ``layer`` (None: create one when needed)."""
@@ -257,7 +339,7 @@ class AnnotatorController:
                 "no box to segment: draw a rectangle around an object on the boxes layer "
                 "(rectangle tool, R) and press Segment again"
             )
-        ensure_box_features(prompts)
+        labels = self._labels_for(image)
         indices = self._box_indices(prompts, scope)
         if not indices:
             show_info("SegDiff: every box already has a label; draw a new box (or select one to redo it)")
@@ -265,7 +347,7 @@ class AnnotatorController:
 
         jobs: list[BoxJob] = []
         planes: dict[int, PlaneSpec] = {}
-        vertices: dict[int, np.ndarray] = {}
+        keys: dict[int, BoxKey] = {}
         readers: dict[tuple, PlaneReader] = {}
         problems: list[str] = []
         data = image_data(image)
@@ -279,15 +361,16 @@ class AnnotatorController:
                 continue
             reader = readers.get(box_plane.fixed)
             if reader is None:
-                reader = readers[box_plane.fixed] = PlaneReader(data, box_plane.key(), box_plane.transpose)
+                reader = readers[box_plane.fixed] = PlaneReader(data, box_plane)
             jobs.append(BoxJob(i, box, reader, box_plane.shape))
             planes[i] = box_plane
-            vertices[i] = np.array(prompts.data[i], copy=True)
+            keys[i] = box_key(prompts.unique_id, prompts.data[i])
         for msg in problems:
             show_warning(f"SegDiff: skipped {msg}")
         if not jobs:
             return None
-        labels = self._labels_for(image)
+        labels_max = int(np.max(labels.data)) if labels.data.size else 0
+        _check_capacity(labels, ObjectTable.of(labels).next_id(labels_max))
 
         seed = self.settings.run_seed(int(self._rng.integers(0, 2**31 - 1)))
         request = RunRequest(
@@ -297,18 +380,23 @@ class AnnotatorController:
             seed=seed,
             preview_kind=lambda: self.settings.preview,
         )
-        self._run = _ActiveRun(request, image, prompts, labels, planes, vertices)
+        self._run = _ActiveRun(request, image, prompts, labels, planes, keys, labels_max)
         self.running_changed.emit(True)
         self.status_changed.emit(f"loading model {model_path.name} ...")
         return request
 
     def _box_indices(self, prompts: Shapes, scope: Scope) -> list[int]:
+        """'all': every box without a present object; 'newest': the selected boxes (an
+        explicit redo: their objects are replaced), else the newest box without an object."""
         n = len(prompts.data)
+        if scope == "newest":
+            selected = sorted(i for i in prompts.selected_data if 0 <= i < n)
+            if selected:
+                return selected
+        open_boxes = [i for i, ids in enumerate(self.box_objects(prompts)) if not ids]
         if scope == "all":
-            ids = np.asarray(prompts.features["label_id"], dtype=int)
-            return [i for i in range(n) if ids[i] == 0]
-        selected = sorted(i for i in prompts.selected_data if 0 <= i < n)
-        return selected or [n - 1]
+            return open_boxes
+        return open_boxes[-1:]
 
     def _labels_for(self, image: Image) -> Labels:
         """The Labels layer to commit to (created if needed); PromptError if it cannot be used."""
@@ -327,6 +415,18 @@ class AnnotatorController:
             )
         if labels.multiscale:
             raise PromptError(f"the labels layer {labels.name!r} is multiscale; choose a plain labels layer")
+        if not isinstance(labels.data, np.ndarray):
+            raise PromptError(
+                f"the labels layer {labels.name!r} holds a {type(labels.data).__name__} (a lazy or "
+                "read-only array), which napari cannot edit with undo; choose '<new labels layer>' "
+                "or load the labels into memory first"
+            )
+        if not _same_placement(labels, image):
+            raise PromptError(
+                f"the labels layer {labels.name!r} is placed differently from the image "
+                f"{image.name!r} (scale/translate/rotation); objects would appear in the wrong "
+                "place. Choose '<new labels layer>' or give it the image's scale and translate"
+            )
         return labels
 
     # ---------------------------------------------------------------------------------------
@@ -350,15 +450,28 @@ class AnnotatorController:
         run = self._run
         if run is None or self._closed:
             return
+        try:
+            self._dispatch(run, event)
+        except Exception as exc:  # any failure ends the run, says so, and keeps the traceback
+            log.error("SegDiff: applying a %s of the run failed", type(event).__name__, exc_info=True)
+            show_error(
+                f"SegDiff: the run stopped: {type(exc).__name__}: {exc}. Objects committed "
+                "before this are kept (details with traceback in the log)"
+            )
+            self.status_changed.emit(f"failed: {type(exc).__name__}: {exc}")
+            self.end_run()
+
+    def _dispatch(self, run: _ActiveRun, event: Any) -> None:
         if isinstance(event, RunStarted):
-            run.model = event.model
             self.model_loaded.emit(event.model)
             inf = event.inference
             desc = f"SegDiff: {len(run.request.jobs)} box(es), {inf.sampler.upper()} {inf.steps} steps x {inf.generations}"
             run.pbar = progress(total=max(event.total_steps, 1), desc=desc)
+            run.total_steps = event.total_steps
             self.progress_changed.emit(0, event.total_steps, "denoising ...")
             self.status_changed.emit(event.model.describe())
         elif isinstance(event, StepUpdate):
+            run.done_steps = event.done
             if run.pbar is not None:
                 run.pbar.update(event.done - run.pbar.n)
             where = f"box {event.job_number + 1}/{event.n_jobs}"
@@ -378,47 +491,57 @@ class AnnotatorController:
                 self._finish(event.summary)
 
     def _show_preview(self, run: _ActiveRun, patch: PreviewPatch) -> None:
+        """Show the preview of the current box in a crop-sized layer (replaced per box)."""
         plane = run.planes[patch.job_id]
         if run.preview is None or run.preview not in self.viewer.layers:
             run.preview = self._add(make_map_layer(run.image, "preview"))
             run.preview_key = None
-        data = run.preview.data
-        if run.preview_key is not None and run.preview_key != (patch.job_id, patch.region):
-            prev_job, prev_region = run.preview_key
-            run.planes[prev_job].write(data, prev_region, 0.0)  # clear the previous patch
-        plane.write(data, patch.region, patch.values)
+        write_map(run.preview, run.image, plane, patch.region, patch.values, reset=True)
         run.preview_key = (patch.job_id, patch.region)
-        run.preview.refresh()
 
     def _map_layer(self, run: _ActiveRun, role: str, kind: str | None = None) -> Image:
         extra = {"kind": kind} if kind else {}
         layer = find_layer(self.viewer.layers, run.image, role, Image, **extra)
-        if layer is None or spatial_shape(layer) != spatial_shape(run.image):
-            layer = self._add(make_map_layer(run.image, role, kind))
+        if layer is None or layer.ndim != run.image.ndim:
+            layer = self._add_below_labels(make_map_layer(run.image, role, kind), run.labels)
+        return layer
+
+    def _add_below_labels(self, layer: Image, labels: Labels) -> Image:
+        """Add a map layer under the labels layer, so the instance colours stay visible."""
+        self._add(layer)
+        layers = self.viewer.layers
+        if labels in layers and layers.index(layer) > layers.index(labels):
+            layers.move(layers.index(layer), layers.index(labels))
         return layer
 
     def _commit(self, run: _ActiveRun, result: JobFinished) -> None:
         plane = run.planes[result.job_id]
-        rows, cols = result.region
+        labels = run.labels
         prob_layer = self._map_layer(run, "probability")
         unc_layer = self._map_layer(run, "uncertainty", run.request.settings.uncertainty)
-        plane.write(prob_layer.data, result.region, result.probability)
-        plane.write(unc_layer.data, result.region, result.uncertainty)
-        prob_layer.refresh()
-        unc_layer.refresh()
+        write_map(prob_layer, run.image, plane, result.region, result.probability)
+        write_map(unc_layer, run.image, plane, result.region, result.uncertainty)
 
-        labels = run.labels
         if labels not in self.viewer.layers:
             show_warning("SegDiff: the labels layer was deleted during the run; the mask was not committed")
             return
-        objects = self._objects(result, run.request.settings.largest_object_only)
-        shape_index = self._current_index(run, result.job_id)
-        old_ids = self._old_ids(run.prompts, shape_index)
-        ids = self._write_objects(labels, plane, result.region, objects, old_ids, run.request.settings.overwrite)
+        if result.rejected:
+            run.committed[result.job_id] = []
+            show_warning(f"SegDiff: box #{result.job_id + 1} was not committed: {result.rejected}")
+            return
+        settings = run.request.settings
+        objects = self._objects(result, settings.largest_object_only)
+        table = ObjectTable.of(labels)
+        key = run.keys[result.job_id]
+        old = [rec.label_id for rec in table.for_box(key, labels.data)]
+        writer = _ObjectWriter(labels, plane, result, old, settings)
+        ids = writer.write(objects, table.next_id(run.labels_max))
         run.committed[result.job_id] = ids
-        if shape_index is not None:
-            self._record_ids(run.prompts, shape_index, ids)
-        if not ids:
+        table.add(writer.records(key, run.request.jobs, result.job_id))
+        self.refresh_boxes()
+        if writer.rejected:
+            show_warning(f"SegDiff: box #{result.job_id + 1} was not committed: {writer.rejected}")
+        elif not ids:
             show_warning(
                 f"SegDiff: box #{result.job_id + 1} gave no object above threshold "
                 f"{result.threshold:g} (or only pixels that already carry labels); "
@@ -438,75 +561,6 @@ class AnnotatorController:
             sizes = np.bincount(comp.ravel())[1:]
             return [comp == (int(np.argmax(sizes)) + 1)]
         return [comp == k for k in range(1, n + 1)]
-
-    def _current_index(self, run: _ActiveRun, job_id: int) -> int | None:
-        """Where the box of ``job_id`` is now (boxes may have been deleted during the run)."""
-        prompts = run.prompts
-        want = run.vertices.get(job_id)
-        if prompts not in self.viewer.layers or want is None:
-            return None
-        if job_id < len(prompts.data) and np.array_equal(prompts.data[job_id], want):
-            return job_id
-        for i, verts in enumerate(prompts.data):
-            if verts.shape == want.shape and np.array_equal(verts, want):
-                return i
-        return None
-
-    @staticmethod
-    def _old_ids(prompts: Shapes, index: int | None) -> list[int]:
-        if index is None:
-            return []
-        feats = prompts.features
-        first = int(feats["label_id"].iloc[index])
-        count = int(feats["n_objects"].iloc[index]) if "n_objects" in feats.columns else 1
-        return list(range(first, first + max(count, 1))) if first > 0 else []
-
-    @staticmethod
-    def _write_objects(
-        labels: Labels,
-        plane: PlaneSpec,
-        region: tuple[slice, slice],
-        objects: list[np.ndarray],
-        old_ids: list[int],
-        overwrite: bool,
-    ) -> list[int]:
-        """Commit ``objects`` (masks over ``plane[region]``) as new labels; one undo step."""
-        if not objects:
-            return []
-        rows, cols = region
-        data = labels.data
-        plane_labels = plane.read(data)
-        current = plane_labels[rows, cols]
-        replaceable = np.isin(current, old_ids) if old_ids else np.zeros(current.shape, bool)
-        free = (current == 0) | replaceable
-        next_id = int(np.max(data)) + 1 if data.size else 1
-        ids: list[int] = []
-        with labels.block_history():
-            if old_ids:  # redoing a box: its previous object(s) give way, in the same undo step
-                rr, cc = np.nonzero(np.isin(plane_labels, old_ids))
-                if rr.size:
-                    labels.data_setitem(plane.indices(rr, cc), 0, refresh=False)
-            for obj in objects:
-                writable = obj if overwrite else obj & free
-                rr, cc = np.nonzero(writable)
-                if rr.size == 0:
-                    continue
-                labels.data_setitem(plane.indices(rr + rows.start, cc + cols.start), next_id, refresh=False)
-                ids.append(next_id)
-                next_id += 1
-        labels.refresh()
-        return ids
-
-    @staticmethod
-    def _record_ids(prompts: Shapes, index: int, ids: list[int]) -> None:
-        feats = prompts.features.copy()
-        feats.loc[feats.index[index], "label_id"] = ids[0] if ids else 0
-        feats.loc[feats.index[index], "n_objects"] = len(ids)
-        prompts.features = feats
-        colors = np.array(prompts.edge_color, copy=True)
-        if len(colors) > index:
-            colors[index] = DONE_EDGE if ids else PROMPT_EDGE
-            prompts.edge_color = colors
 
     # ---------------------------------------------------------------------------------------
     # end of a run
@@ -531,14 +585,18 @@ class AnnotatorController:
             return
         if summary.error:
             show_error(f"SegDiff: {summary.error}")
+            self.status_changed.emit(f"failed: {summary.error}")
+            self.progress_changed.emit(run.done_steps, run.total_steps, "failed")
         else:
             ids = [i for job in summary.finished for i in run.committed.get(job, [])]
-            text = f"{len(summary.finished)} box(es) segmented"
+            n_boxes = sum(1 for job in summary.finished if run.committed.get(job))
+            text = f"{n_boxes} of {len(run.request.jobs)} box(es) gave objects"
             if ids:
                 text += f", new label(s) {_ranges(ids)}"
             text += f" (seed {summary.seed})"
             show_info(f"SegDiff: {text}")
             self.status_changed.emit(text)
+            self.progress_changed.emit(run.total_steps, run.total_steps, "done")
         self.end_run()
 
     def _cancelled(self) -> None:
@@ -552,20 +610,23 @@ class AnnotatorController:
             + (f" ({done} finished box(es) kept; Ctrl+Z on the labels layer removes them)" if done else "")
         )
         self.status_changed.emit("cancelled")
+        self.progress_changed.emit(run.done_steps, run.total_steps, "cancelled")
         self.end_run()
 
     def end_run(self) -> None:
-        """Close the progress bar, remove the live preview and forget the run."""
+        """Close the progress bar, remove the live preview and forget the run (never raises)."""
         run = self._run
         self._run = None
         self._pending.clear()
         if run is None:
             return
-        if run.pbar is not None:
-            run.pbar.close()
-        if run.preview is not None and run.preview in self.viewer.layers:
-            self.viewer.layers.remove(run.preview)
-        self.progress_changed.emit(0, 0, "")
+        try:
+            if run.pbar is not None:
+                run.pbar.close()
+            if run.preview is not None and run.preview in self.viewer.layers:
+                self.viewer.layers.remove(run.preview)
+        except Exception:  # the viewer may be closing; the run is over regardless
+            log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)
 
     def close(self) -> None:
@@ -634,6 +695,87 @@ class AnnotatorController:
         n = len(np.unique(lab)) - 1
         show_info(f"SegDiff: wrote {paths[0].name} with {n} object(s) to {Path(folder)} (images/ + masks/)")
         return paths
+
+
+def _check_capacity(labels: Labels, highest: int) -> None:
+    """PromptError (before anything is written) if ``labels`` cannot hold id ``highest``."""
+    dtype = labels.data.dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise PromptError(f"the labels layer {labels.name!r} has dtype {dtype}; labels must be integers")
+    top = np.iinfo(dtype).max
+    if highest > top:
+        raise PromptError(
+            f"the labels layer {labels.name!r} is {dtype} and its ids are used up to {top}; "
+            "nothing was written. Convert it to a wider type (right-click the layer > "
+            "Convert data type > uint32) or choose '<new labels layer>'"
+        )
+
+
+def _same_placement(a: Any, b: Any) -> bool:
+    """True if layers ``a`` and ``b`` map data pixels to the same world points."""
+    if a.ndim != b.ndim:
+        return False
+    pts = np.vstack([np.zeros(a.ndim), np.eye(a.ndim) * 1000.0])
+    wa = np.array([a.data_to_world(p) for p in pts], dtype=float)
+    wb = np.array([b.data_to_world(p) for p in pts], dtype=float)
+    return bool(np.allclose(wa, wb, rtol=1e-6, atol=1e-6))
+
+
+class _ObjectWriter:
+    """Writes the objects of one finished box into a Labels layer as ONE undo step.
+
+    Only the crop of the labels is read; the box's previous objects (``old``, a redo the user
+    asked for) give way; other labels are kept unless ``settings.overwrite``; a remnant that is
+    mostly covered by existing labels is refused (:func:`segdiff_core.objectness.assess_remnant`).
+    """
+
+    def __init__(self, labels: Labels, plane: PlaneSpec, result: JobFinished, old: list[int], settings: AnnotatorSettings) -> None:
+        self.labels, self.plane, self.result, self.old, self.settings = labels, plane, result, old, settings
+        self.written: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.rejected: str | None = None
+
+    def write(self, objects: list[np.ndarray], first_id: int) -> list[int]:
+        if not objects:
+            return []
+        labels, plane = self.labels, self.plane
+        rows, cols = self.result.region
+        current = plane.read_region(labels.data, self.result.region)
+        free = (current == 0) | np.isin(current, self.old)
+        plans = []
+        for obj in objects:
+            writable = obj if self.settings.overwrite else obj & free
+            if self.settings.skip_empty and not self.result.split:
+                self.rejected = assess_remnant(int(obj.sum()), int(writable.sum()))
+                if self.rejected:
+                    return []
+            if writable.any():
+                plans.append(writable)
+        _check_capacity(labels, first_id + len(plans) - 1)
+        with labels.block_history():
+            for rec in ObjectTable.of(labels).records_of(self.old):
+                rr, cc = np.nonzero(plane.read_region(labels.data, rec.region) == rec.label_id)
+                if rr.size:  # redoing a box: its previous object gives way, in the same undo step
+                    labels.data_setitem(plane.indices(rr + rec.region[0].start, cc + rec.region[1].start), 0, refresh=False)
+            for k, writable in enumerate(plans):
+                rr, cc = np.nonzero(writable)
+                labels.data_setitem(plane.indices(rr + rows.start, cc + cols.start), first_id + k, refresh=False)
+                self.written.append((first_id + k, rr + rows.start, cc + cols.start))
+        labels.refresh()
+        return [i for i, _, _ in self.written]
+
+    def records(self, key: BoxKey, jobs: Any, job_id: int) -> list[ObjectRecord]:
+        box = next((job.box for job in jobs if job.job_id == job_id), None)
+        out = []
+        rows, cols = self.result.region
+        for label_id, rr, cc in self.written:
+            score = float(self.result.probability[rr - rows.start, cc - cols.start].mean())
+            out.append(
+                ObjectRecord(
+                    label_id, self.plane, region_of(rr, cc), key, box, score,
+                    source="windows" if self.result.split else "box", replaces=tuple(self.old),
+                )
+            )
+        return out
 
 
 def _safe_name(name: str) -> str:

@@ -8,9 +8,15 @@
   step), carrying a :class:`PreviewPatch` at most every ``preview_interval`` seconds,
 * :class:`JobFinished` with the maps of a finished box, in the image plane's pixel grid,
 
-and returns a :class:`RunSummary`. Expected failures (bad model file, channels that do not fit
-the model, a device the machine lacks, ...) end the run with ``RunSummary.error`` set instead
-of raising, so the GUI can show a notification rather than a traceback.
+and returns a :class:`RunSummary`. Every failure (bad model file, channels that do not fit
+the model, a device the machine lacks, a bug) ends the run with ``RunSummary.error`` set instead
+of raising, so the GUI can show a notification; it is logged at ERROR level with its traceback.
+
+Memory: a job reads only the pixels its crop needs from the image (``data[region]``, so a dask or
+zarr image is read chunk by chunk), and every map it yields covers the crop, never the image.
+
+Threads: :func:`configure_torch_threads` sets torch's intra-op thread count once per process
+(the first annotator widget calls it on the GUI thread); runs never change it.
 
 All crop/paste geometry, preprocessing, sampling and ensemble statistics come from
 ``segdiff_core``; this module only orchestrates them. Coordinates are those of the 2D *plane*
@@ -23,21 +29,22 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Hashable, Iterator, Sequence
+from typing import Callable, Generator, Hashable, Sequence
 
 import numpy as np
 import torch
 
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
-from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, crop_to_model, paste_back
 from segdiff_core.device import resolve_device
 from segdiff_core.ensemble import EnsembleResult, to_probability
+from segdiff_core.objectness import assess_object, box_covers_image
 from segdiff_core.segmenter import Segmenter
 
+from napari_segdiff._geometry import PlaneSpec
 from napari_segdiff._settings import AnnotatorSettings
 
 __all__ = [
@@ -53,6 +60,7 @@ __all__ = [
     "RunSummary",
     "RunEvent",
     "run_segmentation",
+    "configure_torch_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,11 +129,6 @@ class ModelCache:
                 self.loads += 1
             return self._segmenter
 
-    @property
-    def current(self) -> Segmenter | None:
-        with self._lock:
-            return self._segmenter
-
     def clear(self) -> None:
         with self._lock:
             self._segmenter = None
@@ -151,28 +154,19 @@ def model_info(seg: Segmenter) -> ModelInfo:
 
 
 class PlaneReader:
-    """Reads one 2D plane ``(H, W)`` or ``(H, W, C)`` of a layer's data once, on first use.
+    """Reads regions of one 2D plane ``(H, W)`` or ``(H, W, C)`` of a layer's data on demand.
 
-    ``key`` indexes the layer data (an int per non-displayed axis, ``slice(None)`` for the two
-    plane axes); ``transpose`` swaps the plane axes when the displayed row axis comes after the
-    column axis in the data.
+    ``plane`` names the plane (:class:`~napari_segdiff._geometry.PlaneSpec`); only the requested
+    region is indexed out of the data, so a lazy (dask, zarr) image is read chunk by chunk.
     """
 
-    def __init__(self, data: object, key: tuple, transpose: bool = False) -> None:
+    def __init__(self, data: object, plane: PlaneSpec) -> None:
         self._data = data
-        self.key = key
-        self.transpose = transpose
-        self._plane: np.ndarray | None = None
-        self._lock = threading.Lock()
+        self.plane = plane
 
-    def read(self) -> np.ndarray:
-        with self._lock:
-            if self._plane is None:
-                plane = np.asarray(self._data[self.key])  # type: ignore[index]
-                if self.transpose:
-                    plane = np.swapaxes(plane, 0, 1)
-                self._plane = plane
-            return self._plane
+    def read(self, region: Region) -> np.ndarray:
+        """``plane[region]``, rows first (a copy as a numpy array)."""
+        return self.plane.read_region(self._data, region)
 
 
 @dataclass(frozen=True)
@@ -194,31 +188,39 @@ class RunRequest:
     jobs: tuple[BoxJob, ...]
     seed: int
     preview_kind: Callable[[], str] = field(default=lambda: "pred_x0")
-    preview_interval: float = 0.1
-    torch_threads: int | None = field(default_factory=lambda: gui_torch_threads())
+    preview_interval: float = 0.25
 
 
-def gui_torch_threads() -> int:
-    """CPU threads for a run inside a GUI: all cores but one on machines with more than two
-    cores, so one stays with the GUI (with OpenMP's spinning thread barriers an oversubscribed
-    core slows every step many times); both cores on a 2-core machine, where one thread doubles
-    the wait (measured with the bundled model: 0.92 s per prompt with 2 threads, 1.61 s with 1)."""
-    cores = os.cpu_count() or 1
-    return cores if cores <= 2 else cores - 1
+def gui_torch_threads(cores: int | None = None) -> int:
+    """CPU threads for torch inside a GUI: all cores but one (at least one).
+
+    One core stays with the GUI and everything else on the machine: with OpenMP's spinning
+    thread barriers an oversubscribed core slows every step many times (measured on a 2-core
+    machine with one other busy process: 26 s per prompt with 2 threads, 1.4 s with 1).
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` intra-op threads while running (None: leave torch's setting alone)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def configure_torch_threads() -> int:
+    """Set torch's intra-op threads for the annotator, once per process, from the GUI thread.
+
+    Leaves the setting alone when the user chose it (``OMP_NUM_THREADS`` or
+    ``SEGDIFF_TORCH_THREADS`` in the environment; the latter is applied). Returns the count
+    in use.
+    """
+    global _THREADS_CONFIGURED  # a once-per-process guard, set only from the GUI thread
+    if not _THREADS_CONFIGURED:
+        _THREADS_CONFIGURED = True
+        chosen = os.environ.get("SEGDIFF_TORCH_THREADS")
+        if chosen and chosen.isdigit() and int(chosen) > 0:
+            torch.set_num_threads(int(chosen))
+        elif "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(gui_torch_threads())
+    return torch.get_num_threads()
+
+
+_THREADS_CONFIGURED = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +277,7 @@ class JobFinished:
     mask: np.ndarray
     split: bool
     threshold: float
+    rejected: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,6 @@ class RunSummary:
     finished: tuple[int, ...] = ()
     error: str | None = None
     seed: int | None = None
-    model: ModelInfo | None = None
 
 
 RunEvent = RunStarted | StepUpdate | JobFinished
@@ -316,14 +318,41 @@ def _window_grid(region_shape: tuple[int, int], size: int, settings: AnnotatorSe
     return WindowGrid.create((h, w), window=size, stride=stride, work_size=work)
 
 
-def _plan_job(job: BoxJob, size: int, settings: AnnotatorSettings, protocol: CropProtocol) -> _Plan:
-    plane = job.plane.read()
-    if settings.protocol != "windows":
-        patch, geom = prompt_crop(plane, job.box, size, protocol)
-        return _Plan(job, [_Window(patch, geom)], None, geom.footprint)
-    region = CropGeometry(job.box, plane.shape[:2], (size, size)).footprint
+def _padded(region: Region, pad: int, shape: tuple[int, int]) -> Region:
     rows, cols = region
-    sub = plane[rows, cols]
+    return (
+        slice(max(rows.start - pad, 0), min(rows.stop + pad, shape[0])),
+        slice(max(cols.start - pad, 0), min(cols.stop + pad, shape[1])),
+    )
+
+
+def _box_window(job: BoxJob, size: int, protocol: CropProtocol) -> _Window:
+    """The model input of a box, read from only the pixels the crop needs.
+
+    The crop is resampled from ``plane[region]``, where ``region`` is the crop's footprint plus
+    a margin for the anti-aliasing filter (or up to the plane's edge, where padding starts), so
+    the patch equals :func:`~segdiff_core.data.crops.prompt_crop` on the whole plane.
+    """
+    shape = job.plane_shape
+    crop = protocol.crop_box(job.box, image_shape=shape)
+    geom = CropGeometry(crop, shape, (size, size))
+    shrink = max(geom.scale)
+    region = _padded(geom.footprint, int(np.ceil(4.0 * shrink)) + 4, shape)
+    sub = job.plane.read(region)
+    dy, dx = region[0].start, region[1].start
+    shifted = Box(crop.y0 - dy, crop.x0 - dx, crop.y1 - dy, crop.x1 - dx)
+    patch, _ = crop_to_model(sub, shifted, size)
+    return _Window(patch, geom)
+
+
+def _plan_job(job: BoxJob, size: int, settings: AnnotatorSettings, protocol: CropProtocol) -> _Plan:
+    if settings.protocol != "windows":
+        window = _box_window(job, size, protocol)
+        return _Plan(job, [window], None, window.geometry.footprint)
+    shape = job.plane_shape
+    region = CropGeometry(job.box, shape, (size, size)).footprint
+    rows, cols = region
+    sub = job.plane.read(region)
     grid = _window_grid(sub.shape[:2], size, settings)
     patches = grid.cut(sub)
     fy = sub.shape[0] / grid.work_shape[0]
@@ -334,7 +363,7 @@ def _plan_job(job: BoxJob, size: int, settings: AnnotatorSettings, protocol: Cro
             rows.start + oy * fy, cols.start + ox * fx,
             rows.start + (oy + size) * fy, cols.start + (ox + size) * fx,
         )
-        windows.append(_Window(patches[k], CropGeometry(box, plane.shape[:2], (size, size))))
+        windows.append(_Window(patches[k], CropGeometry(box, shape, (size, size))))
     return _Plan(job, windows, grid, region)
 
 
@@ -351,12 +380,19 @@ def _preview(step_x: "object", geometry: CropGeometry, job_id: int, kind: str) -
     return PreviewPatch(job_id, region, np.clip(pasted, 0.0, 1.0).astype(np.float32), kind)
 
 
-def _finish_box(plan: _Plan, result: EnsembleResult, kind: str) -> JobFinished:
-    geom = plan.windows[0].geometry
+def _finish_box(plan: _Plan, result: EnsembleResult, kind: str, check: bool) -> JobFinished:
+    window = plan.windows[0]
+    geom = window.geometry
     region, prob = paste_back(result.probability, geom, order=1)
     _, unc = paste_back(result.uncertainty(kind), geom, order=1)
+    rejected = None
+    if check:
+        box = plan.job.box
+        rejected = box_covers_image((box.height, box.width), plan.job.plane_shape) or assess_object(
+            window.patch, result.probability, result.std, result.threshold
+        )
     return JobFinished(
-        plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold
+        plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold, rejected
     )
 
 
@@ -374,8 +410,7 @@ def run_segmentation(
     clock: Callable[[], float] = time.monotonic,
 ) -> Generator[RunEvent, None, RunSummary]:
     """Segment every job of ``request``; see the module docstring for the events."""
-    with _torch_threads(request.torch_threads):
-        return (yield from _run(request, cache, clock))
+    return (yield from _run(request, cache, clock))
 
 
 def _run(
@@ -420,14 +455,14 @@ def _run(
                         w, len(plan.windows), done, total, preview,
                     )
             if plan.grid is None:
-                yield _finish_box(plan, results[0], settings.uncertainty)
+                yield _finish_box(plan, results[0], settings.uncertainty, settings.skip_empty)
             else:
                 yield _finish_windows(plan, results, settings.uncertainty)
             finished.append(job.job_id)
-    except Exception as exc:  # every failure becomes a message; the GUI shows it
-        log.debug("segmentation run failed", exc_info=True)
-        return RunSummary(tuple(finished), _describe(exc), request.seed, info)
-    return RunSummary(tuple(finished), None, request.seed, info)
+    except Exception as exc:  # every failure becomes a message for the GUI, and is logged
+        log.error("SegDiff: segmentation run failed", exc_info=True)
+        return RunSummary(tuple(finished), _describe(exc), request.seed)
+    return RunSummary(tuple(finished), None, request.seed)
 
 
 def _describe(exc: Exception) -> str:

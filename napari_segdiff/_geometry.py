@@ -71,6 +71,11 @@ class PlaneSpec:
         plane = np.asarray(array[self.key()])
         return np.swapaxes(plane, 0, 1) if self.transpose else plane
 
+    def read_region(self, array: Any, region: tuple[slice, slice]) -> np.ndarray:
+        """``plane[region]`` of a spatial array, rows first (reads only that region)."""
+        crop = np.asarray(array[self.region_key(region)])
+        return np.swapaxes(crop, 0, 1) if self.transpose else crop
+
     def write(self, array: np.ndarray, region: tuple[slice, slice], values: np.ndarray) -> None:
         """``array[plane][region] = values`` for ``values`` of shape (rows, cols) or a scalar."""
         vals = np.asarray(values)
@@ -151,7 +156,7 @@ def shape_box(shapes: Any, index: int, image: Any, plane: PlaneSpec) -> tuple[Bo
     kind = shapes.shape_type[index]
     if kind != "rectangle":
         raise PromptError(
-            f"shape #{index + 1} of {shapes.name!r} is a {kind}; SegDiff needs rectangles: draw "
+            f"shape #{index + 1} of {shapes.name!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}; SegDiff needs rectangles: draw "
             "boxes with the rectangle tool (R) or delete the shape"
         )
     vertices = np.asarray(shapes.data[index], dtype=float)

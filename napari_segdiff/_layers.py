@@ -3,9 +3,12 @@
 Every layer made here carries ``layer.metadata["segdiff"] = {"role": ..., "image": <unique id
 of the image layer>, ...}``; the controller keeps references to the layer objects and uses this
 metadata only to adopt the layers of an earlier session (e.g. after the widget is reopened).
-Result layers have the image's spatial shape and the image's scale/translate/rotate/shear/
+The Labels layer has the image's spatial shape and the image's scale/translate/rotate/shear/
 affine, so a value written at a pixel index lands exactly over that image pixel in world
-coordinates.
+coordinates. The map layers (probability, uncertainty, live preview) cover only the part of the
+image written so far (:func:`write_map`): their data starts at the image pixel
+``metadata["segdiff"]["origin"]`` and their translate is shifted to match, so a box costs memory
+in proportion to its crop, not to the image.
 """
 from __future__ import annotations
 
@@ -15,12 +18,12 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Shapes
 from napari.utils.colormaps import Colormap
+from napari.utils.transforms import CompositeAffine
 
-from napari_segdiff._geometry import spatial_shape
+from napari_segdiff._geometry import PlaneSpec, spatial_shape
 
 __all__ = [
     "META_KEY",
-    "ROLES",
     "PROMPT_EDGE",
     "DONE_EDGE",
     "role_of",
@@ -29,11 +32,11 @@ __all__ = [
     "make_prompts_layer",
     "make_labels_layer",
     "make_map_layer",
-    "ensure_box_features",
+    "write_map",
+    "map_origin",
 ]
 
 META_KEY = "segdiff"
-ROLES = ("prompts", "labels", "probability", "uncertainty", "preview")
 
 PROMPT_EDGE = np.array([1.0, 0.85, 0.0, 1.0])  # yellow: not segmented yet
 DONE_EDGE = np.array([0.2, 1.0, 0.4, 1.0])  # green: produced a label
@@ -99,32 +102,12 @@ def make_prompts_layer(image: Image) -> Shapes:
         edge_color=PROMPT_EDGE,
         face_color=[0.0, 0.0, 0.0, 0.0],
         edge_width=1,
-        features=pd.DataFrame({"label_id": pd.Series([], dtype=int), "n_objects": pd.Series([], dtype=int)}),
-        feature_defaults={"label_id": 0, "n_objects": 0},
         metadata=_tag(image, "prompts"),
         **transform_kwargs(image),
     )
     layer.current_edge_color = PROMPT_EDGE
     layer.current_face_color = [0.0, 0.0, 0.0, 0.0]
     return layer
-
-
-def ensure_box_features(shapes: Shapes) -> None:
-    """Give a Shapes layer the ``label_id`` / ``n_objects`` columns (0 = not segmented)."""
-    feats = shapes.features
-    changed = False
-    for col in ("label_id", "n_objects"):
-        if col not in feats.columns:
-            feats = feats.copy()
-            feats[col] = np.zeros(len(feats), dtype=int)
-            changed = True
-    if changed:
-        shapes.features = feats
-    defaults = shapes.feature_defaults
-    values = {c: defaults[c].iloc[0] for c in defaults.columns}
-    if values.get("label_id") != 0 or values.get("n_objects") != 0:
-        values.update(label_id=0, n_objects=0)  # a new box starts unsegmented
-        shapes.feature_defaults = values
 
 
 def make_labels_layer(image: Image) -> Labels:
@@ -139,9 +122,8 @@ def make_labels_layer(image: Image) -> Labels:
 
 
 def make_map_layer(image: Image, role: str, kind: str | None = None) -> Image:
-    """A float32 map over the whole image (0 = not computed), for probability, uncertainty or
-    the live preview."""
-    shape = spatial_shape(image)
+    """An empty float32 map (probability, uncertainty or the live preview) placed over ``image``;
+    :func:`write_map` gives it data where results arrive (0 = not computed)."""
     limits = UNCERTAINTY_LIMITS[kind] if role == "uncertainty" and kind else (0.0, 1.0)
     name = {
         "probability": f"{image.name} probability",
@@ -150,13 +132,63 @@ def make_map_layer(image: Image, role: str, kind: str | None = None) -> Image:
     }[role]
     extra = {"kind": kind} if kind else {}
     return Image(
-        np.zeros(shape, dtype=np.float32),
+        np.zeros((1,) * image.ndim, dtype=np.float32),
         name=name,
         colormap=_COLORMAPS[role],
         contrast_limits=limits,
         blending="translucent",
         opacity=0.9 if role == "preview" else 0.75,
         interpolation2d="nearest",
-        metadata=_tag(image, role, **extra),
+        metadata=_tag(image, role, origin=None, **extra),
         **transform_kwargs(image),
     )
+
+
+def map_origin(layer: Image) -> tuple[int, ...] | None:
+    """The image pixel where the map layer's data starts (None: nothing written yet)."""
+    origin = (role_of(layer) or {}).get("origin")
+    return None if origin is None else tuple(int(v) for v in origin)
+
+
+def _target_box(plane: PlaneSpec, region: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    key = plane.region_key(region)
+    lo = np.array([k.start if isinstance(k, slice) else k for k in key], dtype=int)
+    hi = np.array([k.stop if isinstance(k, slice) else k + 1 for k in key], dtype=int)
+    return lo, hi
+
+
+def write_map(
+    layer: Image, image: Image, plane: PlaneSpec, region: tuple[slice, slice], values: Any, reset: bool = False
+) -> None:
+    """Write ``values`` at ``plane[region]`` (image pixels) into a map layer, growing its data
+    to the bounding box of everything written (``reset``: to ``region`` alone).
+
+    The layer's translate is shifted so its data stay over the right image pixels."""
+    lo, hi = _target_box(plane, region)
+    start = map_origin(layer)
+    reset = reset or start is None
+    origin = np.array(start if start is not None else lo, dtype=int)
+    shape = np.array(layer.data.shape, dtype=int)
+    if reset:
+        new_lo, new_hi = lo, hi
+    else:
+        new_lo, new_hi = np.minimum(origin, lo), np.maximum(origin + shape, hi)
+    if reset or np.any(new_lo != origin) or np.any(new_hi != origin + shape):
+        data = np.zeros(tuple(new_hi - new_lo), dtype=np.float32)
+        if not reset:
+            start = origin - new_lo
+            data[tuple(slice(a, a + n) for a, n in zip(start, shape))] = layer.data
+        linear = CompositeAffine(
+            scale=image.scale, rotate=image.rotate, shear=image.shear, ndim=image.ndim
+        ).linear_matrix
+        meta = dict(layer.metadata)
+        meta[META_KEY] = {**meta[META_KEY], "origin": tuple(int(v) for v in new_lo)}
+        layer.metadata = meta
+        layer.translate = np.asarray(image.translate, dtype=float) + linear @ new_lo
+        layer.data = data
+        origin = new_lo
+    fixed = tuple((ax, idx - int(origin[ax])) for ax, idx in plane.fixed)
+    local = PlaneSpec(plane.ndim, plane.axes, fixed, plane.shape)
+    r0, c0 = int(origin[plane.axes[0]]), int(origin[plane.axes[1]])
+    rows, cols = region
+    local.write(layer.data, (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)), values)

@@ -101,6 +101,8 @@ class AnnotatorSettings:
     uncertainty: one of :data:`UNCERTAINTY_KINDS`.
     overwrite: let a new object replace pixels that already carry another label.
     largest_object_only: in box mode keep only the largest connected piece of the mask.
+    skip_empty: warn instead of committing when a box holds no object
+        (:mod:`segdiff_core.objectness`) or only slivers beside existing labels remain.
     """
 
     model_source: str = "bundled"
@@ -119,6 +121,7 @@ class AnnotatorSettings:
     uncertainty: str = "std"
     overwrite: bool = False
     largest_object_only: bool = True
+    skip_empty: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("model source", self.model_source, MODEL_SOURCES)
@@ -137,7 +140,7 @@ class AnnotatorSettings:
         _check_int("seed", self.seed, -1, 2**63 - 1)
         _check_choice("preview", self.preview, PREVIEW_KINDS)
         _check_choice("uncertainty", self.uncertainty, UNCERTAINTY_KINDS)
-        for name in ("window_overlap", "overwrite", "largest_object_only"):
+        for name in ("window_overlap", "overwrite", "largest_object_only", "skip_empty"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
 

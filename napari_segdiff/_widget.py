@@ -32,7 +32,7 @@ from segdiff_core.bundled import bundled_model_path
 from segdiff_core.device import DEVICE_CHOICES, available_devices
 
 from napari_segdiff._controller import AnnotatorController
-from napari_segdiff._engine import ModelInfo, RunSummary, run_segmentation
+from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
 from napari_segdiff._settings import AnnotatorSettings
 from napari_segdiff._store import SettingsStore
 
@@ -81,6 +81,7 @@ class AnnotatorWidget(QWidget):
         self._store = SettingsStore()
         self._saving = False  # off while saved settings are being shown
         self._save_failed = False
+        configure_torch_threads()  # once per process, on the GUI thread (never from a run)
 
         self._build()
         self._connect()
@@ -206,7 +207,14 @@ class AnnotatorWidget(QWidget):
             text="keep largest piece only", value=s.largest_object_only,
             tooltip="Box prompts: commit only the largest connected piece of the mask",
         )
-        output_box = Container(widgets=[self.preview, self.uncertainty, self.overwrite, self.largest_only])
+        self.skip_empty = CheckBox(
+            text="skip boxes without an object", value=s.skip_empty,
+            tooltip="Warn instead of committing when the box holds no object (flat crop, mask that "
+            "fills the crop, generations that disagree) or only slivers beside existing labels remain",
+        )
+        output_box = Container(
+            widgets=[self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty]
+        )
 
         k = SHORTCUTS
         self.segment_button = QPushButton(f"Segment  [{k['segment']}]")
@@ -325,7 +333,7 @@ class AnnotatorWidget(QWidget):
         self.export_pair_button.clicked.connect(self._export_pair)
 
         c.progress_changed.connect(self._on_progress)
-        c.running_changed.connect(lambda _running: self._sync_enabled())
+        c.running_changed.connect(self._on_running_changed)
         c.model_loaded.connect(self._on_model_loaded)
         c.status_changed.connect(lambda text: self.status.setText(text))
 
@@ -353,6 +361,7 @@ class AnnotatorWidget(QWidget):
             "uncertainty": (self.uncertainty, str),
             "overwrite": (self.overwrite, bool),
             "largest_object_only": (self.largest_only, bool),
+            "skip_empty": (self.skip_empty, bool),
         }
 
     def _set(self, name: str, value: Any) -> None:
@@ -487,6 +496,11 @@ class AnnotatorWidget(QWidget):
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(done)
         self.progress_bar.setFormat(f"%p%  {text}" if text else "%p%")
+
+    def _on_running_changed(self, running: bool) -> None:
+        if not running and self.worker is not None:
+            self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
+        self._sync_enabled()
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_label.setText(info.describe())

@@ -59,7 +59,7 @@ def messages(notes: list[tuple[str, str]], severity: str) -> list[str]:
     return [msg for sev, msg in notes if sev == severity]
 
 
-def configure(widget, model_path: Path, steps: int = 3, generations: int = 2, seed: int = 0) -> None:
+def configure(widget, model_path: Path, steps: int = 3, generations: int = 2, seed: int = 0, skip_empty: bool = False) -> None:
     """Set the widget's fields as a user would (each change reaches the controller)."""
     widget.model_source.value = "file"
     widget.model_file.value = model_path
@@ -67,6 +67,7 @@ def configure(widget, model_path: Path, steps: int = 3, generations: int = 2, se
     widget.steps.value = steps
     widget.generations.value = generations
     widget.seed.value = seed
+    widget.skip_empty.value = skip_empty
 
 
 def wait_idle(qtbot, widget, timeout: int = RUN_TIMEOUT_MS) -> None:
@@ -85,3 +86,14 @@ def rect(y0: float, x0: float, y1: float, x1: float, z: float | None = None) -> 
     if z is None:
         return corners
     return np.column_stack([np.full(4, z), corners])
+
+
+def full_map(layer, shape: tuple[int, ...]) -> np.ndarray:
+    """A map layer's values on the whole image grid (its data covers only what was written)."""
+    from napari_segdiff._layers import map_origin
+
+    out = np.zeros(shape, dtype=np.float32)
+    origin = map_origin(layer)
+    if origin is not None:
+        out[tuple(slice(o, o + n) for o, n in zip(origin, layer.data.shape))] = layer.data
+    return out

@@ -157,7 +157,7 @@ def test_shape_box_adds_half_a_pixel_and_uses_the_box_slice():
     box2, own2 = shape_box(world, 0, image, plane)
     assert box2 == Box(10.5, 20.5, 30.5, 40.5) and own2 == plane
     ell = viewer.add_shapes([np.array([[20, 20], [5, 5]])], shape_type="ellipse")
-    with pytest.raises(PromptError, match="is a ellipse; SegDiff needs rectangles"):
+    with pytest.raises(PromptError, match="is an ellipse; SegDiff needs rectangles"):
         shape_box(ell, 0, image, plane)
     far = viewer.add_shapes([rect(500, 500, 600, 600)], shape_type="rectangle")
     with pytest.raises(PromptError, match="outside the image"):
@@ -171,9 +171,9 @@ def test_shape_box_adds_half_a_pixel_and_uses_the_box_slice():
 
 def _request(model_path, image, boxes, **settings) -> RunRequest:
     s = AnnotatorSettings(model_source="file", model_path=model_path, device="cpu", **settings)
-    reader = PlaneReader(image, (slice(None), slice(None)))
+    reader = PlaneReader(image, PlaneSpec(2, (0, 1), (), image.shape[:2]))
     jobs = tuple(BoxJob(i, b, reader, image.shape[:2]) for i, b in enumerate(boxes))
-    return RunRequest(model_path, s, jobs, seed=0, torch_threads=1)
+    return RunRequest(model_path, s, jobs, seed=0, preview_interval=0.1)
 
 
 class FakeClock:

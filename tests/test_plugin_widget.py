@@ -20,12 +20,13 @@ from segdiff_core.segmenter import Segmenter
 
 from segdiff_core.device import available_devices
 
-from napari_segdiff._layers import role_of
+from napari_segdiff._layers import map_origin, role_of
 from napari_segdiff._settings import AnnotatorSettings
 from napari_segdiff._store import SettingsStore
 from napari_segdiff._widget import SHORTCUTS, AnnotatorWidget
 from tests.conftest_napari import (  # noqa: F401 (fixtures)
     configure,
+    full_map,
     messages,
     model_file,
     notes,
@@ -103,29 +104,32 @@ def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, view
     # = 23 px centred on 30.5 -> [19, 42) -> pixels whose centre lies inside: rows 19..41
     region, prob, std, _ = expected_maps(model_file, image, Box(20.5, 30.5, 40.5, 50.5), 3, 2)
     assert region == (slice(19, 42), slice(29, 52))
-    np.testing.assert_allclose(prob_layer.data[region], prob, atol=1e-4)
-    np.testing.assert_allclose(unc_layer.data[region], std, atol=1e-4)
+    prob_map, unc_map = full_map(prob_layer, image.shape), full_map(unc_layer, image.shape)
+    np.testing.assert_allclose(prob_map[region], prob, atol=1e-4)
+    np.testing.assert_allclose(unc_map[region], std, atol=1e-4)
     outside = np.ones(image.shape, bool)
     outside[region] = False
-    assert not prob_layer.data[outside].any() and not unc_layer.data[outside].any()
+    assert not prob_map[outside].any() and not unc_map[outside].any()
+    # the maps hold only the crop (memory follows the box, not the image)
+    assert prob_layer.data.shape == (23, 23) and map_origin(prob_layer) == (19, 29)
 
     # world extent of the written region == the 15 % expanded box, in world coordinates
-    top_left = np.asarray(prob_layer.data_to_world((19 - 0.5, 29 - 0.5)))
-    bottom_right = np.asarray(prob_layer.data_to_world((42 - 0.5, 52 - 0.5)))
+    top_left = np.asarray(prob_layer.data_to_world((0 - 0.5, 0 - 0.5)))
+    bottom_right = np.asarray(prob_layer.data_to_world((23 - 0.5, 23 - 0.5)))
     world_box = np.array([[20 * 0.5 + 10, 30 * 2 - 5], [40 * 0.5 + 10, 50 * 2 - 5]])  # (20, 55)-(30, 95)
     centre, half = world_box.mean(0), (world_box[1] - world_box[0]) * 1.15 / 2
     np.testing.assert_allclose(top_left, centre - half, atol=1e-9)
     np.testing.assert_allclose(bottom_right, centre + half, atol=1e-9)
     for layer in (prob_layer, unc_layer, labels):
         np.testing.assert_allclose(layer.scale, SCALE)
-        np.testing.assert_allclose(layer.translate, TRANSLATE)
+    np.testing.assert_allclose(labels.translate, TRANSLATE)
 
     # the mask: largest connected piece of (probability > 0.5), committed as label 1
     committed = labels.data == 1
     assert committed.any() and set(np.unique(labels.data)) == {0, 1}
-    assert np.all(prob_layer.data[committed] > 0.5)
+    assert np.all(prob_map[committed] > 0.5)
     assert not committed[outside].any()
-    assert int(boxes.features["label_id"].iloc[0]) == 1
+    assert widget.controller.box_objects() == [[1]]
     assert any("new label(s) 1" in m for m in messages(notes, "info"))
 
     labels.undo()
@@ -148,9 +152,9 @@ def test_box_in_another_shapes_layer_is_mapped_through_world(qtbot, viewer_widge
     unc_layer = layer_with_role(viewer, "uncertainty")
     assert role_of(unc_layer)["kind"] == "entropy" and tuple(unc_layer.contrast_limits) == (0.0, 1.0)
     region, prob, _, entropy = expected_maps(model_file, image, Box(20.5, 30.5, 40.5, 50.5), 3, 2)
-    np.testing.assert_allclose(prob_layer.data[region], prob, atol=1e-4)
-    np.testing.assert_allclose(unc_layer.data[region], entropy, atol=1e-3)
-    assert int(world.features["label_id"].iloc[0]) == 1
+    np.testing.assert_allclose(full_map(prob_layer, image.shape)[region], prob, atol=1e-4)
+    np.testing.assert_allclose(full_map(unc_layer, image.shape)[region], entropy, atol=1e-3)
+    assert widget.controller.box_objects(world) == [[1]]
 
 
 def test_switching_images_switches_their_boxes_and_labels(qtbot, viewer_widget):
@@ -199,18 +203,17 @@ def test_segment_all_gives_each_box_a_new_id_and_respects_existing_labels(qtbot,
     wait_idle(qtbot, widget)
     labels = widget.controller.labels_layer
     assert set(np.unique(labels.data)) == {0, 1}
-    assert list(boxes.features["label_id"]) == [0, 0, 1]
+    assert widget.controller.box_objects() == [[], [], [1]]
     labels.data[35:38, 35:38] = 77
     before = labels.data.copy()
 
     press(qtbot, widget, widget.segment_all_button)
-    ids = list(boxes.features["label_id"])
-    assert ids == [78, 79, 1]
+    assert widget.controller.box_objects() == [[78], [79], [1]]
     assert np.all(labels.data[35:38, 35:38] == 77)  # not overwritten
     assert np.all(labels.data[before == 1] == 1)  # the first object is untouched
     # box 2: corners 30..50 -> crop rows/cols 29..51; every pixel above the threshold that
     # was free is now object 79
-    prob = layer_with_role(viewer, "probability").data
+    prob = full_map(layer_with_role(viewer, "probability"), (64, 64))
     crop = (slice(29, 52), slice(29, 52))
     expect = (prob[crop] > 0.0) & (before[crop] == 0)
     assert expect.sum() > 100
@@ -246,7 +249,7 @@ def test_overwrite_and_redoing_a_selected_box(qtbot, viewer_widget):
     widget.overwrite.value = True
     boxes.selected_data = {0}
     press(qtbot, widget, widget.segment_button)
-    assert int(boxes.features["label_id"].iloc[0]) == 3
+    assert widget.controller.box_objects() == [[3], [2]]
     assert not np.any(labels.data == 1)
     assert np.any(labels.data == 3)
     labels.undo()  # one undo step restores the old object
@@ -287,7 +290,8 @@ def test_gui_stays_responsive_and_preview_shows_during_run(qtbot, viewer_widget)
     assert len(ticks_while_running) >= 5  # the event loop ran while the model was denoising
     assert preview_seen and max(preview_seen) > 0  # the preview layer showed the crop
     assert layer_with_role(viewer, "preview") is None
-    assert widget.progress_bar.value() == 0 and widget.segment_button.isEnabled()
+    # the bar stays full after a finished run (not 0 %)
+    assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0 and widget.segment_button.isEnabled()
 
 
 def test_cancel_stops_within_a_step_and_writes_nothing(qtbot, viewer_widget, notes):
@@ -316,7 +320,7 @@ def test_cancel_stops_within_a_step_and_writes_nothing(qtbot, viewer_widget, not
     assert total == 100 and done_max <= state["cancel_at"] + 2  # stopped within a step or two
     labels = widget.controller.labels_layer
     assert not labels.data.any()
-    assert int(widget.controller.prompts_layer.features["label_id"].iloc[0]) == 0
+    assert widget.controller.box_objects() == [[]]
     assert layer_with_role(viewer, "preview") is None
     assert any("cancelled" in m for m in messages(notes, "info"))
     assert labels.undo() is None and not labels.data.any()
@@ -333,7 +337,7 @@ def test_keyboard_shortcuts_run_and_are_removed_with_the_widget(qtbot, viewer_wi
     viewer.keymap[coerce_keybinding(SHORTCUTS["segment_all"])](viewer)
     assert widget.worker is not None
     wait_idle(qtbot, widget)
-    assert sorted(widget.controller.prompts_layer.features["label_id"]) == [1, 2]
+    assert sorted(sum(widget.controller.box_objects(), [])) == [1, 2]
 
     viewer.window.remove_dock_widget(widget)
     for key in SHORTCUTS.values():
@@ -360,7 +364,7 @@ def test_3d_stack_segments_and_writes_only_the_current_slice(qtbot, viewer_widge
     labels = widget.controller.labels_layer
     assert labels.data.shape == stack.shape
     assert labels.data[1].any() and not labels.data[0].any() and not labels.data[2].any()
-    prob = layer_with_role(viewer, "probability").data
+    prob = full_map(layer_with_role(viewer, "probability"), stack.shape)
     region, expected, _, _ = expected_maps(model_file, stack[1], Box(10.5, 10.5, 30.5, 30.5), 3, 2)
     np.testing.assert_allclose(prob[1][region], expected, atol=1e-4)
     assert not prob[0].any() and not prob[2].any()
@@ -381,8 +385,7 @@ def test_rgb_image(qtbot, viewer_widget, model_file):
     press(qtbot, widget, widget.segment_button)
     labels = widget.controller.labels_layer
     assert labels.data.shape == (64, 64)
-    prob = layer_with_role(viewer, "probability").data
-    assert prob.shape == (64, 64)
+    prob = full_map(layer_with_role(viewer, "probability"), (64, 64))
     region, expected, _, _ = expected_maps(model_file, tile.image, Box(16.5, 16.5, 40.5, 44.5), 3, 2)
     np.testing.assert_allclose(prob[region], expected, atol=1e-4)
 
@@ -401,13 +404,13 @@ def test_whole_region_windows_label_every_component(qtbot, viewer_widget):
     # pixels whose centres lie in the box: rows 0..78, cols 0..62 -> 3 x 2 windows of 32 px
     assert max(steps_seen) == 6 * 3  # 6 windows x 3 steps
     labels = widget.controller.labels_layer.data
-    prob = layer_with_role(viewer, "probability").data
+    prob = full_map(layer_with_role(viewer, "probability"), (96, 96))
     assert prob[:79, :63].any() and not prob[79:].any() and not prob[:, 63:].any()
     from scipy import ndimage
 
     n = ndimage.label(prob[:79, :63] > 0.6)[1]
     assert len(np.unique(labels)) - 1 == n >= 1
-    assert int(boxes.features["n_objects"].iloc[0]) == n
+    assert len(widget.controller.box_objects()[0]) == n
 
 
 # ------------------------------------------------------------------------------------------
@@ -461,7 +464,7 @@ def test_bad_box(qtbot, viewer_widget, notes, shape, expected):
     # Segment all skips the bad shape with a warning and still segments the good box
     press(qtbot, widget, widget.segment_all_button)
     assert any(expected in m for m in messages(notes, "warning"))
-    assert int(boxes.features["label_id"].iloc[0]) == 6
+    assert widget.controller.box_objects()[0] == [6]
     assert np.all(labels.data[2:6, 2:6] == 5)
 
 
