@@ -1,0 +1,159 @@
+"""``segdiff-predict``: run a SegDiff model over images, folders or huge images, headless.
+
+Examples::
+
+    segdiff-predict images/ -o out/                          # automatic mode, bundled model
+    segdiff-predict "plate/*.tif" -o out/ --prompts-labels masks/   # one box per label
+    segdiff-predict slide.ome.tif -o out/ --prompts-csv boxes.csv   # napari Shapes CSV
+    segdiff-predict big.tif -o out/ --workers 2                     # dask LocalCluster
+    segdiff-predict big.tif -o out/ --scheduler tcp://head:8786     # an existing cluster
+
+See docs/predict.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from segdiff_core.checkpoint import CheckpointError
+from segdiff_core.predict.distributed import dask_runner
+from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
+from segdiff_core.predict.prompts import PromptError
+from segdiff_core.predict.run import ImageJob, PredictConfig, is_done, output_paths, predict_image, serial_runner
+from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
+
+log = logging.getLogger("segdiff.predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="segdiff-predict", description="Segment every object in images with a SegDiff model (no GUI).",
+    )
+    p.add_argument("inputs", nargs="+", help="image files, glob patterns or folders (TIFF/OME-TIFF, PNG, JPEG, zarr)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="model file (default: the bundled nuclei model)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompts-csv", help="napari Shapes CSV, or a folder of <image stem>.csv files")
+    src.add_argument("--prompts-labels", help="label image (one box per label), or a folder of <image stem>.* label images")
+    p.add_argument("--seed", type=int, default=0, help="seed of all random draws (default 0)")
+    p.add_argument("--generations", type=int, help="ensemble size per object (default: the model's)")
+    p.add_argument("--steps", type=int, help="sampling steps per object (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per network batch (default 16)")
+    p.add_argument("--foreground", choices=FOREGROUNDS, default="segdiff", help="automatic mode: foreground from SegDiff windows or Otsu")
+    p.add_argument("--window-scale", type=float, default=1.0, help="automatic mode: image px per model px of the foreground windows")
+    p.add_argument("--h", type=float, default=2.0, help="automatic mode: h-maxima height (px) of the instance split")
+    p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")
+    p.add_argument("--tile", type=int, default=2048, help="tile side (px); each tile is one task")
+    p.add_argument("--halo", type=int, default=96, help="context around each tile (px); larger than an object")
+    p.add_argument("--format", choices=("auto", "tiff", "zarr"), default="auto", help="output maps as TIFF or OME-Zarr (auto: zarr above 8192x8192)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--workers", type=int, default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
+    p.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _prompt_for(image: Path, spec: str | None, suffixes: tuple[str, ...]) -> Path | None:
+    if spec is None:
+        return None
+    path = Path(spec)
+    if not path.is_dir() or path.name.lower().endswith(".zarr"):
+        if not path.exists():
+            raise PromptError(f"prompt file {path} does not exist")
+        return path
+    from segdiff_core.predict.run import _stem
+
+    stem = _stem(image)
+    for suffix in suffixes:
+        cand = path / f"{stem}{suffix}"
+        if cand.exists():
+            return cand
+    raise PromptError(f"no prompts for {image.name} in {path} (looked for {stem} with {', '.join(suffixes)})")
+
+
+def make_jobs(args: argparse.Namespace) -> list[ImageJob]:
+    images = find_inputs(args.inputs)
+    if len(images) > 1:
+        for spec in (args.prompts_csv, args.prompts_labels):
+            if spec and not Path(spec).is_dir():
+                raise PromptError(f"{len(images)} images but one prompt file {spec}; give a folder of per-image prompt files")
+    return [
+        ImageJob(
+            img,
+            _prompt_for(img, args.prompts_csv, (".csv",)),
+            _prompt_for(img, args.prompts_labels, (".tif", ".tiff", ".png", ".zarr")),
+        )
+        for img in images
+    ]
+
+
+def make_config(args: argparse.Namespace) -> PredictConfig:
+    from segdiff_core.bundled import bundled_model_path
+
+    inference = {k: v for k, v in (("generations", args.generations), ("steps", args.steps)) if v is not None}
+    settings = ProposalSettings(
+        foreground=args.foreground, window_scale=args.window_scale, h=args.h, min_area=args.min_area,
+        batch_size=args.batch_size, seed=args.seed,
+    )
+    return PredictConfig(
+        model=str(args.model or bundled_model_path()), device=args.device, tile=args.tile, halo=args.halo,
+        output_format=args.format, proposals=settings, inference=inference,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the number of images that failed."""
+    from tqdm.auto import tqdm
+
+    out_dir = check_writable(args.output)
+    config = make_config(args)
+    from segdiff_core.predict.tiles import load_segmenter
+
+    load_segmenter(config.model, config.device)  # a bad model file fails before any work
+    jobs = make_jobs(args)
+    failed = 0
+    with dask_runner(args.workers, args.scheduler) as runner:
+        bar = tqdm(jobs, desc="images", unit="image", disable=args.no_progress)
+        for job in bar:
+            if not args.overwrite and (is_done(output_paths(job, out_dir, True)) or is_done(output_paths(job, out_dir, False))):
+                log.info("%s: outputs exist, skipped (use --overwrite to redo)", job.image)
+                continue
+            tiles = tqdm(desc=job.image.name, unit="tile", leave=False, disable=args.no_progress)
+
+            def on_tile(done: int, total: int, tiles=tiles) -> None:
+                tiles.total = total
+                tiles.update(done - tiles.n)
+
+            try:
+                predict_image(job, out_dir, config, runner or serial_runner, on_tile)
+            except (InputError, PromptError) as exc:
+                failed += 1
+                log.error("%s: skipped: %s", job.image, exc)
+            finally:
+                tiles.close()
+    return failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="segdiff-predict: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        failed = run(args)
+    except (InputError, PromptError, OutputError, CheckpointError, ProposalError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished images are complete, the rest will be redone on the next run")
+        return 130
+    if failed:
+        log.error("%d image(s) failed (see above); the others are complete", failed)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

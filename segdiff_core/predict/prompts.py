@@ -1,0 +1,116 @@
+"""Box prompts for ``segdiff-predict``: from a napari Shapes CSV or from a label image.
+
+napari's Shapes CSV has one row per vertex with the columns ``index, shape-type,
+vertex-index, axis-0, axis-1[, ...]`` (the last two axes are the image rows and columns).
+napari places pixel centres on integers and :class:`~segdiff_core.data.boxes.Box` places
+pixel edges there, so each shape's vertex extent moves by +0.5 (as in the plugin).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdiff_core.data.boxes import Box, BoxError
+
+__all__ = ["PromptError", "SHAPES_COLUMNS", "boxes_from_csv", "boxes_from_labels", "check_boxes"]
+
+SHAPES_COLUMNS: tuple[str, ...] = ("index", "axis-0", "axis-1")
+"""Columns a Shapes CSV must have (``shape-type`` and ``vertex-index`` are optional)."""
+
+
+class PromptError(ValueError):
+    """Prompts that cannot be used (bad CSV, boxes outside the image, label image of the wrong shape)."""
+
+
+def _axis_columns(header: list[str]) -> list[str]:
+    axes = sorted((c for c in header if c.startswith("axis-")), key=lambda c: int(c[5:]) if c[5:].isdigit() else -1)
+    return axes[-2:]
+
+
+def boxes_from_csv(path: str | os.PathLike) -> list[Box]:
+    """Read one box per shape ``index`` from a napari Shapes CSV (rows = vertices).
+
+    Raises :class:`PromptError` naming the file, line and problem for missing columns,
+    non-numeric or non-finite values and degenerate (zero-area) shapes.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptError(f"prompt CSV {path} cannot be read ({exc})") from exc
+    if not rows:
+        raise PromptError(f"prompt CSV {path} is empty; expected napari Shapes columns {', '.join(SHAPES_COLUMNS)}")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in SHAPES_COLUMNS if c not in header]
+    if missing:
+        raise PromptError(
+            f"prompt CSV {path} lacks the column(s) {', '.join(missing)}; a napari Shapes CSV has "
+            f"'index, shape-type, vertex-index, axis-0, axis-1' (found: {', '.join(header)})"
+        )
+    cols = [header.index("index")] + [header.index(c) for c in _axis_columns(header)]
+    vertices: dict[int, list[tuple[float, float]]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        idx, y, x = _parse_row(path, line, row, cols)
+        vertices.setdefault(idx, []).append((y + 0.5, x + 0.5))
+    boxes = []
+    for idx, pts in vertices.items():
+        try:
+            boxes.append(Box.from_corners(np.asarray(pts)))
+        except BoxError as exc:
+            raise PromptError(f"prompt CSV {path}: shape {idx}: {exc}") from exc
+    if not boxes:
+        raise PromptError(f"prompt CSV {path} has a header but no shapes")
+    return boxes
+
+
+def _parse_row(path: Path, line: int, row: list[str], cols: list[int]) -> tuple[int, float, float]:
+    if len(row) <= max(cols):
+        raise PromptError(f"prompt CSV {path}, line {line}: expected {max(cols) + 1} values, got {len(row)}")
+    try:
+        vals = [float(row[c]) for c in cols]
+    except ValueError as exc:
+        raise PromptError(f"prompt CSV {path}, line {line}: non-numeric value ({exc})") from exc
+    if not all(np.isfinite(vals)):
+        raise PromptError(f"prompt CSV {path}, line {line}: non-finite value in {row}")
+    return int(vals[0]), vals[1], vals[2]
+
+
+def check_boxes(boxes: list[Box], shape: tuple[int, int], source: Any) -> list[Box]:
+    """Raise :class:`PromptError` listing boxes that lie entirely outside an image of ``shape``.
+
+    Boxes that overlap the image only in part are kept (the crop pads outside the image).
+    """
+    outside = [i for i, b in enumerate(boxes) if not b.intersects(shape)]
+    if outside:
+        first = boxes[outside[0]].as_tuple()
+        raise PromptError(
+            f"{source}: {len(outside)} of {len(boxes)} boxes lie outside the image of shape "
+            f"{tuple(shape)} (first: shape {outside[0]}, (y0, x0, y1, x1) = {first}); were the "
+            "prompts drawn on another image?"
+        )
+    return boxes
+
+
+def boxes_from_labels(labels: np.ndarray, shape: tuple[int, int], source: Any = "label image") -> list[Box]:
+    """One tight box per non-zero label of an (H, W) integer label image of the image's shape."""
+    from skimage.measure import regionprops
+
+    lab = np.asarray(labels)
+    if lab.ndim == 3 and lab.shape[0] == 1:
+        lab = lab[0]
+    if lab.shape != tuple(shape):
+        raise PromptError(
+            f"{source}: label image of shape {lab.shape} does not match the image shape {tuple(shape)}"
+        )
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise PromptError(f"{source}: label image must hold integers, got dtype {lab.dtype}")
+    if lab.min(initial=0) < 0:
+        raise PromptError(f"{source}: label image has negative labels")
+    return [Box(*(float(v) for v in r.bbox)) for r in regionprops(lab)]

@@ -1,0 +1,276 @@
+"""One image through ``segdiff-predict``: plan tiles, run them (here or on dask), write outputs.
+
+Outputs of an image ``<stem>`` in the output folder:
+
+* ``<stem>_labels``, ``<stem>_probability``, ``<stem>_uncertainty``: ``.tif`` (zlib TIFF), or
+  ``.ome.zarr`` (OME-Zarr 0.4, chunked, written tile by tile) for images larger than
+  ``zarr_above`` pixels or with ``output_format="zarr"``;
+* ``<stem>_objects.csv``: one row per object (label, prompt box, area, centroid, scores);
+* ``<stem>_settings.json``: every setting, the seeds, the model and the software version. It
+  is written last and marks the image as finished: a restarted run skips images that have it
+  (and all the other outputs) and redoes the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from segdiff_core.data.boxes import Box
+from segdiff_core.predict.io import InputError, ImageSource, ZarrOutput, open_image, write_csv, write_json, write_tiff
+from segdiff_core.predict.prompts import PromptError, boxes_from_csv, check_boxes
+from segdiff_core.predict.tiles import TileResult, TileTask, plan_tiles, run_tile
+from segdiff_core.proposals import ProposalSettings
+
+__all__ = ["PredictConfig", "ImageJob", "output_paths", "is_done", "plan_image", "predict_image", "OBJECT_COLUMNS"]
+
+OBJECT_COLUMNS = (
+    "label", "y0", "x0", "y1", "x1", "area", "centroid_y", "centroid_x",
+    "mean_probability", "uncertainty", "score",
+)
+MAPS = ("labels", "probability", "uncertainty")
+MAP_DTYPES = {"labels": np.int32, "probability": np.float32, "uncertainty": np.float32}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of a ``segdiff-predict`` run (recorded beside every output).
+
+    Attributes:
+        model: model file path.
+        device: ``auto``/``cpu``/``cuda``/``mps``.
+        tile: core tile side (px); each tile is one task.
+        halo: context read around a tile (px); must exceed an object's size plus margin.
+        output_format: ``auto`` (TIFF up to ``zarr_above`` pixels, else OME-Zarr), ``tiff`` or ``zarr``.
+        zarr_above: pixel count above which ``auto`` writes OME-Zarr.
+        proposals: automatic-mode and batching settings (its ``seed`` is the run's seed).
+        inference: overrides of the model's inference settings (generations, steps, ...).
+    """
+
+    model: str
+    device: str = "auto"
+    tile: int = 2048
+    halo: int = 96
+    output_format: str = "auto"
+    zarr_above: int = 8192 * 8192
+    proposals: ProposalSettings = field(default_factory=ProposalSettings)
+    inference: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["proposals"] = self.proposals.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One input image and where its prompts come from (``None``: automatic)."""
+
+    image: Path
+    prompt_csv: Path | None = None
+    prompt_labels: Path | None = None
+
+    @property
+    def prompt_mode(self) -> str:
+        return "csv" if self.prompt_csv else "labels" if self.prompt_labels else "auto"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".png", ".jpeg", ".jpg", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _use_zarr(config: PredictConfig, shape: tuple[int, int]) -> bool:
+    if config.output_format == "zarr":
+        return True
+    return config.output_format == "auto" and shape[0] * shape[1] > config.zarr_above
+
+
+def output_paths(job: ImageJob, out_dir: Path, zarr: bool) -> dict[str, Path]:
+    """Final output paths of one image, by name (maps, ``objects``, ``settings``)."""
+    stem = _stem(job.image)
+    ext = ".ome.zarr" if zarr else ".tif"
+    paths = {m: out_dir / f"{stem}_{m}{ext}" for m in MAPS}
+    paths["objects"] = out_dir / f"{stem}_objects.csv"
+    paths["settings"] = out_dir / f"{stem}_settings.json"
+    return paths
+
+
+def is_done(paths: dict[str, Path]) -> bool:
+    """True if every output of an image exists (the settings file is written last)."""
+    return all(p.exists() for p in paths.values())
+
+
+def _boxes(job: ImageJob, source: ImageSource, tile: int) -> list[Box] | None:
+    if job.prompt_csv is not None:
+        return check_boxes(boxes_from_csv(job.prompt_csv), source.shape, job.prompt_csv)
+    if job.prompt_labels is not None:
+        return boxes_from_label_source(open_image(job.prompt_labels), source.shape, tile)
+    return None
+
+
+def boxes_from_label_source(labels: ImageSource, shape: tuple[int, int], tile: int) -> list[Box]:
+    """One box per label of a (possibly huge) label image, read block by block."""
+    from scipy import ndimage
+
+    if labels.shape != tuple(shape) or labels.channels != 1:
+        raise PromptError(
+            f"{labels.path}: label image of shape {tuple(labels.array.shape)} does not match the "
+            f"image shape {tuple(shape)}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise PromptError(f"{labels.path}: label image must hold integers, got dtype {labels.dtype}")
+    ext: dict[int, list[int]] = {}
+    for r0 in range(0, shape[0], tile):
+        for c0 in range(0, shape[1], tile):
+            block = labels.read(slice(r0, r0 + tile), slice(c0, c0 + tile))
+            if block.min(initial=0) < 0:
+                raise PromptError(f"{labels.path}: label image has negative labels")
+            for lab, sl in enumerate(ndimage.find_objects(block.astype(np.int64, copy=False)), start=1):
+                if sl is None:
+                    continue
+                e = [sl[0].start + r0, sl[1].start + c0, sl[0].stop + r0, sl[1].stop + c0]
+                old = ext.setdefault(lab, e)
+                ext[lab] = [min(old[0], e[0]), min(old[1], e[1]), max(old[2], e[2]), max(old[3], e[3])]
+    if not ext:
+        raise PromptError(f"{labels.path}: label image has no labels (all 0)")
+    return [Box(*(float(v) for v in ext[k])) for k in sorted(ext)]
+
+
+def plan_image(job: ImageJob, config: PredictConfig) -> tuple[ImageSource, list[TileTask]]:
+    """Open the image and its prompts (clear errors for bad input) and cut it into tasks."""
+    source = open_image(job.image)
+    if source.channels not in (1, 3, 4):
+        raise InputError(f"{job.image}: {source.channels} channels; expected 1 (gray) or 3/4 (RGB[A])")
+    boxes = _boxes(job, source, config.tile)
+    plan = plan_tiles(source.shape, config.tile, config.halo, boxes)
+    tasks = [
+        TileTask(
+            index=i, image_path=str(job.image), core=core, read=read, image_shape=source.shape,
+            model_path=config.model, device=config.device, settings=config.proposals,
+            inference=dict(config.inference),
+            boxes=None if b is None else tuple(x.as_tuple() for x in b),
+        )
+        for i, (core, read, b) in enumerate(plan)
+    ]
+    return source, tasks
+
+
+# --------------------------------------------------------------------------------------------
+# assembling tile results into outputs
+# --------------------------------------------------------------------------------------------
+
+
+class _Canvas:
+    """The three output maps (numpy in memory, or zarr arrays on disk) and the object rows."""
+
+    def __init__(self, shape: tuple[int, int], zarr_paths: dict[str, Path] | None, chunk: int) -> None:
+        self.outputs: dict[str, ZarrOutput] = {}
+        if zarr_paths is None:
+            self.maps = {m: np.zeros(shape, dtype=MAP_DTYPES[m]) for m in MAPS}
+        else:
+            self.outputs = {m: ZarrOutput(zarr_paths[m], shape, MAP_DTYPES[m], chunk) for m in MAPS}
+            self.maps = {m: o.array for m, o in self.outputs.items()}
+        self.rows: list[dict[str, Any]] = []
+        self.cut = 0
+
+    def add(self, result: TileResult) -> None:
+        """Paste a tile's objects (one read-modify-write of the region they cover)."""
+        self.cut += result.cut
+        if not result.pieces:
+            return
+        b = np.array([p.bbox for p in result.pieces])
+        r0, c0, r1, c1 = int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())
+        region = (slice(r0, r1), slice(c0, c1))
+        lab, prob, unc = (np.array(self.maps[m][region]) for m in MAPS)
+        for piece in result.pieces:
+            sl = (slice(piece.bbox[0] - r0, piece.bbox[2] - r0), slice(piece.bbox[1] - c0, piece.bbox[3] - c0))
+            take = piece.mask & ((lab[sl] == 0) | (piece.probability > prob[sl]))
+            label = len(self.rows) + 1
+            lab[sl][take] = label
+            prob[sl][take] = piece.probability[take]
+            unc[sl][take] = piece.uncertainty[take]
+            self.rows.append({**piece.record.as_row(), "label": label})
+        for m, arr in zip(MAPS, (lab, prob, unc)):
+            self.maps[m][region] = arr
+
+    def abort(self) -> None:
+        for o in self.outputs.values():
+            o.abort()
+
+
+def _settings_record(job: ImageJob, config: PredictConfig, source: ImageSource, n_tasks: int, canvas: _Canvas, seconds: float) -> dict[str, Any]:
+    from segdiff_core.predict.tiles import SEED_STRIDE, load_segmenter
+
+    import segdiff_core
+
+    seg = load_segmenter(config.model, config.device)
+    return {
+        "image": str(job.image),
+        "image_shape": list(source.shape),
+        "prompts": job.prompt_mode,
+        "prompt_file": str(job.prompt_csv or job.prompt_labels or ""),
+        "config": config.to_dict(),
+        "inference": seg.inference.replace(**config.inference).to_dict(),
+        "seed": config.proposals.seed,
+        "tile_seed": f"seed + {SEED_STRIDE} * tile_index",
+        "n_tiles": n_tasks,
+        "n_objects": len(canvas.rows),
+        "objects_cut_by_halo": canvas.cut,
+        "model_metadata": {k: seg.metadata.get(k) for k in ("trained_on", "steps", "preset", "created")},
+        "segdiff_version": getattr(segdiff_core, "__version__", "unknown"),
+        "seconds": round(seconds, 2),
+    }
+
+
+Runner = Callable[[Sequence[TileTask]], Iterable[TileResult]]
+
+
+def serial_runner(tasks: Sequence[TileTask]) -> Iterator[TileResult]:
+    """Run tasks one after the other in this process."""
+    for task in tasks:
+        yield run_tile(task)
+
+
+def predict_image(
+    job: ImageJob, out_dir: Path, config: PredictConfig, runner: Runner = serial_runner,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> dict[str, Path]:
+    """Predict one image and write its outputs atomically; returns the output paths.
+
+    ``runner`` maps the tile tasks to results *in task order* (serially, or on dask).
+    ``on_tile(done, total)`` is called after each tile.
+    """
+    t0 = time.perf_counter()
+    source, tasks = plan_image(job, config)
+    zarr = _use_zarr(config, source.shape)
+    paths = output_paths(job, out_dir, zarr)
+    canvas = _Canvas(source.shape, paths if zarr else None, min(config.tile, 1024))
+    try:
+        for k, result in enumerate(runner(tasks), start=1):
+            canvas.add(result)
+            if on_tile is not None:
+                on_tile(k, len(tasks))
+        _write_maps(canvas, paths, zarr)
+    except BaseException:
+        canvas.abort()
+        raise
+    write_csv(paths["objects"], canvas.rows, OBJECT_COLUMNS)
+    write_json(paths["settings"], _settings_record(job, config, source, len(tasks), canvas, time.perf_counter() - t0))
+    return paths
+
+
+def _write_maps(canvas: _Canvas, paths: dict[str, Path], zarr: bool) -> None:
+    if zarr:
+        for o in canvas.outputs.values():
+            o.commit()
+        return
+    for m in MAPS:
+        write_tiff(paths[m], canvas.maps[m])

@@ -1,0 +1,447 @@
+"""Automatic instance proposals: find every object in an image, then segment each with SegDiff.
+
+The pipeline (all steps are small functions that can be used on their own):
+
+1. **Foreground** (:func:`semantic_probability`): SegDiff on sliding windows (the MoNuSeg
+   protocol, :class:`~segdiff_core.data.crops.WindowGrid`), stitched into an (H, W)
+   probability; or, with ``foreground="otsu"``, a global Otsu threshold
+   (:func:`~segdiff_core.evaluation.baselines.otsu_foreground`).
+2. **Instance split** (:func:`split_instances`): touching objects merge in a semantic mask;
+   they are separated by a watershed of the distance transform seeded by its h-maxima
+   (:func:`scipy.ndimage.distance_transform_edt`, :func:`skimage.morphology.h_maxima`,
+   :func:`skimage.segmentation.watershed`).
+3. **One box per instance** (:func:`instance_boxes`, :func:`skimage.measure.regionprops`).
+4. **SegDiff per box, batched** (:func:`segment_boxes`): every box is cropped with the prompt
+   protocol and pushed through :meth:`Segmenter.segment_batch` ``batch_size`` at a time.
+5. **Assembly** (:func:`assemble`): each object's probability is pasted back; a pixel goes to
+   the object with the highest probability above the threshold; each object keeps its
+   largest connected piece. The result is an :class:`InstanceResult`: instance labels, a
+   probability and an uncertainty map, and one :class:`ObjectRecord` per object with its
+   box and scores.
+
+:func:`classical_instances` is the classical baseline the quality benchmark compares against
+(Otsu foreground + the same distance-transform watershed).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+from skimage.measure import regionprops
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from segdiff_core.config import InferenceConfig
+from segdiff_core.data.boxes import Box
+from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.ensemble import EnsembleResult
+from segdiff_core.evaluation.baselines import otsu_foreground
+
+__all__ = [
+    "FOREGROUNDS",
+    "ProposalError",
+    "ProposalSettings",
+    "ObjectRecord",
+    "InstanceResult",
+    "semantic_probability",
+    "split_instances",
+    "instance_boxes",
+    "segment_boxes",
+    "assemble",
+    "find_objects",
+    "segment_prompts",
+    "classical_instances",
+    "match_instances",
+]
+
+FOREGROUNDS: tuple[str, ...] = ("segdiff", "otsu")
+"""Ways to get the foreground that the instance split works on."""
+
+Progress = Callable[[int, int], None]
+
+
+class ProposalError(ValueError):
+    """Bad settings or inputs for automatic proposals."""
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """Every setting of the automatic mode (one object, saved beside the outputs).
+
+    Attributes:
+        foreground: ``"segdiff"`` (SegDiff windows) or ``"otsu"`` (global Otsu).
+        window_scale: image pixels per model pixel for the foreground windows.
+        window_overlap: half-window stride, overlaps averaged (no seams).
+        window_generations: ensemble size for the foreground windows (1 is enough for a mask).
+        window_steps: sampling steps for the foreground windows.
+        h: h-maxima height of the (smoothed) distance transform, in pixels; larger values
+            merge more, smaller split more.
+        smooth: Gaussian sigma (px) applied to the distance transform before the maxima.
+        min_area: objects (proposals and final masks) smaller than this are dropped (px).
+        margin: crop margin of the per-object prompts (the prompt protocol's expansion).
+        batch_size: prompts per network batch.
+        seed: seed of all random draws (foreground windows: ``seed``; objects: ``seed + 1``).
+    """
+
+    foreground: str = "segdiff"
+    window_scale: float = 1.0
+    window_overlap: bool = True
+    window_generations: int = 1
+    window_steps: int = 5
+    h: float = 2.0
+    smooth: float = 1.0
+    min_area: int = 16
+    margin: float = 0.15
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.foreground not in FOREGROUNDS:
+            raise ProposalError(f"foreground must be one of {FOREGROUNDS}, got {self.foreground!r}")
+        if not self.window_scale > 0:
+            raise ProposalError(f"window_scale must be > 0, got {self.window_scale!r}")
+        if self.h < 0 or self.smooth < 0 or self.min_area < 0:
+            raise ProposalError("h, smooth and min_area must be >= 0")
+        if self.batch_size < 1 or self.window_generations < 1 or self.window_steps < 1:
+            raise ProposalError("batch_size, window_generations and window_steps must be >= 1")
+        if not self.margin > -1:
+            raise ProposalError(f"margin must be > -1, got {self.margin!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "ProposalSettings":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One segmented object: its label, the prompt box and its scores.
+
+    ``box`` is the prompt ``(y0, x0, y1, x1)`` in image pixels; ``area`` is the final mask's
+    pixel count; ``mean_probability`` and ``uncertainty`` (mean ensemble std) are averaged
+    over the final mask; ``score`` is the quality score (1 - 2 * mean std, in [0, 1]; higher
+    is better).
+    """
+
+    label: int
+    box: tuple[float, float, float, float]
+    area: int
+    centroid: tuple[float, float]
+    mean_probability: float
+    uncertainty: float
+    score: float
+
+    def as_row(self) -> dict[str, Any]:
+        y0, x0, y1, x1 = self.box
+        cy, cx = self.centroid
+        return {
+            "label": self.label, "y0": y0, "x0": x0, "y1": y1, "x1": x1, "area": self.area,
+            "centroid_y": cy, "centroid_x": cx, "mean_probability": self.mean_probability,
+            "uncertainty": self.uncertainty, "score": self.score,
+        }
+
+
+@dataclass
+class InstanceResult:
+    """Instance segmentation of one image.
+
+    Attributes:
+        labels: (H, W) int32, 0 = background, objects ``1..N`` in ``objects`` order.
+        probability: (H, W) float32, the winning object's probability at each pixel.
+        uncertainty: (H, W) float32, the winning object's ensemble std at each pixel.
+        objects: one :class:`ObjectRecord` per label.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    objects: list[ObjectRecord] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. foreground
+# --------------------------------------------------------------------------------------------
+
+
+def _window_grid(shape: tuple[int, int], size: int, settings: ProposalSettings) -> WindowGrid:
+    h, w = shape
+    work = (max(1, round(h / settings.window_scale)), max(1, round(w / settings.window_scale)))
+    stride = max(1, size // 2) if settings.window_overlap else size
+    return WindowGrid.create((h, w), window=size, stride=stride, work_size=work)
+
+
+def semantic_probability(
+    segmenter: Any, image: np.ndarray, settings: ProposalSettings | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Foreground probability (H, W) float32 of ``image`` (H, W[, C]) from SegDiff windows.
+
+    The image is resized by ``1 / window_scale``, cut into model-sized windows (half-window
+    stride with ``window_overlap``), each window is sampled (``window_generations``,
+    ``window_steps``) and the window probabilities are stitched (overlaps averaged).
+    """
+    settings = settings or ProposalSettings()
+    size = segmenter.input_size
+    grid = _window_grid(tuple(image.shape[:2]), size, settings)
+    windows = grid.cut(image, order=1)
+    inf = segmenter.inference.replace(generations=settings.window_generations, steps=settings.window_steps)
+    probs = []
+    for s in range(0, len(windows), settings.batch_size):
+        chunk = list(windows[s : s + settings.batch_size])
+        results = segmenter.segment_batch(chunk, inf, seed=settings.seed + s, batch_images=len(chunk))
+        probs.extend(r.probability for r in results)
+        if progress is not None:
+            progress(min(s + len(chunk), len(windows)), len(windows))
+    return np.clip(grid.stitch(np.stack(probs)), 0.0, 1.0)
+
+
+def foreground_mask(
+    segmenter: Any, image: np.ndarray, settings: ProposalSettings, progress: Progress | None = None
+) -> np.ndarray:
+    """(H, W) bool foreground by ``settings.foreground`` (see :data:`FOREGROUNDS`)."""
+    if settings.foreground == "otsu":
+        return otsu_foreground(image)
+    threshold = segmenter.inference.threshold
+    return semantic_probability(segmenter, image, settings, progress) > threshold
+
+
+# --------------------------------------------------------------------------------------------
+# 2.-3. instances and boxes
+# --------------------------------------------------------------------------------------------
+
+
+def split_instances(
+    foreground: np.ndarray, h: float = 2.0, smooth: float = 1.0, min_area: int = 16
+) -> np.ndarray:
+    """Split a foreground mask (H, W) into instances: (H, W) int32 labels ``1..N``.
+
+    Holes are filled, pieces smaller than ``min_area`` dropped; markers are the h-maxima
+    (height ``h`` px) of the distance transform smoothed by a Gaussian of sigma ``smooth``;
+    the watershed of the negated distance inside the foreground grows them into instances.
+    """
+    fg = np.asarray(foreground)
+    if fg.ndim != 2:
+        raise ProposalError(f"foreground must be a 2D mask, got shape {fg.shape}")
+    fg = ndimage.binary_fill_holes(fg.astype(bool))
+    if not fg.any():
+        return np.zeros(fg.shape, dtype=np.int32)
+    dist = ndimage.distance_transform_edt(fg)
+    if smooth > 0:
+        dist = ndimage.gaussian_filter(dist, smooth)
+    markers, _ = ndimage.label(h_maxima(dist, h) if h > 0 else dist > 0)
+    labels = watershed(-dist, markers, mask=fg)
+    return _relabel(labels, min_area)
+
+
+def _relabel(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop labels smaller than ``min_area`` px and renumber the rest ``1..N`` (int32)."""
+    ids, counts = np.unique(labels, return_counts=True)
+    keep = ids[(ids != 0) & (counts >= max(1, min_area))]
+    lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int32)
+    lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def instance_boxes(labels: np.ndarray) -> list[Box]:
+    """One tight box per label of ``labels`` (H, W), in label order (pixel-edge aligned)."""
+    return [Box(*(float(v) for v in r.bbox)) for r in regionprops(np.asarray(labels))]
+
+
+# --------------------------------------------------------------------------------------------
+# 4. SegDiff per box
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoxResult:
+    """One prompt's result pasted onto the image: region slices and maps over that region."""
+
+    box: Box
+    region: tuple[slice, slice]
+    probability: np.ndarray
+    std: np.ndarray
+
+
+def _paste(result: EnsembleResult, box: Box, geometry: CropGeometry) -> BoxResult:
+    region, prob = paste_back(result.probability, geometry)
+    _, std = paste_back(result.std, geometry)
+    return BoxResult(box, region, prob, std)
+
+
+def segment_boxes(
+    segmenter: Any,
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    inference: InferenceConfig | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int = 16,
+    margin: float = 0.15,
+    progress: Progress | None = None,
+) -> list[BoxResult]:
+    """SegDiff on every box, ``batch_size`` prompts per network batch.
+
+    Each box is cropped with the prompt protocol (``margin`` expansion), the batch is sampled
+    with one generator seeded by ``seed + first index of the batch`` (so a result does not
+    depend on how many batches came before), and the maps are pasted back to image pixels.
+    """
+    protocol = CropProtocol(margin=margin)
+    size = segmenter.input_size
+    out: list[BoxResult] = []
+    for s in range(0, len(boxes), batch_size):
+        chunk = boxes[s : s + batch_size]
+        crops = [prompt_crop(image, b, size, protocol) for b in chunk]
+        results = segmenter.segment_batch(
+            [c for c, _ in crops], inference, seed=seed + s, batch_images=len(chunk)
+        )
+        out.extend(_paste(r, b, g) for r, b, (_, g) in zip(results, chunk, crops))
+        if progress is not None:
+            progress(len(out), len(boxes))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# 5. assembly
+# --------------------------------------------------------------------------------------------
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (int(np.argmax(sizes)) + 1)
+
+
+def assemble(
+    shape: tuple[int, int], results: Sequence[BoxResult], threshold: float = 0.5, min_area: int = 1
+) -> InstanceResult:
+    """Combine per-box results into instance labels (see the module docstring).
+
+    A pixel belongs to the object whose probability there is highest and above
+    ``threshold``; each object then keeps its largest 4-connected piece; objects with fewer
+    than ``min_area`` pixels are dropped. Labels follow the order of ``results``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    owner = np.zeros((h, w), dtype=np.int32)
+    best = np.zeros((h, w), dtype=np.float32)
+    unc = np.zeros((h, w), dtype=np.float32)
+    for k, r in enumerate(results, start=1):
+        sub = best[r.region]
+        win = (r.probability > threshold) & (r.probability > sub)
+        owner[r.region][win] = k
+        sub[win] = r.probability[win]
+        unc[r.region][win] = r.std[win]
+    labels = np.zeros((h, w), dtype=np.int32)
+    objects: list[ObjectRecord] = []
+    for k, r in enumerate(results, start=1):
+        mask = _largest_component(owner[r.region] == k)
+        area = int(mask.sum())
+        if area < max(1, min_area):
+            continue
+        label = len(objects) + 1
+        labels[r.region][mask] = label
+        objects.append(_record(label, r, mask, best[r.region], unc[r.region]))
+    prob = np.where(labels > 0, best, 0.0).astype(np.float32)
+    return InstanceResult(labels, prob, np.where(labels > 0, unc, 0.0).astype(np.float32), objects)
+
+
+def _record(label: int, r: BoxResult, mask: np.ndarray, prob: np.ndarray, std: np.ndarray) -> ObjectRecord:
+    ys, xs = np.nonzero(mask)
+    mean_std = float(std[mask].mean())
+    return ObjectRecord(
+        label=label,
+        box=r.box.as_tuple(),
+        area=int(mask.sum()),
+        centroid=(float(ys.mean() + r.region[0].start), float(xs.mean() + r.region[1].start)),
+        mean_probability=float(prob[mask].mean()),
+        uncertainty=mean_std,
+        score=float(np.clip(1.0 - 2.0 * mean_std, 0.0, 1.0)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the whole pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def segment_prompts(
+    segmenter: Any,
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    settings: ProposalSettings | None = None,
+    inference: InferenceConfig | None = None,
+    progress: Progress | None = None,
+) -> InstanceResult:
+    """Segment given box prompts (batched) and assemble them into instance labels."""
+    settings = settings or ProposalSettings()
+    inf = inference or segmenter.inference
+    results = segment_boxes(
+        segmenter, image, boxes, inf, seed=settings.seed + 1, batch_size=settings.batch_size,
+        margin=settings.margin, progress=progress,
+    )
+    return assemble(tuple(image.shape[:2]), results, inf.threshold, settings.min_area)
+
+
+def find_objects(
+    segmenter: Any,
+    image: np.ndarray,
+    settings: ProposalSettings | None = None,
+    inference: InferenceConfig | None = None,
+    progress: Progress | None = None,
+) -> InstanceResult:
+    """Automatic mode: foreground -> instances -> one box each -> SegDiff per box -> labels.
+
+    Parameters
+    ----------
+    segmenter: a :class:`~segdiff_core.segmenter.Segmenter` (box-prompt model).
+    image: (H, W) or (H, W, C) image, any dtype.
+    settings: :class:`ProposalSettings` (defaults if None).
+    inference: sampling settings for the per-object prompts (default: the model's).
+    progress: called as ``progress(done, total)`` during the per-object stage.
+    """
+    settings = settings or ProposalSettings()
+    fg = foreground_mask(segmenter, image, settings)
+    proposals = split_instances(fg, settings.h, settings.smooth, settings.min_area)
+    return segment_prompts(segmenter, image, instance_boxes(proposals), settings, inference, progress)
+
+
+def classical_instances(image: np.ndarray, h: float = 2.0, smooth: float = 1.0, min_area: int = 16) -> np.ndarray:
+    """Classical baseline: Otsu foreground + distance-transform watershed -> (H, W) int32."""
+    return split_instances(otsu_foreground(image), h, smooth, min_area)
+
+
+def match_instances(pred: np.ndarray, gt: np.ndarray, iou_threshold: float = 0.5) -> dict[str, float]:
+    """Instance F1 at an IoU threshold and the mean IoU of the matched pairs.
+
+    ``pred`` and ``gt`` are (H, W) instance label images (0 = background). With a threshold
+    of at least 0.5 a pair is a match when its IoU exceeds the threshold (such matches are
+    one-to-one). Returns ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1`` and
+    ``mean_iou`` (NaN when nothing matched).
+    """
+    if iou_threshold < 0.5:
+        raise ProposalError("iou_threshold must be >= 0.5 for one-to-one matches")
+    p = _relabel(np.asarray(pred), 1).ravel()
+    g = _relabel(np.asarray(gt), 1).ravel()
+    if p.shape != g.shape:
+        raise ProposalError(f"pred and gt shapes differ: {np.shape(pred)} vs {np.shape(gt)}")
+    n_p, n_g = int(p.max(initial=0)), int(g.max(initial=0))
+    both = (p > 0) & (g > 0)
+    inter = np.bincount(p[both].astype(np.int64) * (n_g + 1) + g[both], minlength=(n_p + 1) * (n_g + 1))
+    inter = inter.reshape(n_p + 1, n_g + 1)[1:, 1:].astype(float)
+    area_p = np.bincount(p, minlength=n_p + 1)[1:].astype(float)
+    area_g = np.bincount(g, minlength=n_g + 1)[1:].astype(float)
+    union = area_p[:, None] + area_g[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    matched = iou[iou > iou_threshold]
+    tp = int(matched.size)
+    fp, fn = n_p - tp, n_g - tp
+    prec = tp / n_p if n_p else float("nan")
+    rec = tp / n_g if n_g else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else float("nan")
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": prec, "recall": rec, "f1": f1,
+            "mean_iou": float(matched.mean()) if tp else float("nan")}
