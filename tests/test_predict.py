@@ -1,0 +1,212 @@
+"""segdiff-predict end to end on real files with the bundled model: outputs, resume, tiles and
+seams, OME-Zarr, and every kind of bad input (clear message, no half-written output)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from segdiff_core.data.synthetic import generate_tile
+from segdiff_core.predict.cli import main
+from segdiff_core.predict.io import open_image
+from segdiff_core.proposals import match_instances
+
+FAST = ["--generations", "2", "--steps", "2", "--no-progress"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_image(folder: Path, name: str = "img", seed: int = 1, size: int = 96, n: int = 5):
+    tile = generate_tile("fluorescence", size, rng=seed, n_nuclei=n, radius_range=(6, 9))
+    folder.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / f"{name}.tif", tile.image)
+    tifffile.imwrite(folder / f"{name}_gt.tiff", tile.labels)
+    return folder / f"{name}.tif", folder / f"{name}_gt.tiff", tile
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_label_prompts_write_all_outputs_and_resume_skips(tmp_path):
+    img, gt, tile = make_image(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-labels", str(gt), *FAST]) == 0
+    labels = tifffile.imread(out / "img_labels.tif")
+    prob = tifffile.imread(out / "img_probability.tif")
+    unc = tifffile.imread(out / "img_uncertainty.tif")
+    assert labels.shape == prob.shape == unc.shape == tile.labels.shape
+    assert labels.dtype == np.int32 and prob.dtype == np.float32
+    rows = read_rows(out / "img_objects.csv")
+    assert len(rows) == tile.n_objects == labels.max()
+    assert {"label", "y0", "x0", "y1", "x1", "area", "score", "uncertainty"} <= set(rows[0])
+    assert match_instances(labels, tile.labels)["f1"] >= 0.6
+    settings = json.loads((out / "img_settings.json").read_text())
+    assert settings["seed"] == 0 and settings["prompts"] == "labels" and settings["inference"]["steps"] == 2
+    stamp = (out / "img_labels.tif").stat().st_mtime_ns
+    assert main([str(img), "-o", str(out), "--prompts-labels", str(gt), *FAST]) == 0
+    assert (out / "img_labels.tif").stat().st_mtime_ns == stamp  # skipped, not redone
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_same_seed_same_output_and_csv_prompts(tmp_path):
+    img, gt, tile = make_image(tmp_path / "in", seed=2)
+    # a napari Shapes CSV (pixel centres on integers) with the GT boxes
+    from skimage.measure import regionprops
+
+    csv_path = tmp_path / "boxes.csv"
+    lines = ["index,shape-type,vertex-index,axis-0,axis-1"]
+    for i, r in enumerate(regionprops(tile.labels)):
+        y0, x0, y1, x1 = r.bbox
+        for v, (y, x) in enumerate([(y0, x0), (y0, x1), (y1, x1), (y1, x0)]):
+            lines.append(f"{i},rectangle,{v},{y - 0.5},{x - 0.5}")
+    csv_path.write_text("\n".join(lines) + "\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([str(img), "-o", str(a), "--prompts-csv", str(csv_path), "--seed", "3", *FAST]) == 0
+    assert main([str(img), "-o", str(b), "--prompts-labels", str(gt), "--seed", "3", *FAST]) == 0
+    np.testing.assert_array_equal(tifffile.imread(a / "img_labels.tif"), tifffile.imread(b / "img_labels.tif"))
+    np.testing.assert_array_equal(tifffile.imread(a / "img_probability.tif"), tifffile.imread(b / "img_probability.tif"))
+
+
+def test_tiles_neither_cut_nor_duplicate_objects_on_seams(tmp_path):
+    img, gt, tile = make_image(tmp_path / "in", seed=4, size=128, n=10)
+    whole, tiled = tmp_path / "whole", tmp_path / "tiled"
+    assert main([str(img), "-o", str(whole), "--prompts-labels", str(gt), *FAST]) == 0
+    assert main([str(img), "-o", str(tiled), "--prompts-labels", str(gt), "--tile", "40", "--halo", "24", "--format", "zarr", *FAST]) == 0
+    lab_t = open_image(tiled / "img_labels.ome.zarr").read()
+    lab_w = tifffile.imread(whole / "img_labels.tif")
+    # every GT object (many cross the 40-px seams) is one output object, none duplicated
+    assert lab_t.max() == tile.n_objects == len(read_rows(tiled / "img_objects.csv"))
+    m = match_instances(lab_t, lab_w)
+    assert m["tp"] >= tile.n_objects - 1 and m["mean_iou"] > 0.85, m
+    settings = json.loads((tiled / "img_settings.json").read_text())
+    assert settings["n_tiles"] > 4 and settings["objects_cut_by_halo"] == 0
+
+
+def test_automatic_mode_and_folder_input(tmp_path):
+    make_image(tmp_path / "in", "a", seed=5)
+    make_image(tmp_path / "in", "b", seed=6)
+    for p in (tmp_path / "in").glob("*_gt.tiff"):
+        p.unlink()
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "in"), "-o", str(out), "--foreground", "otsu", *FAST]) == 0
+    for stem in ("a", "b"):
+        assert tifffile.imread(out / f"{stem}_labels.tif").max() >= 2
+        assert json.loads((out / f"{stem}_settings.json").read_text())["prompts"] == "auto"
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+
+
+def outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_truncated_tiff_and_png_get_a_clear_message_and_no_output(tmp_path, caplog):
+    img, gt, _ = make_image(tmp_path / "in")
+    data = img.read_bytes()
+    bad = tmp_path / "in" / "cut.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    from PIL import Image
+
+    png = tmp_path / "in" / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(png)
+    png.write_bytes(png.read_bytes()[:200])
+    garbage = tmp_path / "in" / "garbage.tif"
+    garbage.write_bytes(b"not a tiff at all")
+    out = tmp_path / "out"
+    code = main([str(bad), str(png), str(garbage), str(img), "-o", str(out), "--foreground", "otsu", *FAST])
+    assert code == 1
+    text = caplog.text
+    assert "cut.tif" in text and "truncated" in text
+    assert "cut.png" in text and "garbage.tif" in text
+    names = outputs(out)
+    assert not [n for n in names if n.startswith(("cut", "garbage", "."))]
+    assert "img_labels.tif" in names  # the good image is still done
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("index,axis-0\n0,1\n", "lacks the column"),
+        ("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,abc,3\n", "non-numeric"),
+        ("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,500,500\n0,rectangle,1,520,520\n", "outside the image"),
+        ("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,5,5\n0,rectangle,1,5,5\n", "zero or negative area"),
+        ("", "empty"),
+    ],
+)
+def test_bad_csv_prompts(tmp_path, caplog, content, message):
+    img, _, _ = make_image(tmp_path / "in")
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text(content)
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-csv", str(csv_path), *FAST]) == 1
+    assert message in caplog.text and "p.csv" in caplog.text
+    assert outputs(out) == []
+
+
+def test_label_image_of_wrong_shape(tmp_path, caplog):
+    img, _, _ = make_image(tmp_path / "in")
+    wrong = tmp_path / "wrong.tif"
+    tifffile.imwrite(wrong, np.ones((50, 60), np.int32))
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-labels", str(wrong), *FAST]) == 1
+    assert "does not match the image shape" in caplog.text and "(50, 60)" in caplog.text
+    assert outputs(out) == []
+
+
+def test_unwritable_output_folder(tmp_path, caplog):
+    img, _, _ = make_image(tmp_path / "in")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert main([str(img), "-o", str(blocker / "out"), *FAST]) == 2
+    assert "not writable" in caplog.text
+
+
+def test_missing_input_and_bad_model(tmp_path, caplog):
+    assert main([str(tmp_path / "nothing*.tif"), "-o", str(tmp_path / "o"), *FAST]) == 2
+    assert "no such file" in caplog.text
+    img, _, _ = make_image(tmp_path / "in")
+    bad_model = tmp_path / "m.pt"
+    bad_model.write_bytes(b"\x00" * 10)
+    assert main([str(img), "-o", str(tmp_path / "o"), "--model", str(bad_model), *FAST]) == 2
+    assert "m.pt" in caplog.text and outputs(tmp_path / "o") == []
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_no_half_outputs_and_restart_completes(tmp_path):
+    for k in range(3):
+        make_image(tmp_path / "in", f"im{k}", seed=10 + k, size=128, n=10)
+        (tmp_path / "in" / f"im{k}_gt.tiff").unlink()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "segdiff_core.predict.cli", str(tmp_path / "in"), "-o", str(out), "--foreground", "otsu", *FAST]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "im0_settings.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "im0_settings.json").exists()
+    finished = {p.name.split("_")[0] for p in out.glob("*_settings.json")}
+    assert "im2" not in finished  # killed mid-run
+    for p in out.iterdir():  # every file under a final name is complete and readable
+        if p.name.endswith(".tif"):
+            tifffile.imread(p)
+    stamp = (out / "im0_labels.tif").stat().st_mtime_ns
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert (out / "im0_labels.tif").stat().st_mtime_ns == stamp
+    for k in range(3):
+        assert tifffile.imread(out / f"im{k}_labels.tif").max() >= 1
+        assert (out / f"im{k}_objects.csv").exists()
