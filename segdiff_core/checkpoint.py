@@ -8,7 +8,10 @@ A model checkpoint is a ``torch.save`` archive of plain containers and tensors::
      "state_dict": {name: tensor}}
 
 It is read with ``torch.load(weights_only=True)``, which refuses anything but tensors and
-primitive containers, so a model file can never run code. Writes are atomic (temp file in the
+primitive containers, so a model file can never run code. The U-Net baseline's files follow the
+same layout with their own format name and config class (:class:`ModelKind`); one pair,
+:func:`save_model` / :func:`load_model` (or :func:`read_model_file` to read a file once),
+handles both. Writes are atomic (temp file in the
 same folder, fsync, rename): a crash leaves either the old file or the new one.
 """
 from __future__ import annotations
@@ -17,11 +20,12 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 
-from segdiff_core.config import ConfigError, SegDiffConfig
+from segdiff_core.config import SegDiffConfig
 from segdiff_core.model import SegDiffModel
 
 MODEL_FORMAT = "segdiff-model"
@@ -82,23 +86,87 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         ) from exc
 
 
-def model_payload(model: SegDiffModel, config: SegDiffConfig, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of model file, in the spirit of diffusers' ``ModelMixin`` + ``ConfigMixin``.
+
+    Attributes
+    ----------
+    format : str
+        Written into the file as ``"format"``.
+    name : str
+        What to call such a file in messages (``"segdiff model"``).
+    config_class : type
+        The config saved beside the weights; has ``to_dict`` and ``from_dict``.
+    build : callable
+        ``config -> torch.nn.Module`` (freshly initialised network).
+    version : int
+        Written into the file as ``"version"``.
+    upgrade : callable, optional
+        Rewrites the payload of an older layout of this kind in place.
+    """
+
+    format: str
+    name: str
+    config_class: type
+    build: Callable[[Any], torch.nn.Module]
+    version: int = 1
+    upgrade: Callable[[dict[str, Any]], None] | None = None
+
+
+SEGDIFF_KIND = ModelKind(MODEL_FORMAT, "segdiff model", SegDiffConfig, lambda c: SegDiffModel(c.model),
+                         MODEL_VERSION)
+
+
+def model_kinds() -> dict[str, ModelKind]:
+    """Every kind of model file this package reads, by format name."""
+    from segdiff_core.baselines.unet import UNET_KIND  # the baseline module imports this one
+
+    return {k.format: k for k in (SEGDIFF_KIND, UNET_KIND)}
+
+
+def kind_of(config: Any) -> ModelKind:
+    """The :class:`ModelKind` whose config class ``config`` is."""
+    for kind in model_kinds().values():
+        if isinstance(config, kind.config_class):
+            return kind
+    raise TypeError(f"no model file kind for a config of type {type(config).__name__}")
+
+
+def model_payload(model: torch.nn.Module, config: Any, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The dictionary stored in a model file (weights copied to the CPU)."""
+    kind = kind_of(config)
     return {
-        "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
+        "format": kind.format,
+        "version": kind.version,
         "config": config.to_dict(),
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
 
 
-def save_model(path: str | os.PathLike, model: SegDiffModel, config: SegDiffConfig, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write a model checkpoint atomically; returns the path."""
+def save_model(path: str | os.PathLike, model: torch.nn.Module, config: Any, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write a model file atomically (any :class:`ModelKind`, chosen by the config's class).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; written atomically.
+    model : torch.nn.Module
+        The network (its weights are copied to the CPU).
+    config : SegDiffConfig or another registered config class
+        Saved beside the weights; rebuilds the network on loading.
+    metadata : mapping, optional
+        JSON-safe values (trained on, steps, metrics ...).
+
+    Returns
+    -------
+    Path
+    """
     return atomic_save(model_payload(model, config, metadata), path)
 
 
-def _check_state_dict(path: Path, model: SegDiffModel, state: Mapping[str, Any]) -> None:
+def _check_state_dict(path: Path, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -124,32 +192,89 @@ def _check_state_dict(path: Path, model: SegDiffModel, state: Mapping[str, Any])
         raise CheckpointError(f"model file {path} has non-finite (NaN/inf) weights in {bad[:3]}; it is unusable")
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[SegDiffModel, SegDiffConfig, dict[str, Any]]:
-    """Read, validate and build a model from ``path``. Returns (model in eval mode, config, metadata).
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file read once (:func:`read_model_file`): config, metadata and weights.
 
-    Raises:
-        CheckpointError: with the file name and the problem, for any unusable file.
+    Attributes
+    ----------
+    path : Path
+    kind : ModelKind
+    config : object
+        An instance of ``kind.config_class``.
+    metadata : dict
+    state_dict : dict of str to torch.Tensor
+        On the CPU.
+    """
+
+    path: Path
+    kind: ModelKind
+    config: Any
+    metadata: dict[str, Any]
+    state_dict: dict[str, Any]
+
+    def build(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The network with the file's weights, checked against its config, in eval mode."""
+        model = self.kind.build(self.config)
+        _check_state_dict(self.path, model, self.state_dict)
+        model.load_state_dict(self.state_dict)
+        return model.to(device).eval()
+
+
+def read_model_file(path: str | os.PathLike, kind: str | None = MODEL_FORMAT) -> ModelFile:
+    """Read and check a model file once (never runs code).
+
+    Parameters
+    ----------
+    path : path-like
+    kind : str, optional
+        Required format (default: a SegDiff model); ``None`` accepts every known kind.
+
+    Returns
+    -------
+    ModelFile
+
+    Raises
+    ------
+    CheckpointError
+        With the file name and the problem, for any unusable file.
     """
     path = Path(path)
     payload = safe_load(path, "model file")
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    kinds = model_kinds()
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found not in kinds or (kind is not None and found != kind):
+        what = kinds[kind].name if kind in kinds else "segdiff model"
         hint = " (a training-state file? export the model with segdiff-train's best/last model files)" if found == "segdiff-train-state" else ""
-        raise CheckpointError(f"{path} is not a segdiff model file (format: {found!r}){hint}")
-    if payload.get("version") != MODEL_VERSION:
+        raise CheckpointError(f"{path} is not a {what} file (format: {found!r}){hint}")
+    spec = kinds[found]
+    if spec.upgrade is not None:
+        spec.upgrade(payload)
+    if payload.get("version") != spec.version:
         raise CheckpointError(
-            f"model file {path} has format version {payload.get('version')!r}; this napari-segdiff reads version {MODEL_VERSION}"
+            f"model file {path} has format version {payload.get('version')!r}; this napari-segdiff reads version {spec.version}"
         )
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"model file {path} has no valid {key!r} section")
     try:
-        config = SegDiffConfig.from_dict(payload["config"])
-    except (ConfigError, TypeError, ValueError) as exc:
+        config = spec.config_class.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:  # ConfigError and the other config errors are ValueErrors
         raise CheckpointError(f"model file {path} has an invalid config: {exc}") from exc
-    model = SegDiffModel(config.model)
-    _check_state_dict(path, model, payload["state_dict"])
-    model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    metadata = payload.get("metadata") or {}
-    return model, config, dict(metadata)
+    return ModelFile(path, spec, config, dict(payload.get("metadata") or {}), payload["state_dict"])
+
+
+def load_model(
+    path: str | os.PathLike, device: torch.device | str = "cpu", kind: str | None = MODEL_FORMAT
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Read, check and build a model from ``path`` (see :func:`read_model_file`).
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode on ``device`` (a :class:`SegDiffModel` unless ``kind`` says otherwise).
+    config : SegDiffConfig or the kind's config class
+    metadata : dict
+    """
+    file = read_model_file(path, kind)
+    return file.build(device), file.config, file.metadata

@@ -1,4 +1,4 @@
-"""The evaluation report (benchmarks/report) and the plain U-Net baseline (segdiff_core.baselines).
+"""The evaluation report (benchmarks/report); the U-Net baseline is tested in test_unet_baseline.py.
 
 The whole report runs once in its ``--smoke`` size on a small real model (module fixture);
 the other tests check the pieces against hand-computed values.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import re
 from pathlib import Path
 
@@ -30,27 +29,12 @@ from benchmarks.report.common import (
     standard_error,
 )
 from benchmarks.report.steps import linear_fit
-from segdiff_core.baselines.unet import (
-    UNET_FORMAT,
-    UNet,
-    UNetConfig,
-    UNetConfigError,
-    UNetSegmenter,
-    bce_dice_loss,
-    config_matching_parameters,
-    count_parameters,
-    load_unet,
-    save_unet,
-    train_unet,
-    unet_method,
-)
-from segdiff_core.checkpoint import CheckpointError, save_model
+from segdiff_core.checkpoint import save_model
 from segdiff_core.evaluation.runner import prepare_items, run_method, synthetic_items
 from segdiff_core.segmenter import Segmenter
 from segdiff_core.training.config import merge_run_config
 from segdiff_core.training.data import PairBatches, SyntheticSource, step_rng
 from segdiff_core.training.sources import build_sources
-from segdiff_core.training.trainer import Trainer
 from tests.helpers import random_model
 
 PART_NAMES = [p.NAME for p in PARTS]
@@ -256,115 +240,6 @@ def test_ensemble_bank_nests_generations_and_matches_segment_batch(model_file: P
         bank.prediction(patch, 4)
     with pytest.raises(ReportError):
         bank.samples(np.zeros_like(patch))
-
-
-# ------------------------------------------------------------------------------ the U-Net baseline
-def test_unet_shapes_and_validation() -> None:
-    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=8, channel_mult=(1, 2, 2))
-    net = UNet(cfg)
-    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 1, 32, 32)
-    with pytest.raises(ValueError, match="shape"):
-        net(torch.zeros(2, 1, 32, 32))
-    with pytest.raises(ValueError, match="multiples of 4"):
-        net(torch.zeros(1, 3, 30, 30))
-    with pytest.raises(UNetConfigError, match="divisible"):
-        UNetConfig(image_size=36, channel_mult=(1, 1, 1, 1))
-    with pytest.raises(UNetConfigError):
-        UNetConfig(base_channels=0)
-    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(UNetConfigError, match="unknown keys"):
-        UNetConfig.from_dict({"width": 3})
-
-
-def test_unet_parameter_count_by_hand() -> None:
-    # one level, one conv block: conv 3->4 (3*4*9 + 4) + GroupNorm (4 + 4) + head 4->1 (4 + 1)
-    net = UNet(UNetConfig(image_size=8, in_channels=3, base_channels=4, channel_mult=(1,), convs_per_level=1))
-    assert count_parameters(net) == 3 * 4 * 9 + 4 + 8 + 5 == 125
-
-
-def test_config_matching_parameters_picks_the_closest_width() -> None:
-    base = UNetConfig(image_size=32, channel_mult=(1, 1, 2, 2, 2, 2))
-    target = 571_873
-    cfg, n = config_matching_parameters(target, base)
-    assert n == count_parameters(UNet(cfg))
-    assert abs(n / target - 1) < 0.2
-    for w in (cfg.base_channels - 1, cfg.base_channels + 1):
-        other = count_parameters(UNet(base.replace(base_channels=w)))
-        assert abs(math.log(other / target)) >= abs(math.log(n / target))
-    with pytest.raises(UNetConfigError):
-        config_matching_parameters(0, base)
-
-
-def test_bce_dice_loss_hand_value() -> None:
-    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
-    target = torch.ones(1, 1, 2, 2)
-    # BCE = ln 2; Dice = (2 * 2 + 1) / (2 + 4 + 1) = 5/7
-    assert float(bce_dice_loss(logits, target)) == pytest.approx(math.log(2) + 2 / 7, rel=1e-6)
-    confident = torch.full((1, 1, 2, 2), 30.0)
-    assert float(bce_dice_loss(confident, target)) == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError):
-        bce_dice_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3))
-
-
-def test_unet_file_round_trip_and_refusals(tmp_path: Path, model_file: Path) -> None:
-    run = merge_run_config("test", None, {})
-    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=4, channel_mult=(1, 2))
-    net = UNet(cfg)
-    path = save_unet(tmp_path / "u.pt", net, run.segdiff.preprocess, {"note": "x"})
-    raw = torch.load(path, weights_only=True)
-    assert raw["format"] == UNET_FORMAT and raw["config"] == cfg.to_dict()
-    loaded, pp, meta = load_unet(path)
-    assert pp == run.segdiff.preprocess and meta == {"note": "x"}
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, loaded.state_dict()[k])
-    with pytest.raises(CheckpointError, match="not a U-Net"):
-        load_unet(model_file)  # a SegDiff model file
-    evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps(print))
-    with pytest.raises(CheckpointError):
-        load_unet(evil)
-    with pytest.raises(UNetConfigError, match="does not match"):
-        save_unet(tmp_path / "bad.pt", UNet(cfg.replace(image_size=64)), run.segdiff.preprocess)
-
-
-class _Recorder:
-    """A sample source that records what it hands out."""
-
-    def __init__(self, source) -> None:
-        self.source, self.images = source, []
-
-    def draw(self, rng, n):
-        out = self.source.draw(rng, n)
-        self.images += [im for im, _, _ in out]
-        return out
-
-
-def test_train_unet_sees_exactly_the_segdiff_trainer_batches(tmp_path: Path) -> None:
-    run = merge_run_config("test", None, {
-        "train.steps": 2, "train.batch_size": 2, "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 2,
-        "train.log_every": 1, "data.tile_size": 64, "data.objects_per_tile": 2,
-    })
-    seg_rec = _Recorder(build_sources(run.data)[0])
-    Trainer(run, tmp_path / "segdiff", seg_rec, None, progress=False, log=lambda m: None).fit()
-    unet_rec = _Recorder(build_sources(run.data)[0])
-    cfg = UNetConfig(image_size=32, in_channels=3, base_channels=4, channel_mult=(1, 2))
-    init = [p.detach().clone() for p in UNet(cfg).parameters()]
-    result = train_unet(run, cfg, unet_rec, tmp_path / "unet.pt")
-    assert len(unet_rec.images) == len(seg_rec.images) > 0
-    for a, b in zip(unet_rec.images, seg_rec.images):
-        np.testing.assert_array_equal(a, b)
-    assert result.steps == 2 and [s for s, _ in result.losses] == [1, 2]
-    assert all(math.isfinite(v) for _, v in result.losses)
-    seg = UNetSegmenter.from_checkpoint(result.model_path, device="cpu")
-    assert any(not torch.equal(a, b) for a, b in zip(init, seg.model.parameters()))  # it was trained
-    assert seg.metadata["train"]["steps"] == 2
-    items = prepare_items(synthetic_items(("he",), 2, tile_size=96), PROTOCOL, 32)
-    probs = seg.predict_batch([it.model_inputs[0] for it in items], batch_images=1)
-    assert all(p.shape == (32, 32) and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in probs)
-    res = run_method(items, unet_method(seg))
-    assert res.n == 2 and res.settings["parameters"] == count_parameters(seg.model)
-    with pytest.raises(UNetConfigError, match="match"):
-        train_unet(run, cfg.replace(image_size=64), unet_rec, tmp_path / "bad.pt")
 
 
 def test_verdict_digest_names_every_disagreement():

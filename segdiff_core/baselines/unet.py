@@ -12,21 +12,22 @@ predictor:
   ``channel_mult`` has the same meaning as in :class:`segdiff_core.config.ModelConfig`.
 * :func:`config_matching_parameters`: the base width whose parameter count is closest to a
   target (e.g. a SegDiff model's), so the comparison is between networks of similar size.
-* :func:`train_unet`: the training loop. It draws its batches from
-  :class:`segdiff_core.training.data.PairBatches` with the run's seed, batch size and data
-  settings, so it sees *the same batches* as :class:`segdiff_core.training.trainer.Trainer`
-  with the same :class:`~segdiff_core.training.config.RunConfig`; it also shares the
-  optimiser (AdamW), learning-rate schedule (:func:`~segdiff_core.training.trainer.lr_at`),
-  gradient clipping and weight EMA of that trainer. The loss is binary cross-entropy plus
-  soft Dice on the masks mapped from {-1, 1} to {0, 1}.
-* :func:`save_unet` / :func:`load_unet`: a model file of plain tensors and values
-  (``torch.load(weights_only=True)``; it can never run code), written atomically.
+* :class:`UNetObjective` / :func:`train_unet`: training by
+  :class:`segdiff_core.training.trainer.Trainer` with this network and loss (binary
+  cross-entropy plus soft Dice on the masks mapped from {-1, 1} to {0, 1}), so the U-Net sees
+  *the same batches* as SegDiff with the same :class:`~segdiff_core.training.config.RunConfig`
+  and shares its optimiser, learning-rate schedule, clipping, EMA, AMP, DDP and ``--resume``.
+* :class:`UNetModelConfig` / :data:`UNET_KIND`: the config saved beside the weights; model
+  files are written and read by :func:`segdiff_core.checkpoint.save_model` /
+  :func:`~segdiff_core.checkpoint.load_model` (:func:`save_unet` / :func:`load_unet` are
+  shorthands). Version 1 files (preprocessing beside the config) still load.
 * :class:`UNetSegmenter` and :func:`unet_method`: prediction on box-prompt crops with the
   same preprocessing as SegDiff, as a :class:`segdiff_core.evaluation.runner.Method`.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -39,10 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdiff_core.checkpoint import CheckpointError, atomic_save, safe_load
-from segdiff_core.data.preprocess import PreprocessConfig, PreprocessError, prepare
+from segdiff_core.checkpoint import ModelKind, load_model, save_model
+from segdiff_core.data.preprocess import PreprocessConfig, to_model_array
 from segdiff_core.device import resolve_device
 from segdiff_core.nn.unet import group_norm
+from segdiff_core.validation import check_int
 
 __all__ = [
     "UNET_FORMAT",
@@ -53,6 +55,9 @@ __all__ = [
     "count_parameters",
     "config_matching_parameters",
     "bce_dice_loss",
+    "UNetModelConfig",
+    "UNET_KIND",
+    "UNetObjective",
     "UNetTrainResult",
     "train_unet",
     "save_unet",
@@ -62,7 +67,7 @@ __all__ = [
 ]
 
 UNET_FORMAT = "segdiff-unet-baseline"
-UNET_VERSION = 1
+UNET_VERSION = 2
 
 
 class UNetConfigError(ValueError):
@@ -97,9 +102,7 @@ class UNetConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
         for name in ("image_size", "in_channels", "base_channels", "convs_per_level", "norm_groups"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise UNetConfigError(f"U-Net {name} must be a positive integer, got {value!r}")
+            check_int(getattr(self, name), f"U-Net {name}", 1, error=UNetConfigError)
         if not self.channel_mult or any(m < 1 for m in self.channel_mult):
             raise UNetConfigError(f"channel_mult must be non-empty positive ints, got {self.channel_mult}")
         n_down = len(self.channel_mult) - 1
@@ -246,61 +249,64 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) 
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class UNetModelConfig:
+    """What a U-Net model file stores beside the weights: the network and its preprocessing.
+
+    Attributes
+    ----------
+    network : UNetConfig
+    preprocess : PreprocessConfig
+        Its input size and channels must match the network's.
+    """
+
+    network: UNetConfig
+    preprocess: PreprocessConfig
+
+    def __post_init__(self) -> None:
+        net, pp = self.network, self.preprocess
+        if pp.input_size != net.image_size or pp.in_channels != net.in_channels:
+            raise UNetConfigError(
+                f"preprocessing (size {pp.input_size}, channels {pp.in_channels}) does not match "
+                f"the U-Net (size {net.image_size}, channels {net.in_channels}); set the U-Net's "
+                "image_size/in_channels to match the run's data"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network.to_dict(), "preprocess": self.preprocess.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UNetModelConfig":
+        try:
+            return cls(UNetConfig.from_dict(data["network"]), PreprocessConfig.from_dict(data["preprocess"]))
+        except (KeyError, TypeError) as exc:
+            raise UNetConfigError(f"U-Net model config needs 'network' and 'preprocess' sections ({exc})") from exc
+
+
+def _upgrade_v1(payload: dict[str, Any]) -> None:
+    """Version 1 files kept the preprocessing beside the network config, not inside it."""
+    if payload.get("version") == 1 and isinstance(payload.get("preprocess"), dict):
+        payload["config"] = {"network": payload.get("config"), "preprocess": payload.pop("preprocess")}
+        payload["version"] = UNET_VERSION
+
+
+UNET_KIND = ModelKind(UNET_FORMAT, "U-Net baseline model", UNetModelConfig, lambda c: UNet(c.network),
+                      UNET_VERSION, _upgrade_v1)
+"""The U-Net's model files (read and written by :func:`segdiff_core.checkpoint.load_model` /
+:func:`~segdiff_core.checkpoint.save_model`)."""
+
+
 def save_unet(
-    path: str | os.PathLike,
-    model: UNet,
-    preprocess: PreprocessConfig,
-    metadata: Mapping[str, Any] | None = None,
+    path: str | os.PathLike, model: UNet, preprocess: PreprocessConfig, metadata: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write a U-Net model file atomically: ``{"format", "version", "config", "preprocess",
-    "metadata", "state_dict"}`` of plain values and CPU tensors. Returns the path."""
-    cfg = model.config
-    if preprocess.input_size != cfg.image_size or preprocess.in_channels != cfg.in_channels:
-        raise UNetConfigError(
-            f"preprocessing (size {preprocess.input_size}, channels {preprocess.in_channels}) does not match "
-            f"the U-Net (size {cfg.image_size}, channels {cfg.in_channels})"
-        )
-    payload = {
-        "format": UNET_FORMAT,
-        "version": UNET_VERSION,
-        "config": cfg.to_dict(),
-        "preprocess": preprocess.to_dict(),
-        "metadata": dict(metadata or {}),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-    }
-    return atomic_save(payload, path)
+    """:func:`segdiff_core.checkpoint.save_model` of a U-Net with its preprocessing."""
+    return save_model(path, model, UNetModelConfig(model.config, preprocess), metadata)
 
 
 def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, PreprocessConfig, dict[str, Any]]:
-    """Read a file written by :func:`save_unet` (``weights_only``: never runs code).
-
-    Returns:
-        (model in eval mode on ``device``, preprocessing, metadata).
-
-    Raises:
-        CheckpointError: unreadable, foreign, or inconsistent file.
-    """
-    path = Path(path)
-    payload = safe_load(path, "U-Net model file")
-    if not isinstance(payload, dict) or payload.get("format") != UNET_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} is not a U-Net baseline model file (format: {found!r})")
-    if payload.get("version") != UNET_VERSION:
-        raise CheckpointError(f"U-Net model file {path} has version {payload.get('version')!r}; expected {UNET_VERSION}")
-    try:
-        config = UNetConfig.from_dict(payload["config"])
-        preprocess = PreprocessConfig.from_dict(payload["preprocess"])
-    except (KeyError, TypeError, UNetConfigError, PreprocessError) as exc:
-        raise CheckpointError(f"U-Net model file {path} has an invalid config: {exc}") from exc
-    model = UNet(config)
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"U-Net model file {path} has no valid 'state_dict' section")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"U-Net model file {path}: the weights do not match its config ({exc})") from exc
-    return model.to(device).eval(), preprocess, dict(payload.get("metadata") or {})
+    """:func:`segdiff_core.checkpoint.load_model` of a U-Net file: (model, preprocessing, metadata)."""
+    model, config, metadata = load_model(path, device, kind=UNET_FORMAT)
+    return model, config.preprocess, metadata
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,17 +314,47 @@ def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tu
 # --------------------------------------------------------------------------------------------
 
 
+class UNetObjective:
+    """The U-Net's objective for :class:`segdiff_core.training.trainer.Trainer`: binary
+    cross-entropy plus soft Dice on the masks mapped from {-1, 1} to {0, 1}."""
+
+    def __init__(self, config: UNetModelConfig) -> None:
+        self.config = config
+
+    def build(self) -> UNet:
+        return UNet(self.config.network)
+
+    def network(self, config: UNetModelConfig | None = None) -> dict[str, Any]:
+        return {"network": (config or self.config).network.to_dict()}
+
+    def loss(self, net: nn.Module, images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator,
+             device: torch.device, autocast: Callable[[], Any]) -> torch.Tensor:
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        with autocast():
+            logits = net(images)
+        return bce_dice_loss(logits, (masks + 1.0) / 2.0)
+
+    def method(self, model: nn.Module, device: torch.device, train: Any) -> Any:
+        return unet_method(UNetSegmenter(model, self.config.preprocess, device))
+
+
 @dataclass
 class UNetTrainResult:
     """Outcome of :func:`train_unet`.
 
-    Attributes:
-        steps: optimisation steps done.
-        model_path: the written model file (EMA weights).
-        final_loss: mean loss over the last ``log_every`` steps.
-        seconds: wall time of the loop.
-        num_parameters: parameters of the network.
-        losses: ``(step, mean loss)`` every ``log_every`` steps.
+    Attributes
+    ----------
+    steps : int
+        Optimisation steps done.
+    model_path : Path
+        The written model file (EMA weights).
+    final_loss : float
+        Mean loss over the last ``log_every`` steps.
+    seconds : float
+        Wall time of the training.
+    num_parameters : int
+    losses : list of (int, float)
+        ``(step, mean loss)`` every ``log_every`` steps.
     """
 
     steps: int
@@ -327,12 +363,6 @@ class UNetTrainResult:
     seconds: float
     num_parameters: int
     losses: list[tuple[int, float]] = field(default_factory=list)
-
-
-def _seeded_unet(config: UNetConfig, seed: int) -> UNet:
-    with torch.random.fork_rng(devices=[]):  # initialise without touching the global RNG
-        torch.manual_seed(int(seed))
-        return UNet(config)
 
 
 def train_unet(
@@ -346,81 +376,54 @@ def train_unet(
 ) -> UNetTrainResult:
     """Train a :class:`UNet` with the budget and data of a SegDiff run, write it to ``out_path``.
 
-    Args:
-        run: a :class:`segdiff_core.training.config.RunConfig`. Used: ``run.train`` (steps,
-            batch_size, lr, weight_decay, warmup_steps, lr_decay, grad_clip, ema_decay, seed,
-            log_every), ``run.data`` (crop jitter, augmentation) and
-            ``run.segdiff.preprocess`` (saved with the model and used at prediction time).
-        config: the network; its ``image_size`` and ``in_channels`` must match the
-            preprocessing.
-        source: a :class:`segdiff_core.training.data.SampleSource` (e.g. the first value of
-            :func:`segdiff_core.training.sources.build_sources`).
-        out_path: the model file to write (EMA weights).
-        device: torch device name.
-        log: called with a progress line every ``run.train.log_every`` steps, or None.
+    The :class:`~segdiff_core.training.trainer.Trainer` runs it with :class:`UNetObjective`, so
+    the U-Net sees the same batches as SegDiff with the same run and shares its optimiser, LR
+    schedule, clipping, EMA, AMP, DDP and resumable state (kept in ``<out_path stem>-run/``).
 
-    Returns:
-        :class:`UNetTrainResult`.
+    Parameters
+    ----------
+    run : RunConfig
+        ``run.train``, ``run.data`` and ``run.segdiff.preprocess`` are used.
+    config : UNetConfig
+        Its ``image_size`` and ``in_channels`` must match the preprocessing.
+    source : SampleSource
+        E.g. the first value of :func:`segdiff_core.training.sources.build_sources`.
+    out_path : path-like
+        The model file to write (EMA weights).
+    device : str or torch.device
+    log : callable, optional
+        Receives the trainer's messages.
 
-    Raises:
-        UNetConfigError: the network does not fit the preprocessing.
-        segdiff_core.training.trainer.TrainingError: the loss became non-finite.
+    Returns
+    -------
+    UNetTrainResult
+
+    Raises
+    ------
+    UNetConfigError
+        The network does not fit the preprocessing.
+    segdiff_core.training.trainer.TrainingError
+        The loss became non-finite.
     """
-    from segdiff_core.training.data import PairBatches
-    from segdiff_core.training.ema import EMA
-    from segdiff_core.training.trainer import TrainingError, lr_at
+    from segdiff_core.training.distributed import DistContext
+    from segdiff_core.training.trainer import Trainer
 
-    preprocess: PreprocessConfig = run.segdiff.preprocess
-    if preprocess.input_size != config.image_size or preprocess.in_channels != config.in_channels:
-        raise UNetConfigError(
-            f"the U-Net takes {config.in_channels}-channel {config.image_size}px inputs but the run's data are "
-            f"{preprocess.in_channels}-channel {preprocess.input_size}px; set image_size/in_channels to match"
-        )
-    tc = run.train
-    dev = resolve_device(device)
-    model = _seeded_unet(config, tc.seed).to(dev).train()
-    ema = EMA(model, tc.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    # The same stream as Trainer.fit: PairBatches(source, preprocess, data, batch, seed), rank 0.
-    batches = PairBatches(source, preprocess, run.data, tc.batch_size, tc.seed, rank=0, start=0, stop=tc.steps)
-    losses: list[tuple[int, float]] = []
-    window: list[float] = []
+    objective = UNetObjective(UNetModelConfig(config, run.segdiff.preprocess))
+    out_path = Path(out_path)
+    trainer = Trainer(
+        run, out_path.with_name(out_path.stem + "-run"), source, None,
+        ctx=DistContext(device=resolve_device(device)), progress=False,
+        describe_data="same PairBatches stream as the SegDiff run", log=log or (lambda _m: None),
+        objective=objective,
+    )
     t0 = time.perf_counter()
-    for step in range(tc.steps):
-        images, masks = batches[step]
-        images = images.to(dev)
-        target = (masks.to(dev) + 1.0) / 2.0  # {-1, 1} -> {0, 1}
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, run)
-        loss = bce_dice_loss(model(images), target)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(f"the U-Net loss became non-finite ({value}) at step {step + 1}; lower train.lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        ema.update(model)
-        window.append(value)
-        if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-            mean = float(np.mean(window))
-            losses.append((step + 1, mean))
-            window = []
-            if log is not None:
-                log(f"unet step {step + 1}/{tc.steps}: loss {mean:.4f}")
+    trainer.fit()
     seconds = time.perf_counter() - t0
-    metadata = {
-        "trained_on": "same PairBatches stream as the SegDiff run",
-        "steps": tc.steps,
-        "train": run.to_dict()["train"],
-        "data": run.to_dict()["data"],
-        "loss": "bce+dice",
-        "seconds": seconds,
-        "final_loss": losses[-1][1],
-    }
-    path = save_unet(out_path, ema.model, preprocess, metadata)
-    return UNetTrainResult(tc.steps, path, losses[-1][1], seconds, count_parameters(model), losses)
+    records = [json.loads(line) for line in (trainer.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [(int(r["step"]), float(r["loss"])) for r in records if "loss" in r]
+    metadata = {**trainer._metadata(None), "loss": "bce+dice", "seconds": seconds, "final_loss": losses[-1][1]}
+    path = save_model(out_path, trainer.ema.model, objective.config, metadata)
+    return UNetTrainResult(trainer.step, path, losses[-1][1], seconds, count_parameters(trainer.model), losses)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,16 +456,6 @@ class UNetSegmenter:
     def input_size(self) -> int:
         return self.model.config.image_size
 
-    def prepare(self, patch: np.ndarray) -> torch.Tensor:
-        """Patch (H, W[, C]) any dtype -> normalised input (1, in_channels, S, S) on the device
-        (resized to the model size if needed, as :meth:`segdiff_core.segmenter.Segmenter.prepare`)."""
-        arr = prepare(np.asarray(patch), self.preprocess, check_size=False)
-        x = torch.from_numpy(np.ascontiguousarray(arr))[None]
-        s = self.input_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return x.to(self.device)
-
     def predict_batch(self, patches: list[np.ndarray], batch_images: int = 32) -> list[np.ndarray]:
         """Foreground probabilities, one (S, S) float32 map in [0, 1] per patch."""
         if batch_images < 1:
@@ -470,7 +463,8 @@ class UNetSegmenter:
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for s in range(0, len(patches), batch_images):
-                x = torch.cat([self.prepare(p) for p in patches[s : s + batch_images]])
+                chunk = [to_model_array(np.asarray(p), self.preprocess, resize=True) for p in patches[s : s + batch_images]]
+                x = torch.from_numpy(np.stack(chunk)).to(self.device)
                 prob = torch.sigmoid(self.model(x))[:, 0].float().cpu().numpy()
                 out.extend(np.ascontiguousarray(p, dtype=np.float32) for p in prob)
         return out

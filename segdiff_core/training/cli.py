@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from segdiff_core.checkpoint import CheckpointError, load_model
+from segdiff_core.checkpoint import CheckpointError, ModelFile, read_model_file
 from segdiff_core.config import ConfigError
 from segdiff_core.presets import PRESETS
 from segdiff_core.training.config import RunConfig, add_config_flags, load_config_file, merge_run_config
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_run(args: argparse.Namespace) -> RunConfig:
+def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunConfig:
+    """The run's settings: preset < config file < flags; with ``init`` (the ``--init-from``
+    file, read once by the caller) its network, diffusion and preprocessing."""
     flags = {k: v for k, v in vars(args).items() if "." in k}
     file_values = load_config_file(args.config) if args.config else None
     if args.resume and (args.out / "run.json").exists() and not file_values and not flags:
@@ -48,8 +50,7 @@ def resolve_run(args: argparse.Namespace) -> RunConfig:
         return RunConfig.from_dict(json.loads((args.out / "run.json").read_text()))
     if args.init_from is not None:
         # Fine-tuning keeps the checkpoint's network, diffusion and preprocessing.
-        _, ckpt_cfg, _ = load_model(args.init_from)
-        base = ckpt_cfg.to_dict()
+        base = (init or read_model_file(args.init_from)).config.to_dict()
         conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion")]
         if conflicts:
             raise ConfigError(f"--init-from keeps the checkpoint's network; remove {conflicts}")
@@ -65,7 +66,8 @@ def resolve_run(args: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run = resolve_run(args)
+        init = read_model_file(args.init_from) if args.init_from is not None else None
+        run = resolve_run(args, init)
     except (ConfigError, CheckpointError, ValueError) as exc:
         print(f"segdiff-train: {exc}", file=sys.stderr)
         return 2
@@ -80,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     from segdiff_core.training.trainer import Trainer, TrainingError
 
     ctx = init_distributed(args.device)
-    code = 0
+    code = 1  # until the run has finished: an unexpected exception skips the barrier too
     try:
         train_src, val_src, desc = build_sources(run.data)
         trainer = Trainer(
-            run, args.out, train_src, val_src, ctx=ctx, resume=args.resume, init_from=args.init_from,
+            run, args.out, train_src, val_src, ctx=ctx, resume=args.resume, init_from=init,
             progress=not args.no_progress, describe_data=desc,
         )
         if ctx.is_main:
@@ -94,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             best = f", best validation IoU {result.best_iou:.4f} ({result.best_model})" if result.best_iou is not None else ""
             print(f"segdiff-train: done at step {result.steps}; model {result.last_model}{best}", flush=True)
+        code = 0
     except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as exc:
         print(f"segdiff-train: {exc}", file=sys.stderr)
-        code = 1
     finally:
-        shutdown(ctx) if code == 0 else None
+        shutdown(ctx, barrier=code == 0)  # after a failure other ranks may never reach a barrier
     return code
 
 

@@ -92,12 +92,21 @@ def replicas_identical(model: torch.nn.Module, ctx: DistContext) -> bool:
     return bool(torch.equal(lo, hi))
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group cleanly (barrier first, so no rank tears down early)."""
+def shutdown(ctx: DistContext, barrier: bool = True) -> None:
+    """Leave the process group.
+
+    Parameters
+    ----------
+    ctx : DistContext
+    barrier : bool
+        Wait for every rank first, so no rank tears down early (after a success). After a
+        failure pass False: the other ranks may never arrive, and the group is destroyed anyway.
+    """
     if not ctx.enabled:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()

@@ -1,5 +1,9 @@
 """The training loop (paper Alg. 2): uniform t, eps-MSE loss, AdamW, EMA, checkpoints.
 
+The loss and the network come from an :class:`Objective` (default :class:`DiffusionObjective`,
+SegDiff; :class:`segdiff_core.baselines.unet.UNetObjective` trains the U-Net baseline with the
+same loop).
+
 Files in the output folder (only the main process writes):
 
 - ``state.pt``   training state (weights, EMA, optimizer, step, run config), atomic; ``--resume``
@@ -19,17 +23,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from segdiff_core import __version__
-from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, safe_load, save_model
+from segdiff_core.checkpoint import CheckpointError, ModelFile, atomic_save, read_model_file, safe_load, save_model
 from segdiff_core.config import ConfigError, SegDiffConfig
 from segdiff_core.data.readers import Subset
 from segdiff_core.diffusion.scheduler import DDPMScheduler
-from segdiff_core.evaluation.runner import (EvalItem, EvalProtocol, PreparedItem, dataset_items,
+from segdiff_core.evaluation.runner import (EvalItem, EvalProtocol, Method, PreparedItem, dataset_items,
                                             prepare_items, run_method, segdiff_method, synthetic_items)
 from segdiff_core.model import SegDiffModel
 from segdiff_core.segmenter import Segmenter
@@ -62,11 +66,67 @@ def _seed_for(seed: int, step: int, rank: int, stream: int) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def build_model(config: SegDiffConfig, seed: int) -> SegDiffModel:
-    """A freshly initialised model; init uses ``seed`` without touching the global RNG."""
+def _seeded(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """``build()`` with the weight init seeded by ``seed``, without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return SegDiffModel(config.model)
+        return build()
+
+
+def build_model(config: SegDiffConfig, seed: int) -> SegDiffModel:
+    """A freshly initialised model; init uses ``seed`` without touching the global RNG."""
+    return _seeded(lambda: SegDiffModel(config.model), seed)  # type: ignore[return-value]
+
+
+class Objective(Protocol):
+    """What :class:`Trainer` optimises: a network, its loss and how validation scores it."""
+
+    config: Any
+    """Saved beside the weights (:func:`segdiff_core.checkpoint.save_model`)."""
+
+    def build(self) -> torch.nn.Module:
+        """A freshly initialised network."""
+
+    def network(self, config: Any = None) -> dict[str, Any]:
+        """The settings a resumed run must share (of ``config``, default this objective's)."""
+
+    def loss(self, net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator,
+             device: torch.device, autocast: Callable[[], Any]) -> torch.Tensor:
+        """Scalar loss of a batch: images (B, C, S, S), masks (B, 1, S, S) in {-1, 1} on the CPU;
+        random draws come from ``gen``; ``autocast()`` wraps the forward pass."""
+
+    def method(self, model: torch.nn.Module, device: torch.device, train: Any) -> Method:
+        """The evaluation :class:`~segdiff_core.evaluation.runner.Method` of ``model``."""
+
+
+class DiffusionObjective:
+    """SegDiff's objective (paper Alg. 2): ``t ~ U{0..T-1}``, ``eps ~ N(0, I)`` and the
+    diffusion loss of Eq. 18 on the scheduler's training target."""
+
+    def __init__(self, config: SegDiffConfig) -> None:
+        self.config = config
+        self.scheduler = DDPMScheduler(config.diffusion)
+
+    def build(self) -> SegDiffModel:
+        return SegDiffModel(self.config.model)
+
+    def network(self, config: SegDiffConfig | None = None) -> dict[str, Any]:
+        d = (config or self.config).to_dict()
+        return {"model": d["model"], "diffusion": d["diffusion"]}
+
+    def loss(self, net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator,
+             device: torch.device, autocast: Callable[[], Any]) -> torch.Tensor:
+        t = self.scheduler.sample_timesteps(images.shape[0], gen)  # t ~ Uniform({0..T-1})
+        noise = torch.randn(masks.shape, generator=gen)  # eps ~ N(0, I)
+        images, masks, t, noise = (v.to(device, non_blocking=True) for v in (images, masks, t, noise))
+        x_t = self.scheduler.add_noise(masks, noise, t)  # sqrt(abar) x0 + sqrt(1 - abar) eps
+        with autocast():
+            out = net(x_t, t, images)
+        return self.scheduler.loss(out, self.scheduler.training_target(masks, noise))  # Eq. 18
+
+    def method(self, model: torch.nn.Module, device: torch.device, train: Any) -> Method:
+        segmenter = Segmenter(model, self.config, device=device)  # type: ignore[arg-type]
+        return segdiff_method(segmenter, train.val_generations, train.val_steps, seed=train.seed, batch_images=VAL_BATCH)
 
 
 def set_trainable(model: SegDiffModel, which: str) -> list[torch.nn.Parameter]:
@@ -159,8 +219,10 @@ class Trainer:
         progress: bool = True,
         describe_data: str = "",
         log: Callable[[str], None] = print,
+        objective: Objective | None = None,
     ) -> None:
         self.run = run
+        self.objective = objective or DiffusionObjective(run.segdiff)
         self.out = Path(out_dir)
         self.ctx = ctx or DistContext()
         self.train_source, self.val_source = train_source, val_source
@@ -168,7 +230,7 @@ class Trainer:
         self.describe_data = describe_data
         self.log = log if self.ctx.is_main else (lambda _msg: None)
         self.device = self.ctx.device
-        self.scheduler = DDPMScheduler(run.segdiff.diffusion)
+        self.scheduler = getattr(self.objective, "scheduler", None)
         self.step = 0
         self.best_iou: float | None = None
         self.best_step: int | None = None
@@ -177,9 +239,9 @@ class Trainer:
         state = self._read_state() if resume else None
         if state is None and resume:
             self.log(f"no training state in {self.out}; starting a new run")
-        self.model = build_model(run.segdiff, run.train.seed)
+        self.model = _seeded(self.objective.build, run.train.seed)
         if init_from is not None and state is None:
-            self._init_from(Path(init_from))
+            self._init_from(init_from)
         self.model.to(self.device)
         self.ema = EMA(self.model, run.train.ema_decay)
         trainable = set_trainable(self.model, run.train.trainable)
@@ -206,8 +268,8 @@ class Trainer:
         state = safe_load(self.state_path, "training state")
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{self.state_path} is not a segdiff training state")
-        saved = RunConfig.from_dict(state["run"])
-        if saved.segdiff.model != self.run.segdiff.model or saved.segdiff.diffusion != self.run.segdiff.diffusion:
+        saved = state.get("network") or DiffusionObjective(RunConfig.from_dict(state["run"]).segdiff).network()
+        if saved != self.objective.network():
             raise TrainingError(
                 f"cannot resume: {self.state_path} was trained with a different model/diffusion config; "
                 "use the same settings (or another output folder)"
@@ -224,8 +286,9 @@ class Trainer:
         self.best_iou = state.get("best_iou")
         self.log(f"resumed from {self.state_path} at step {self.step}")
 
-    def _init_from(self, path: Path) -> None:
-        model, cfg, meta = load_model(path)
+    def _init_from(self, source: str | Path | ModelFile) -> None:
+        file = source if isinstance(source, ModelFile) else read_model_file(source)
+        (model, cfg, meta), path = (file.build(), file.config, file.metadata), file.path
         if cfg.model != self.run.segdiff.model:
             raise ConfigError(
                 f"--init-from {path}: its network config differs from this run's; fine-tuning keeps the "
@@ -253,6 +316,7 @@ class Trainer:
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "run": self.run.to_dict(),
+            "network": self.objective.network(),
             "step": self.step,
             "best_iou": self.best_iou,
             "model": self.model.state_dict(),
@@ -261,7 +325,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         atomic_save(state, self.state_path)
-        save_model(self.out / "last.pt", self.ema.model, self.run.segdiff, self._metadata(metrics))
+        save_model(self.out / "last.pt", self.ema.model, self.objective.config, self._metadata(metrics))
 
     # ------------------------------------------------------------------ logging
     def _log_json(self, record: dict[str, Any]) -> None:
@@ -294,9 +358,8 @@ class Trainer:
             assert self.val_source is not None
             protocol = EvalProtocol(VAL_PROTOCOLS[data.task], work_size=data.work_size or None)
             items = validation_items(self.val_source, tc.val_samples, data.val_seed)
-            self._val_set = prepare_items(items, protocol, self.run.segdiff.model.image_size)
-        segmenter = Segmenter(self.ema.model, self.run.segdiff, device=self.device)
-        method = segdiff_method(segmenter, tc.val_generations, tc.val_steps, seed=tc.seed, batch_images=VAL_BATCH)
+            self._val_set = prepare_items(items, protocol, self.run.segdiff.preprocess.input_size)
+        method = self.objective.method(self.ema.model, self.device, tc)
         summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
         return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
 
@@ -319,7 +382,7 @@ class Trainer:
             if iou is not None and (self.best_iou is None or iou > self.best_iou):
                 self.best_iou = iou
                 self.best_step = self.step
-                save_model(self.out / "best.pt", self.ema.model, self.run.segdiff, self._metadata(metrics))
+                save_model(self.out / "best.pt", self.ema.model, self.objective.config, self._metadata(metrics))
             if bar is not None:
                 bar.write(f"step {self.step}: val IoU {metrics.get('iou', float('nan')):.4f} F1 {metrics.get('f1', float('nan')):.4f}")
         barrier(self.ctx)
@@ -333,23 +396,19 @@ class Trainer:
 
 
     # ------------------------------------------------------------------ the loop
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
     def _train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
-        """One step of Alg. 2 on a batch: images (B, C, S, S), masks (B, 1, S, S) in {-1, 1}."""
+        """One optimisation step on a batch: images (B, C, S, S), masks (B, 1, S, S) in {-1, 1}."""
         tc = self.run.train
         gen = torch.Generator().manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=2))
-        b = images.shape[0]
-        t = self.scheduler.sample_timesteps(b, gen)  # t ~ Uniform({0..T-1})
-        noise = torch.randn(masks.shape, generator=gen)  # eps ~ N(0, I)
-        images, masks, t, noise = (v.to(self.device, non_blocking=True) for v in (images, masks, t, noise))
-        x_t = self.scheduler.add_noise(masks, noise, t)  # sqrt(abar) x0 + sqrt(1 - abar) eps
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, self.run)
         net = self.ddp if self.ddp is not None else self.model
         with torch.random.fork_rng(devices=[]):  # dropout draws from a per-step seed
             torch.manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=3))
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                eps = net(x_t, t, images)
-            loss = self.scheduler.loss(eps, self.scheduler.training_target(masks, noise))  # Eq. 18
+            loss = self.objective.loss(net, images, masks, gen, self.device, self._autocast)
         value = float(loss.detach())
         if any_flag(not math.isfinite(value), self.ctx):
             raise TrainingError(
