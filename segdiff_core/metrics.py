@@ -25,6 +25,8 @@ from scipy import ndimage
 from scipy.stats import rankdata
 from skimage.segmentation import find_boundaries
 
+from segdiff_core.validation import check_float, check_int
+
 __all__ = [
     "MetricError",
     "iou",
@@ -122,12 +124,6 @@ def _as_probability(prob: np.ndarray, name: str = "prob") -> np.ndarray:
     if lo < 0.0 or hi > 1.0:
         raise MetricError(f"{name} must lie in [0, 1], found values in [{lo:g}, {hi:g}]")
     return arr
-
-
-def _check_n_bins(n_bins: int) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise MetricError(f"n_bins must be a positive integer, got {n_bins!r}")
-    return int(n_bins)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,13 +256,8 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return find_boundaries(mask.view(np.uint8), connectivity=1, mode="inner")
 
 
-def _check_tolerance(tolerance: float) -> float:
-    numeric = (int, float, np.integer, np.floating)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numeric):
-        raise MetricError(f"tolerance must be a number of pixels, got {tolerance!r}")
-    if not (math.isfinite(tolerance) and tolerance >= 0):
-        raise MetricError(f"tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
-    return float(tolerance)
+def _tolerance(value: float) -> float:
+    return check_float(value, "tolerance (pixels)", 0.0, error=MetricError)
 
 
 def _boundary_distances(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -309,7 +300,7 @@ def boundary_precision_recall(
     Degenerate cases follow the DAVIS evaluation: no boundary in either mask -> (1, 1, 1);
     no predicted boundary -> P = 1, R = 0, F = 0; no gt boundary -> P = 0, R = 1, F = 0.
     """
-    tol = _check_tolerance(tolerance)
+    tol = _tolerance(tolerance)
     return _boundary_prf(*_boundary_distances(pred, gt), tol)
 
 
@@ -330,7 +321,7 @@ def boundf(
 
     The distance transforms are computed once for all tolerances.
     """
-    tols = [_check_tolerance(t) for t in tolerances]
+    tols = [_tolerance(t) for t in tolerances]
     if not tols:
         raise MetricError("tolerances is empty; give at least one distance in pixels")
     to_gt, to_pred = _boundary_distances(pred, gt)
@@ -366,7 +357,7 @@ def _bin_sums(prob: np.ndarray, gt: np.ndarray, n_bins: int) -> np.ndarray:
     p = _as_probability(prob)
     g = _as_binary(gt, "gt")
     _check_same_shape(p, g, ("prob", "gt"))
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_int(n_bins, "n_bins", 1, error=MetricError)
     idx = _bin_index(p.ravel(), n_bins)
     return np.stack([
         np.bincount(idx, minlength=n_bins).astype(np.float64),
@@ -498,7 +489,7 @@ def error_rate_by_uncertainty(
             are not counted).
     """
     u, wrong = _uncertainty_inputs(uncertainty, pred, gt)
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_int(n_bins, "n_bins", 1, error=MetricError)
     edges = np.histogram_bin_edges(u, bins=n_bins, range=value_range)
     counts, _ = np.histogram(u, bins=edges)
     errors, _ = np.histogram(u, bins=edges, weights=wrong.astype(np.float64))
@@ -532,8 +523,8 @@ class SegmentationMetrics:
     def __init__(
         self, n_bins: int = 10, boundary_tolerances: Sequence[float] = BOUNDF_TOLERANCES
     ) -> None:
-        self.n_bins = _check_n_bins(n_bins)
-        self.boundary_tolerances = tuple(_check_tolerance(t) for t in boundary_tolerances)
+        self.n_bins = check_int(n_bins, "n_bins", 1, error=MetricError)
+        self.boundary_tolerances = tuple(_tolerance(t) for t in boundary_tolerances)
         if not self.boundary_tolerances:
             raise MetricError("boundary_tolerances is empty")
         self._records: list[dict[str, Any]] = []

@@ -100,13 +100,13 @@ def sample_progressive(
     for i, t in enumerate(schedule.timesteps.tolist()):
         # Grad mode is thread-local: enter inference mode per step, never across a yield.
         with torch.inference_mode():
-            eps_chunks = []
+            chunks = []  # the network's output: eps, or x_0 for an x0-prediction model
             for s in range(0, total, chunk_size):
                 xs = x[s : s + chunk_size]
                 ts = torch.full((xs.shape[0],), t, dtype=torch.long, device=device)
-                eps_chunks.append(model.denoise(xs, ts, conditioning(s, s + xs.shape[0])))
-            eps = torch.cat(eps_chunks) if len(eps_chunks) > 1 else eps_chunks[0]
-            out = schedule.step(eps, i, x, generator=generator, clip_denoised=clip_denoised)
+                chunks.append(model.denoise(xs, ts, conditioning(s, s + xs.shape[0])))
+            model_output = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+            out = schedule.step(model_output, i, x, generator=generator, clip_denoised=clip_denoised)
             x = out.prev_sample
         yield SamplerStep(index=i, num_steps=n, timestep=t, x_t=x, pred_x0=out.pred_x0)
 

@@ -137,7 +137,7 @@ class SamplingSchedule:
 
     def step(
         self,
-        eps: torch.Tensor,
+        model_output: torch.Tensor,
         i: int,
         x_t: torch.Tensor,
         generator: torch.Generator | None = None,
@@ -146,21 +146,31 @@ class SamplingSchedule:
     ) -> StepOutput:
         """Reverse step i (0 = the noisiest), from x_t at ``timesteps[i]`` to the next state.
 
-        Args:
-            eps: the network's output at x_t: eps_theta(x_t, I, t), or x0_theta for a scheduler
-                with ``prediction == "x0"``; same shape as x_t.
-            i: position in :attr:`timesteps`.
-            x_t: current state (B, 1, H, W).
-            generator: CPU torch.Generator for the step noise z (results do not depend on
-                the device).
-            clip_denoised: clamp the predicted x_0 to [-1, 1] before forming the mean.
-            noise: explicit z instead of drawing it (tests).
+        Parameters
+        ----------
+        model_output : (B, 1, H, W) tensor
+            The network's output at x_t: ``eps_theta(x_t, I, t)``, or ``x0_theta`` for a
+            scheduler with ``prediction == "x0"`` (what it is follows the scheduler config).
+        i : int
+            Position in :attr:`timesteps`.
+        x_t : (B, 1, H, W) tensor
+            Current state.
+        generator : torch.Generator, optional
+            CPU generator for the step noise z (results do not depend on the device).
+        clip_denoised : bool
+            Clamp the predicted x_0 to [-1, 1] before forming the mean.
+        noise : tensor, optional
+            Explicit z instead of drawing it (tests).
+
+        Returns
+        -------
+        StepOutput
         """
         ac, ac_prev, beta = float(self._ac[i]), float(self._ac_prev[i]), float(self._betas[i])
         if self.scheduler.prediction == "x0":
-            pred_x0 = eps
-        else:
-            pred_x0 = (x_t - np.sqrt(1.0 - ac) * eps) / np.sqrt(ac)
+            pred_x0 = model_output
+        else:  # eps-prediction: x_0 from Eq. 5
+            pred_x0 = (x_t - np.sqrt(1.0 - ac) * model_output) / np.sqrt(ac)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         last = i == len(self.timesteps) - 1

@@ -53,6 +53,8 @@ from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, past
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.metrics import SegmentationMetrics
 
+from segdiff_core.validation import check_float, check_int
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from segdiff_core.segmenter import Segmenter
 
@@ -119,12 +121,10 @@ class EvalProtocol:
             raise EvaluationError(
                 f"unknown protocol {self.name!r}; choose one of {', '.join(PROTOCOLS)}"
             )
-        if not (math.isfinite(self.margin) and self.margin > -1.0):
-            raise EvaluationError(f"protocol margin must be a number > -1, got {self.margin!r}")
+        check_float(self.margin, "protocol margin", -1.0, lo_open=True, error=EvaluationError)
         for key in ("work_size", "stride"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise EvaluationError(f"protocol {key} must be a positive integer, got {value!r}")
+            if getattr(self, key) is not None:
+                check_int(getattr(self, key), f"protocol {key}", 1, error=EvaluationError)
 
     @property
     def is_prompt(self) -> bool:
@@ -220,8 +220,7 @@ def synthetic_items(
     """
     from segdiff_core.data.synthetic import STYLES, generate_tile
 
-    if isinstance(n_per_style, bool) or not isinstance(n_per_style, (int, np.integer)) or n_per_style < 1:
-        raise EvaluationError(f"the number of samples per style must be >= 1, got {n_per_style!r}")
+    check_int(n_per_style, "the number of samples per style", 1, error=EvaluationError)
     if not styles:
         raise EvaluationError("no synthetic styles given; use e.g. --data.styles fluorescence,he,ihc")
     unknown = [s for s in styles if s not in STYLES]
@@ -229,8 +228,7 @@ def synthetic_items(
         raise EvaluationError(f"unknown synthetic style(s) {unknown}; choose from {', '.join(STYLES)}")
     if task not in ("prompt", "semantic"):
         raise EvaluationError(f"task must be 'prompt' or 'semantic', got {task!r}")
-    if objects_per_tile < 1:
-        raise EvaluationError(f"objects_per_tile must be >= 1, got {objects_per_tile}")
+    check_int(objects_per_tile, "objects_per_tile", 1, error=EvaluationError)
     max_tiles = max_tiles_per_style if max_tiles_per_style is not None else 50 * n_per_style + 50
     items: list[EvalItem] = []
     for style in dict.fromkeys(styles):  # unique, in the given order
@@ -285,8 +283,8 @@ def dataset_items(
     total = len(dataset)
     if total == 0:
         raise EvaluationError("the dataset has no samples to evaluate")
-    if n is not None and (isinstance(n, bool) or n < 1):
-        raise EvaluationError(f"--n must be >= 1, got {n!r}")
+    if n is not None:
+        check_int(n, "--n", 1, error=EvaluationError)
     indices = np.arange(total)
     if n is not None and n < total:
         indices = np.sort(np.random.default_rng(int(seed)).choice(total, size=int(n), replace=False))
@@ -590,8 +588,7 @@ def run_method(
     """
     if not items:
         raise EvaluationError("no samples to evaluate")
-    if chunk_size < 1:
-        raise EvaluationError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_int(chunk_size, "chunk_size", 1, error=EvaluationError)
     overall = SegmentationMetrics(n_bins=n_bins)
     by_group: dict[str, SegmentationMetrics] = {}
     records: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -231,5 +231,3 @@ def fixed_eval_set(
         out.append(EvalSample(patch, target > 0, f"val{k}"))
     return out
 
-
-SourceFactory = Callable[[DataConfig], tuple[SampleSource, SampleSource]]

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from segdiff_core.data.boxes import Box
+from segdiff_core.validation import check_int
 
 
 class DatasetError(ValueError):
@@ -203,9 +204,8 @@ def scan_objects(ann: Annotation, min_area: int) -> _ObjectScan:
 
 
 def check_min_area(min_area: int) -> int:
-    if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
-        raise ValueError(f"min_area must be an integer >= 1 (pixels), got {min_area!r}")
-    return int(min_area)
+    """``min_area`` as an int >= 1 (pixels)."""
+    return check_int(min_area, "min_area (pixels)", 1)
 
 
 class _LRU:

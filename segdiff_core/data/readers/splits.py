@@ -12,14 +12,13 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from segdiff_core.data.readers._base import Dataset, Sample, _normalise_index
+from segdiff_core.validation import check_int
 
 
 def _rng(seed: int | np.random.Generator) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int or a numpy.random.Generator, got {seed!r}")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(check_int(seed, "seed (an int or a numpy.random.Generator)"))
 
 
 def split_indices(
