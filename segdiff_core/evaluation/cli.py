@@ -297,6 +297,16 @@ def _fail(message: object, code: int) -> int:
     return code
 
 
+def _print_header(segmenter: Any, protocol: EvalProtocol, data_line: str, heldout: Sequence[str]) -> None:
+    trained = segmenter.metadata.get("trained_on")
+    print(f"{PROG}: model {segmenter.source} ({segmenter.input_size}px input"
+          f"{', trained on ' + str(trained) if trained else ''}) on {segmenter.device}")
+    print(f"data: {data_line}")
+    if heldout:
+        print(f"held out from training: {', '.join(heldout)}")
+    print(f"protocol: {protocol.describe()}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``segdiff-eval``; returns the exit code (see the module docstring)."""
     parser = build_parser()
@@ -344,15 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, 1)
     heldout = _heldout_styles(data.styles, ckpt_data) if data.source == "synthetic" else []
 
-    unit = "prompts" if protocol.is_prompt else "images"
-    print(f"{PROG}: model {segmenter.source} ({segmenter.input_size}px input"
-          f"{', trained on ' + str(segmenter.metadata['trained_on']) if segmenter.metadata.get('trained_on') else ''}) "
-          f"on {segmenter.device}")
-    print(f"data: {data_desc}; {len(prepared)} {unit}"
-          + (f" ({n_skipped} samples without an object skipped)" if n_skipped else ""))
-    if heldout:
-        print(f"held out from training: {', '.join(heldout)}")
-    print(f"protocol: {protocol.describe()}", flush=True)
+    _print_header(segmenter, protocol, f"{data_desc}; {len(prepared)} {'prompts' if protocol.is_prompt else 'images'}"
+                  + (f" ({n_skipped} samples without an object skipped)" if n_skipped else ""), heldout)
 
     try:
         results = evaluate(prepared, methods, chunk_size=args.batch_images, progress=progress)

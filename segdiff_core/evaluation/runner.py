@@ -50,9 +50,9 @@ from tqdm.auto import tqdm
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.data.readers import Sample
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.metrics import SegmentationMetrics
-
 from segdiff_core.validation import check_float, check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -163,25 +163,10 @@ class EvalProtocol:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EvalItem:
-    """One evaluation sample before cropping.
-
-    Attributes:
-        image: ``(H, W)`` or ``(H, W, C)``, any real dtype.
-        mask: ``(H, W)`` bool target: the object (prompt protocols) or all foreground (windows).
-        box: tight box of the object (prompt protocols); unused by the windows protocol.
-        name: identifier for reports (``"he/tile003#7"``, ``"img01.tif#3"``).
-        group: breakdown key (synthetic style family or dataset class), or None.
-        class_name: object class passed to the class-averaged mIoU, or None.
-    """
-
-    image: np.ndarray
-    mask: np.ndarray
-    box: Box | None
-    name: str
-    group: str | None = None
-    class_name: str | None = None
+EvalItem = Sample
+"""One evaluation sample before cropping: the readers' :class:`~segdiff_core.data.readers.Sample`
+(``image``, bool ``mask``, tight ``box`` of the object or None for the windows protocol,
+``name``, ``class_name`` for the class-averaged mIoU, ``group`` for the breakdown)."""
 
 
 def _synthetic_rng(eval_seed: int, style: str, tile_index: int) -> np.random.Generator:
@@ -244,7 +229,7 @@ def synthetic_items(
             name = f"{style}/tile{tile_index:04d}"
             tile_index += 1
             if task == "semantic":
-                items.append(EvalItem(tile.image, tile.labels > 0, None, name, style))
+                items.append(EvalItem(tile.image, tile.labels > 0, None, name, group=style))
                 count += 1
                 continue
             ids, areas = np.unique(tile.labels[tile.labels > 0], return_counts=True)
@@ -254,7 +239,7 @@ def synthetic_items(
             k = min(objects_per_tile, ids.size, n_per_style - count)
             for obj in np.sort(rng.choice(ids, size=k, replace=False)):
                 mask = tile.labels == obj
-                items.append(EvalItem(tile.image, mask, Box.from_mask(mask), f"{name}#{int(obj)}", style))
+                items.append(EvalItem(tile.image, mask, Box.from_mask(mask), f"{name}#{int(obj)}", group=style))
             count += k
     return items
 
@@ -295,7 +280,7 @@ def dataset_items(
         if require_box and s.box is None:
             skipped += 1
             continue
-        items.append(EvalItem(s.image, s.mask, s.box, s.name, s.class_name, s.class_name))
+        items.append(dataclasses.replace(s, group=s.class_name))
     if not items:
         raise EvaluationError(
             f"none of the {len(indices)} selected samples has an object to prompt "

@@ -437,14 +437,21 @@ class Trainer:
         callback: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TrainResult:
-        """Train to ``run.train.steps`` (or an early stop); returns the model files written.
+        """Train to ``run.train.steps`` (or an early stop).
 
-        Args:
-            callback: receives every record written to ``metrics.jsonl`` (``{"step", "loss",
-                ...}`` or ``{"step", "val_iou", ...}``), on the main process.
-            should_stop: polled once per step; True stops the run after a checkpoint (the best
-                model so far stays in ``best.pt``), as do the ``train.patience`` and
-                ``train.max_minutes`` limits.
+        Parameters
+        ----------
+        callback : callable, optional
+            Receives every record written to ``metrics.jsonl`` (``{"step", "loss", ...}`` or
+            ``{"step", "val_iou", ...}``), on the main process.
+        should_stop : callable, optional
+            Polled once per step; True stops the run after a checkpoint (the best model so far
+            stays in ``best.pt``), as do the ``train.patience`` and ``train.max_minutes`` limits.
+
+        Returns
+        -------
+        TrainResult
+            The model files written.
         """
         tc = self.run.train
         if self.ctx.is_main:
@@ -452,19 +459,7 @@ class Trainer:
             (self.out / "run.json").write_text(json.dumps(self.run.to_dict(), indent=2))
             self._trim_log()
         self._callback = callback
-        batches = PairBatches(
-            self.train_source, self.run.segdiff.preprocess, self.run.data, tc.batch_size, tc.seed,
-            rank=self.ctx.rank, start=self.step, stop=tc.steps,
-        )
-        loader = torch.utils.data.DataLoader(
-            batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
-            persistent_workers=False, prefetch_factor=2 if tc.num_workers else None,
-        )
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=tc.steps, initial=self.step, desc="segdiff-train", unit="step", dynamic_ncols=True, mininterval=1.0)
+        loader, bar = self._loader(), self._progress_bar()
         self.model.train()
         self.stop_reason = None
         last_loss: float | None = None
@@ -501,6 +496,32 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        self._finish()
+        best = self.out / "best.pt"
+        return TrainResult(self.step, self.out / "last.pt", best if best.exists() else None, self.best_iou, last_loss)
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        """The batches of the remaining steps (:class:`PairBatches`, one item per step)."""
+        tc = self.run.train
+        batches = PairBatches(
+            self.train_source, self.run.segdiff.preprocess, self.run.data, tc.batch_size, tc.seed,
+            rank=self.ctx.rank, start=self.step, stop=tc.steps,
+        )
+        return torch.utils.data.DataLoader(
+            batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
+            persistent_workers=False, prefetch_factor=2 if tc.num_workers else None,
+        )
+
+    def _progress_bar(self) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.run.train.steps, initial=self.step, desc="segdiff-train", unit="step",
+                    dynamic_ncols=True, mininterval=1.0)
+
+    def _finish(self) -> None:
+        """Check that the replicas agree (DDP) and write the training plot."""
         if self.ctx.enabled:
             same = replicas_identical(self.model, self.ctx)
             if self.ctx.is_main:
@@ -514,5 +535,3 @@ class Trainer:
                 plot_training(self.out / "metrics.jsonl", self.out / "training.png")
             except Exception as exc:  # a plot must never fail a finished run
                 self.log(f"could not write the training plot: {exc}")
-        best = self.out / "best.pt"
-        return TrainResult(self.step, self.out / "last.pt", best if best.exists() else None, self.best_iou, last_loss)

@@ -35,7 +35,8 @@ class DatasetWarning(UserWarning):
 
 @dataclass
 class Sample:
-    """One training / evaluation example for a box-prompted segmenter.
+    """One training / evaluation example for a box-prompted segmenter (the one sample type of
+    readers, training validation and the evaluation runner).
 
     Attributes
     ----------
@@ -53,6 +54,9 @@ class Sample:
         Object class (e.g. ``"car"``), or ``None`` when the dataset has no classes.
     instance_id:
         The object's id in its image (its label value), or ``None`` for binary samples.
+    group:
+        Breakdown key of evaluation reports (synthetic style family or dataset class), or
+        ``None``. The evaluation runner's ``EvalItem`` is this class.
     """
 
     image: np.ndarray
@@ -61,6 +65,7 @@ class Sample:
     name: str
     class_name: str | None = None
     instance_id: int | None = None
+    group: str | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim not in (2, 3):
