@@ -1,0 +1,120 @@
+"""Objects per second on a 2048 x 2048 tile: one prompt at a time vs batched prompts.
+
+The same 100 boxes (ground-truth boxes of a synthetic H&E tile) are segmented
+
+* one at a time, as the plugin's per-box loop does: crop, ``Segmenter.segment``, paste back;
+* batched: :func:`segdiff_core.proposals.segment_boxes` with ``--batch`` prompts per network
+  batch (each prompt carries its G generations, so a batch holds ``batch x G`` images, split
+  into chunks of the model's ``chunk_size`` through the network).
+
+The modes alternate ``--repeats`` times in one process; the best time of each mode counts.
+Writes ``docs/predict-throughput.md`` and ``.json``.
+
+    python benchmarks/bench_predict_throughput.py --boxes 100 --generations 8 --steps 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segdiff_core.bundled import bundled_model_path
+from segdiff_core.data.crops import CropProtocol, paste_back, prompt_crop
+from segdiff_core.data.synthetic import generate_tile
+from segdiff_core.proposals import instance_boxes, segment_boxes
+from segdiff_core.segmenter import Segmenter
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def one_at_a_time(seg, image, boxes, inf, seed) -> float:
+    t0 = time.perf_counter()
+    for k, box in enumerate(boxes):
+        patch, geom = prompt_crop(image, box, seg.input_size, CropProtocol.expansion())
+        res = seg.segment(patch, inf, seed=seed + k)
+        paste_back(res.probability, geom)
+        paste_back(res.std, geom)
+    return time.perf_counter() - t0
+
+
+def batched(seg, image, boxes, inf, seed, batch) -> float:
+    t0 = time.perf_counter()
+    segment_boxes(seg, image, boxes, inf, seed=seed, batch_size=batch)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boxes", type=int, default=100)
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batches", default="8,32", help="batch sizes to measure")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, help="images per network call (default: the model's)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-docs", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seg = Segmenter.from_checkpoint(bundled_model_path(), device="cpu")
+    inf = seg.inference.replace(generations=args.generations, steps=args.steps)
+    if args.chunk_size:
+        inf = inf.replace(chunk_size=args.chunk_size)
+    tile = generate_tile("he", 2048, rng=7)
+    boxes = [b for b in instance_boxes(tile.labels) if b.height * b.width >= 64][: args.boxes]
+    sizes = [int(b) for b in args.batches.split(",")]
+    best: dict[str, float] = {}
+    for rep in range(args.repeats):
+        runs = {"one at a time": lambda: one_at_a_time(seg, tile.image, boxes, inf, 0)}
+        runs.update({f"batched {b}": (lambda b=b: batched(seg, tile.image, boxes, inf, 0, b)) for b in sizes})
+        for name, fn in runs.items():
+            t = fn()
+            best[name] = min(best.get(name, float("inf")), t)
+            print(f"repeat {rep}: {name}: {t:.1f} s, {len(boxes) / t:.2f} objects/s", flush=True)
+    base = best["one at a time"]
+    rows = [{"mode": k, "seconds": round(v, 2), "objects_per_s": round(len(boxes) / v, 3), "speedup": round(base / v, 2)} for k, v in best.items()]
+    if not args.no_docs:
+        write_docs(rows, args, len(boxes), seg, inf)
+    return 0
+
+
+def write_docs(rows, args, n, seg, inf) -> None:
+    lines = [
+        "# Batched prompts: throughput",
+        "",
+        f"Written by `benchmarks/bench_predict_throughput.py --boxes {args.boxes} --generations {args.generations} "
+        f"--steps {args.steps} --batches {args.batches} --repeats {args.repeats}"
+        + (f" --chunk-size {args.chunk_size}" if args.chunk_size else "") + "`.",
+        f"{n} boxes on a 2048 x 2048 synthetic H&E tile, bundled model ({seg.input_size} px input), "
+        f"G = {inf.generations} generations, {inf.steps} DDIM steps, chunk size {inf.chunk_size}, "
+        f"{args.threads} torch threads, {platform.machine()}, torch {torch.__version__}. Best of "
+        f"{args.repeats} alternating runs in one process; other jobs shared the 2 cores, so compare "
+        "the ratios, not the absolute times. Time per object is proportional to the steps, so the "
+        "ratios hold for the default 10 steps.",
+        "",
+        "| mode | seconds | objects/s | speed-up vs one at a time |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['mode']} | {r['seconds']} | {r['objects_per_s']} | {r['speedup']}x |" for r in rows]
+    best = max(r["speedup"] for r in rows)
+    verdict = "reached" if best >= 3 else "NOT reached"
+    lines += ["", f"The 3x target for 100 boxes is **{verdict}** on this CPU (best {best}x)."]
+    if best < 3:
+        lines += [
+            "On a CPU one prompt already sends its G generations through the network as one batch, "
+            "and the image encoder G(I) runs once per prompt either way; batching prompts only "
+            "enlarges the network batch (up to the chunk size), which a 2-core CPU turns into little "
+            "extra throughput. Batching pays on a GPU, where a batch of 8 images leaves most of the "
+            "device idle.",
+        ]
+    (DOCS / "predict-throughput.md").write_text("\n".join(lines) + "\n")
+    (DOCS / "predict-throughput.json").write_text(json.dumps({"args": vars(args), "boxes": n, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
