@@ -10,8 +10,10 @@ BUNDLED_MODEL_NAME = "nuclei-cpu.pt"
 def bundled_model_path() -> Path:
     """Path of the bundled model file inside the installed package.
 
-    Raises:
-        FileNotFoundError: the package was installed without its model file.
+    Raises
+    ------
+    FileNotFoundError
+        the package was installed without its model file.
     """
     path = Path(str(resources.files("segdiff_core") / "models" / BUNDLED_MODEL_NAME))
     if not path.is_file():

@@ -21,8 +21,10 @@ def available_devices() -> list[str]:
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """'auto' (or None) -> the best available device; an explicit name is checked.
 
-    Raises:
-        ValueError: unknown name, or a device that this machine does not have.
+    Raises
+    ------
+    ValueError
+        unknown name, or a device that this machine does not have.
     """
     if isinstance(device, torch.device):
         name = device.type

@@ -11,15 +11,23 @@ import torch
 class EnsembleResult:
     """Per-pixel summary of G generated masks (all arrays (H, W) unless said).
 
-    Attributes:
-        probability: mean over generations of p_i = clamp((x_0^i + 1) / 2, 0, 1), float32.
-        mask: probability > threshold, bool (a pixel at exactly the threshold is background,
-            as in :mod:`segdiff_core.metrics`).
-        std: standard deviation of p_i across generations (the spread), float32.
-        entropy: binary predictive entropy of ``probability`` in bits, in [0, 1], float32.
-        threshold: the threshold used for ``mask``.
-        num_generations: G.
-        generations: the individual p_i, (G, H, W) float32, or None if not requested.
+    Attributes
+    ----------
+    probability
+        mean over generations of p_i = clamp((x_0^i + 1) / 2, 0, 1), float32.
+    mask
+        probability > threshold, bool (a pixel at exactly the threshold is background,
+        as in :mod:`segdiff_core.metrics`).
+    std
+        standard deviation of p_i across generations (the spread), float32.
+    entropy
+        binary predictive entropy of ``probability`` in bits, in [0, 1], float32.
+    threshold
+        the threshold used for ``mask``.
+    num_generations
+        G.
+    generations
+        the individual p_i, (G, H, W) float32, or None if not requested.
     """
 
     probability: np.ndarray

@@ -171,8 +171,10 @@ def _finite_values(values: Iterable[float], what: str) -> np.ndarray:
 def miou(per_class_ious: Mapping[str, Sequence[float]]) -> float:
     """Cityscapes-style mIoU: the mean over classes of each class's mean per-object IoU.
 
-    Args:
-        per_class_ious: ``{class_name: [iou of each object of that class, ...]}``.
+    Parameters
+    ----------
+    per_class_ious
+        ``{class_name: [iou of each object of that class, ...]}``.
 
     Every class counts equally, however many objects it has.
     """
@@ -212,8 +214,10 @@ def wcov(pred: np.ndarray, gt: np.ndarray) -> float:
     ``WCov_metric`` that only returns the area ratio ``min(|P|, |G|) / max(|P|, |G|)``; that
     quantity is available as :func:`area_ratio`, but it is not a coverage.
 
-    Args:
-        pred, gt: ``(H, W)`` binary masks or label images of the same shape.
+    Parameters
+    ----------
+    pred, gt
+        ``(H, W)`` binary masks or label images of the same shape.
     """
     p = _as_labels(pred, "pred")
     g = _as_labels(gt, "gt")
@@ -392,11 +396,15 @@ def _ece_from_sums(sums: np.ndarray) -> float:
 def reliability_curve(prob: np.ndarray, gt: np.ndarray, n_bins: int = 10) -> ReliabilityCurve:
     """Per-bin mean predicted probability and fraction of positive pixels.
 
-    Args:
-        prob: foreground probabilities in ``[0, 1]``, any shape.
-        gt: binary ground truth of the same shape.
-        n_bins: number of uniform bins over ``[0, 1]``; bin ``k`` is ``[k/n, (k+1)/n)``, the
-            last bin also holds ``p = 1``.
+    Parameters
+    ----------
+    prob
+        foreground probabilities in ``[0, 1]``, any shape.
+    gt
+        binary ground truth of the same shape.
+    n_bins
+        number of uniform bins over ``[0, 1]``; bin ``k`` is ``[k/n, (k+1)/n)``, the
+        last bin also holds ``p = 1``.
     """
     return _curve_from_sums(_bin_sums(prob, gt, n_bins))
 
@@ -448,9 +456,12 @@ def uncertainty_auroc(uncertainty: np.ndarray, pred: np.ndarray, gt: np.ndarray)
     Returns NaN when there are no wrong pixels or no right pixels (AUROC is undefined with one
     class); aggregate with ``np.nanmean``.
 
-    Args:
-        uncertainty: per-pixel uncertainty (any real scale, e.g. std over generations).
-        pred, gt: masks or label images of the same shape.
+    Parameters
+    ----------
+    uncertainty
+        per-pixel uncertainty (any real scale, e.g. std over generations).
+    pred, gt
+        masks or label images of the same shape.
     """
     u, wrong = _uncertainty_inputs(uncertainty, pred, gt)
     n_pos = int(np.count_nonzero(wrong))
@@ -483,10 +494,12 @@ def error_rate_by_uncertainty(
 ) -> ErrorRateCurve:
     """Fraction of wrong pixels (``pred != gt``) in uniform bins of uncertainty.
 
-    Args:
-        value_range: ``(low, high)`` of the bins; default the min/max of ``uncertainty``
-            (``numpy.histogram`` conventions: the last bin is closed, values outside the range
-            are not counted).
+    Parameters
+    ----------
+    value_range
+        ``(low, high)`` of the bins; default the min/max of ``uncertainty``
+        (``numpy.histogram`` conventions: the last bin is closed, values outside the range
+        are not counted).
     """
     u, wrong = _uncertainty_inputs(uncertainty, pred, gt)
     n_bins = check_int(n_bins, "n_bins", 1, error=MetricError)
@@ -515,9 +528,12 @@ class SegmentationMetrics:
             m.add(prob, gt, uncertainty=unc, class_name=cls)
         m.summary()["iou"], m.per_sample[0]["boundf"]
 
-    Args:
-        n_bins: probability bins for the calibration score and ECE.
-        boundary_tolerances: pixel tolerances averaged by BoundF.
+    Parameters
+    ----------
+    n_bins
+        probability bins for the calibration score and ECE.
+    boundary_tolerances
+        pixel tolerances averaged by BoundF.
     """
 
     def __init__(
@@ -550,14 +566,20 @@ class SegmentationMetrics:
     ) -> dict[str, Any]:
         """Score one sample and store it; returns its record (see :attr:`per_sample`).
 
-        Args:
-            pred_prob: ``(H, W)`` foreground probability in ``[0, 1]`` (e.g. the mean of the
-                generations); a binary mask is accepted too (its calibration is then that of a
-                hard prediction).
-            gt: ``(H, W)`` binary ground truth.
-            uncertainty: optional ``(H, W)`` per-pixel uncertainty.
-            class_name: optional class (e.g. Cityscapes "car") for the class-averaged mIoU.
-            threshold: the hard prediction is ``pred_prob > threshold`` (strictly greater).
+        Parameters
+        ----------
+        pred_prob
+            ``(H, W)`` foreground probability in ``[0, 1]`` (e.g. the mean of the
+            generations); a binary mask is accepted too (its calibration is then that of a
+            hard prediction).
+        gt
+            ``(H, W)`` binary ground truth.
+        uncertainty
+            optional ``(H, W)`` per-pixel uncertainty.
+        class_name
+            optional class (e.g. Cityscapes "car") for the class-averaged mIoU.
+        threshold
+            the hard prediction is ``pred_prob > threshold`` (strictly greater).
         """
         if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise MetricError(f"threshold must be in [0, 1], got {threshold!r}")

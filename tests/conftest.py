@@ -22,3 +22,11 @@ def _private_settings_folder(tmp_path_factory, monkeypatch):
     """Each test's annotator remembers its settings in its own folder, never the user's."""
     monkeypatch.setenv("NAPARI_SEGDIFF_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
     monkeypatch.setenv("NAPARI_SEGDIFF_DATA_DIR", str(tmp_path_factory.mktemp("data")))  # fine-tuned models
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the whole smoke report (a module fixture of tests/test_report.py, about
+    half a minute) are slow; CI still runs them (it does not deselect ``slow``)."""
+    for item in items:
+        if "smoke" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -8,7 +8,6 @@ import torch
 
 from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload, save_model
 from segdiff_core.presets import get_preset
-from segdiff_core.segmenter import Segmenter
 from tests.helpers import random_model
 
 
@@ -129,43 +128,3 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(saved):
         atomic_save({"x": Unpicklable()}, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
-def test_segmenter_from_checkpoint_segments_a_patch(saved):
-    path, _, cfg = saved
-    seg = Segmenter.from_checkpoint(path, device="cpu")
-    patch = (torch.rand(40, 50, 3, generator=torch.Generator().manual_seed(0)).numpy() * 255).astype("uint8")
-    res = seg.segment(patch, inference=cfg.inference.replace(generations=3, steps=4), seed=1, keep_generations=True)
-    assert res.probability.shape == (32, 32) and res.generations.shape == (3, 32, 32)
-    assert res.num_generations == 3 and res.mask.dtype == bool
-    assert 0 <= res.probability.min() and res.probability.max() <= 1
-    again = seg.segment(patch, inference=cfg.inference.replace(generations=3, steps=4), seed=1)
-    assert (again.probability == res.probability).all()
-    run = seg.segment_progressive(patch, inference=cfg.inference.replace(generations=2, steps=3), seed=0)
-    steps = []
-    try:
-        while True:
-            steps.append(next(run))
-    except StopIteration as stop:
-        result = stop.value
-    assert len(steps) == 3 and result.probability.shape == (32, 32)
-
-
-def test_unavailable_device_is_a_clear_error(saved):
-    path, _, _ = saved
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="not available"):
-            Segmenter.from_checkpoint(path, device="cuda")
-
-
-def test_segment_batch_matches_shapes_and_is_seeded(saved):
-    path, _, cfg = saved
-    seg = Segmenter.from_checkpoint(path, device="cpu")
-    gen = torch.Generator().manual_seed(0)
-    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(5)]
-    inf = cfg.inference.replace(generations=2, steps=3)
-    a = seg.segment_batch(patches, inf, seed=4, batch_images=2)
-    b = seg.segment_batch(patches, inf, seed=4, batch_images=2)
-    assert len(a) == 5 and all(r.probability.shape == (32, 32) and r.num_generations == 2 for r in a)
-    assert all((x.probability == y.probability).all() for x, y in zip(a, b))
-    assert not (a[0].probability == a[1].probability).all()

@@ -20,7 +20,6 @@ from segdiff_core.data.crops import (
     CropGeometry,
     CropProtocol,
     WindowGrid,
-    as_box,
     crop_like,
     crop_to_model,
     crop_whole_image,
@@ -176,13 +175,6 @@ class TestCropProtocol:
             CropProtocol.expansion().crop_box(Box(50, 50, 60, 60), image_shape=(40, 40))
         with pytest.raises(BoxError, match="outside the image"):
             prompt_crop(np.zeros((40, 40)), Box(-20, 0, -1, 10), 8)
-
-    def test_as_box(self) -> None:
-        assert as_box([1, 2, 3, 4]) == Box(1.0, 2.0, 3.0, 4.0)
-        assert as_box(np.array([1.5, 2, 3, 4])) == Box(1.5, 2.0, 3.0, 4.0)
-        for bad in ([1, 2, 3], np.zeros((2, 2)), "abcd", None):
-            with pytest.raises(BoxError):
-                as_box(bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------

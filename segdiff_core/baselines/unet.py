@@ -82,14 +82,21 @@ def _plain(value: Any) -> Any:
 class UNetConfig:
     """Shape of the plain U-Net.
 
-    Attributes:
-        image_size: side of the square input (pixels); divisible by ``2 ** (levels - 1)``.
-        in_channels: image channels.
-        base_channels: width of the first level.
-        channel_mult: width multiplier per level (one level per entry; a 2x2 max-pool between
-            consecutive levels).
-        convs_per_level: (conv, GroupNorm, SiLU) blocks per level on each side (classic: 2).
-        norm_groups: GroupNorm groups (reduced to a divisor of the channel count when needed).
+    Attributes
+    ----------
+    image_size
+        side of the square input (pixels); divisible by ``2 ** (levels - 1)``.
+    in_channels
+        image channels.
+    base_channels
+        width of the first level.
+    channel_mult
+        width multiplier per level (one level per entry; a 2x2 max-pool between
+        consecutive levels).
+    convs_per_level
+        (conv, GroupNorm, SiLU) blocks per level on each side (classic: 2).
+    norm_groups
+        GroupNorm groups (reduced to a divisor of the channel count when needed).
     """
 
     image_size: int = 32
@@ -205,8 +212,10 @@ def config_matching_parameters(
     """The ``base`` config with the ``base_channels`` in ``widths`` whose parameter count is
     closest (in ratio) to ``target``. Returns ``(config, its parameter count)``.
 
-    Raises:
-        UNetConfigError: ``target`` is not positive or ``widths`` is empty.
+    Raises
+    ------
+    UNetConfigError
+        ``target`` is not positive or ``widths`` is empty.
     """
     if target < 1:
         raise UNetConfigError(f"the target parameter count must be positive, got {target}")
@@ -226,13 +235,18 @@ def config_matching_parameters(
 def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """Binary cross-entropy plus soft Dice loss (a scalar).
 
-    Args:
-        logits: (B, 1, H, W) raw network outputs.
-        target: (B, 1, H, W) masks in {0, 1} (float).
-        eps: smoothing of the Dice ratio, ``(2 sum(p t) + eps) / (sum p + sum t + eps)`` per
-            sample, so an empty target with an empty prediction has Dice 1.
+    Parameters
+    ----------
+    logits
+        (B, 1, H, W) raw network outputs.
+    target
+        (B, 1, H, W) masks in {0, 1} (float).
+    eps
+        smoothing of the Dice ratio, ``(2 sum(p t) + eps) / (sum p + sum t + eps)`` per
+        sample, so an empty target with an empty prediction has Dice 1.
 
-    Returns:
+    Returns
+    -------
         ``mean BCE + mean over samples of (1 - Dice)``.
     """
     if logits.shape != target.shape:

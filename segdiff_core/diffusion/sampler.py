@@ -21,13 +21,19 @@ from segdiff_core.model import SegDiffModel
 class SamplerStep:
     """One reverse step of an ensemble run.
 
-    Attributes:
-        index: 0-based position of the step in this run.
-        num_steps: how many steps the run has.
-        timestep: training-chain step t that was denoised in this step.
-        x_t: the state after the step, (N * G, 1, H, W) for N images and G generations
-            (x_0 after the last).
-        pred_x0: the model's estimate of x_0 at this step, same shape, in [-1, 1] if clipped.
+    Attributes
+    ----------
+    index
+        0-based position of the step in this run.
+    num_steps
+        how many steps the run has.
+    timestep
+        training-chain step t that was denoised in this step.
+    x_t
+        the state after the step, (N * G, 1, H, W) for N images and G generations
+        (x_0 after the last).
+    pred_x0
+        the model's estimate of x_0 at this step, same shape, in [-1, 1] if clipped.
     """
 
     index: int
@@ -61,19 +67,28 @@ def sample_progressive(
 ) -> Iterator[SamplerStep]:
     """Yield each step of ``generations`` reverse chains per image (Alg. 1).
 
-    Args:
-        model: the denoiser, already on the right device and in eval mode.
-        schedule: from :meth:`DDPMScheduler.sampling_schedule`.
-        image: preprocessed conditioning image (C, H, W), or N images (N, C, H, W), on the
-            model's device. With N images the states are (N * G, 1, H, W), image-major
-            (rows n*G .. n*G+G-1 belong to image n).
-        generations: number of independent samples per image (the paper averages 30).
-        generator: CPU generator for all noise; the same seed gives the same samples,
-            whatever ``chunk_size`` and device.
-        chunk_size: at most this many generations go through the network at once.
-        clip_denoised: clamp predicted x_0 to [-1, 1] (masks live there).
-        reuse_encoding: compute G(I) once (default). False recomputes it at every step for
-            every chunk, as the reference code does; kept for benchmarks and the equality test.
+    Parameters
+    ----------
+    model
+        the denoiser, already on the right device and in eval mode.
+    schedule
+        from :meth:`DDPMScheduler.sampling_schedule`.
+    image
+        preprocessed conditioning image (C, H, W), or N images (N, C, H, W), on the
+        model's device. With N images the states are (N * G, 1, H, W), image-major
+        (rows n*G .. n*G+G-1 belong to image n).
+    generations
+        number of independent samples per image (the paper averages 30).
+    generator
+        CPU generator for all noise; the same seed gives the same samples,
+        whatever ``chunk_size`` and device.
+    chunk_size
+        at most this many generations go through the network at once.
+    clip_denoised
+        clamp predicted x_0 to [-1, 1] (masks live there).
+    reuse_encoding
+        compute G(I) once (default). False recomputes it at every step for
+        every chunk, as the reference code does; kept for benchmarks and the equality test.
     """
     if generations < 1:
         raise ValueError(f"generations must be >= 1, got {generations}")

@@ -112,11 +112,14 @@ def _otsu_classes(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 def otsu_in_box(crop: np.ndarray) -> np.ndarray:
     """Otsu-in-box segmentation of the object in ``crop`` (see the module docstring).
 
-    Args:
-        crop: the crop region of the image at original resolution, ``(h, w)`` or
-            ``(h, w, C)``, any real dtype.
+    Parameters
+    ----------
+    crop
+        the crop region of the image at original resolution, ``(h, w)`` or
+        ``(h, w, C)``, any real dtype.
 
-    Returns:
+    Returns
+    -------
         ``(h, w)`` bool mask of one connected object (empty for a constant crop).
     """
     gray = to_grayscale(crop)
@@ -134,10 +137,13 @@ def otsu_in_box(crop: np.ndarray) -> np.ndarray:
 def otsu_foreground(image: np.ndarray) -> np.ndarray:
     """Global Otsu foreground of a whole image: the smaller Otsu class, holes filled.
 
-    Args:
-        image: ``(H, W)`` or ``(H, W, C)``, any real dtype.
+    Parameters
+    ----------
+    image
+        ``(H, W)`` or ``(H, W, C)``, any real dtype.
 
-    Returns:
+    Returns
+    -------
         ``(H, W)`` bool mask (empty for a constant image).
     """
     gray = to_grayscale(image)
