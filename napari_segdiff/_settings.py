@@ -1,5 +1,9 @@
 """The annotator's settings: one immutable value object, free of Qt and napari.
 
+Each setting is declared once, in :data:`SETTINGS` (label, type, range, choices, tooltip,
+default): :class:`AnnotatorSettings` validates with it and the widget builds its controls from
+it, so their ranges agree by construction.
+
 The widget edits an :class:`AnnotatorSettings` (``settings.replace(field=value)``), the
 controller reads it when a run starts, and :meth:`AnnotatorSettings.inference_for` turns it into
 the :class:`~segdiff_core.config.InferenceConfig` of the loaded model (``0`` / ``"model"``
@@ -8,17 +12,19 @@ fields fall back to the defaults saved with the model, which are the fast ones).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from segdiff_core.config import InferenceConfig
-from segdiff_core.data.crops import CropProtocol
+from segdiff_core.data.crops import PAPER_MARGIN, CropProtocol
 from segdiff_core.device import DEVICE_CHOICES
+from segdiff_core.validation import check_choice, check_float, check_int
 
 __all__ = [
     "SettingsError",
+    "Setting",
+    "SETTINGS",
     "MODEL_SOURCES",
     "PROTOCOLS",
     "SAMPLER_CHOICES",
@@ -28,54 +34,156 @@ __all__ = [
     "AnnotatorSettings",
 ]
 
-MODEL_SOURCES: tuple[str, ...] = ("bundled", "file")
-"""``bundled``: the nuclei model shipped with the package; ``file``: :attr:`model_path`."""
-
-PROTOCOLS: tuple[str, ...] = ("expansion", "tight", "custom", "windows")
-"""Crop protocols: 15 % expansion (paper), tight box, custom margin, whole-region windows."""
-
-SAMPLER_CHOICES: tuple[str, ...] = ("model", "ddim", "ddpm")
-"""``model``: the sampler saved with the model (its fast default); ``ddpm``: the paper's."""
-
-PREVIEW_KINDS: tuple[str, ...] = ("pred_x0", "x_t")
-"""Live preview: the model's current estimate of the final mask, or the noisy state x_t."""
-
-UNCERTAINTY_KINDS: tuple[str, ...] = ("std", "entropy")
-"""Uncertainty map: spread of the generations (std) or binary entropy of their mean (bits)."""
-
 PAPER_STEPS = 100
 """The paper samples with DDPM over all T = 100 steps."""
-
-EXPANSION_MARGIN = 0.15
 
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message says which and what to choose instead."""
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise SettingsError(f"{name} must be {bound}, got {value}")
-    return value
+@dataclass(frozen=True)
+class Setting:
+    """The one declaration of an annotator setting: validation and the widget both read it.
+
+    Attributes
+    ----------
+    name : str
+        The :class:`AnnotatorSettings` field.
+    label : str
+        Label of its control (the text of a check box).
+    kind : type
+        ``bool``, ``int``, ``float``, ``str`` (a choice) or ``Path``.
+    default : object
+        Default value.
+    tooltip : str
+        Tooltip of the control (ranges are added from ``lo``/``hi``).
+    choices : tuple of (text, value), optional
+        The allowed values of a choice, with the text the widget shows.
+    lo, hi : float, optional
+        Inclusive range of a number.
+    step : float, optional
+        Spin box step of a float.
+    special : str, optional
+        Text the widget shows for the value ``lo`` (e.g. ``"model default"`` for 0).
+    """
+
+    name: str
+    label: str
+    kind: type
+    default: Any
+    tooltip: str
+    choices: tuple[tuple[str, Any], ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    special: str | None = None
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return tuple(v for _, v in self.choices or ())
+
+    def check(self, value: Any) -> Any:
+        """``value`` validated (and normalised); :class:`SettingsError` if unusable."""
+        what = self.label
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise SettingsError(f"{what} must be True or False, got {value!r}")
+            return value
+        if self.choices is not None:
+            return check_choice(value, what, self.values, error=SettingsError)
+        if self.kind is int:
+            return check_int(value, what, self.lo, self.hi, error=SettingsError)
+        if self.kind is float:
+            return check_float(value, what, self.lo, self.hi, error=SettingsError)
+        if self.kind is Path:
+            if value is None:
+                return None
+            if not isinstance(value, (str, Path)):
+                raise SettingsError(f"{what} must be a file path, got {value!r}")
+            return Path(value)
+        raise TypeError(f"setting {self.name} has an unsupported kind {self.kind!r}")
+
+    def describe_range(self) -> str:
+        """``" (0-1000; 0 = model default)"`` for numbers, ``""`` otherwise."""
+        if self.lo is None or self.hi is None:
+            return ""
+        text = f" ({self.lo:g} to {self.hi:g}"
+        return text + (f"; {self.lo:g} = {self.special})" if self.special else ")")
 
 
-def _check_float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
-        rng = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
-        raise SettingsError(f"{name} must lie in {rng}, got {value!r}")
-    return v
+_MARGIN = f"{PAPER_MARGIN:.0%}"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model_source", "model", str, "bundled",
+            "The nuclei model shipped with napari-segdiff, or a SegDiff checkpoint (.pt) you "
+            "trained with segdiff-train",
+            choices=(("bundled nuclei model", "bundled"), ("checkpoint file", "file"))),
+    Setting("model_path", "checkpoint", Path, None,
+            "SegDiff model file (.pt); loaded once and reused until the file or device changes"),
+    Setting("device", "device", str, "auto", "auto = CUDA GPU, else Apple MPS, else CPU",
+            choices=tuple((d, d) for d in DEVICE_CHOICES)),
+    Setting("protocol", "crop", str, "expansion",
+            f"How a box becomes the model input. Expansion: a crop {_MARGIN} larger than the box "
+            "(the paper's setting). Tight: the box itself. Custom: your margin. Whole-region "
+            "windows: tile a large box with model-sized windows and label every object found",
+            choices=((f"expansion {_MARGIN} (paper)", "expansion"), ("tight box", "tight"),
+                     ("custom margin", "custom"), ("whole-region windows", "windows"))),
+    Setting("margin", "margin", float, PAPER_MARGIN,
+            f"Custom margin: the crop is (1 + margin) times the box ({PAPER_MARGIN:g} = {_MARGIN} larger)",
+            lo=-0.9, hi=10.0, step=0.05),
+    Setting("window_scale", "window scale", float, 1.0,
+            "Whole-region windows: image pixels per model pixel (1 = native resolution; "
+            "2 = windows cover twice the area at half the resolution)",
+            lo=0.05, hi=64.0, step=0.25),
+    Setting("window_overlap", "overlapping windows", bool, False,
+            "Whole-region windows: half-window stride, overlaps averaged (slower, no seams)"),
+    Setting("sampler", "sampler", str, "model",
+            "Model default: the fast settings saved with the model. DDPM (paper): ancestral "
+            f"sampling, {PAPER_STEPS} steps unless you set 'steps'",
+            choices=(("model default (fast)", "model"), ("DDIM", "ddim"), ("DDPM (paper)", "ddpm"))),
+    Setting("steps", "steps", int, 0,
+            "Denoising steps; more than the model's T are capped at T. Time grows linearly with steps",
+            lo=0, hi=1000, special="model default"),
+    Setting("generations", "generations", int, 0,
+            "Ensemble size: masks sampled and averaged. More generations = smoother probability "
+            "and better uncertainty, linearly slower",
+            lo=0, hi=1024, special="model default"),
+    Setting("threshold", "threshold", float, 0.5,
+            "A pixel joins the object when its probability (mean over generations) exceeds this; "
+            "1 could never be exceeded, so the range stops below it",
+            lo=0.0, hi=0.99, step=0.05),
+    Setting("seed", "seed", int, 0,
+            "Seed of the sampling noise: the same seed and settings reproduce a result",
+            lo=-1, hi=2**31 - 1, special="random"),
+    Setting("preview", "live preview", str, "pred_x0",
+            "Shown over the crop while denoising (mean over generations, a few updates per second)",
+            choices=(("predicted mask (x0)", "pred_x0"), ("noisy state (x_t)", "x_t"))),
+    Setting("uncertainty", "uncertainty", str, "std",
+            "Uncertainty map: spread of the sampled masks, or binary entropy (bits) of their mean",
+            choices=(("std across generations", "std"), ("entropy of the mean", "entropy"))),
+    Setting("overwrite", "overwrite existing labels", bool, False,
+            "Off: a new object only takes unlabelled pixels. On: it replaces other labels"),
+    Setting("largest_object_only", "keep largest piece only", bool, True,
+            "Box prompts: commit only the largest connected piece of the mask"),
+    Setting("skip_empty", "skip boxes without an object", bool, True,
+            "Warn instead of committing when the box holds no object (flat crop, mask that fills "
+            "the crop, generations that disagree, a box over the whole image) or only slivers "
+            "beside existing labels remain"),
+)
+"""Every annotator setting, in widget order."""
+
+SCHEMA: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+MODEL_SOURCES: tuple[str, ...] = SCHEMA["model_source"].values
+PROTOCOLS: tuple[str, ...] = SCHEMA["protocol"].values
+SAMPLER_CHOICES: tuple[str, ...] = SCHEMA["sampler"].values
+PREVIEW_KINDS: tuple[str, ...] = SCHEMA["preview"].values
+UNCERTAINTY_KINDS: tuple[str, ...] = SCHEMA["uncertainty"].values
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
+def _default(name: str) -> Any:
+    return dataclasses.field(default=SCHEMA[name].default)
 
 
 @dataclass(frozen=True)
@@ -105,44 +213,27 @@ class AnnotatorSettings:
         (:mod:`segdiff_core.objectness`) or only slivers beside existing labels remain.
     """
 
-    model_source: str = "bundled"
-    model_path: Path | None = None
-    device: str = "auto"
-    protocol: str = "expansion"
-    margin: float = EXPANSION_MARGIN
-    window_scale: float = 1.0
-    window_overlap: bool = False
-    sampler: str = "model"
-    steps: int = 0
-    generations: int = 0
-    threshold: float = 0.5
-    seed: int = 0
-    preview: str = "pred_x0"
-    uncertainty: str = "std"
-    overwrite: bool = False
-    largest_object_only: bool = True
-    skip_empty: bool = True
+    model_source: str = _default("model_source")
+    model_path: Path | None = _default("model_path")
+    device: str = _default("device")
+    protocol: str = _default("protocol")
+    margin: float = _default("margin")
+    window_scale: float = _default("window_scale")
+    window_overlap: bool = _default("window_overlap")
+    sampler: str = _default("sampler")
+    steps: int = _default("steps")
+    generations: int = _default("generations")
+    threshold: float = _default("threshold")
+    seed: int = _default("seed")
+    preview: str = _default("preview")
+    uncertainty: str = _default("uncertainty")
+    overwrite: bool = _default("overwrite")
+    largest_object_only: bool = _default("largest_object_only")
+    skip_empty: bool = _default("skip_empty")
 
     def __post_init__(self) -> None:
-        _check_choice("model source", self.model_source, MODEL_SOURCES)
-        if self.model_path is not None and not isinstance(self.model_path, Path):
-            object.__setattr__(self, "model_path", Path(self.model_path))
-        _check_choice("device", self.device, DEVICE_CHOICES)
-        _check_choice("crop protocol", self.protocol, PROTOCOLS)
-        object.__setattr__(self, "margin", _check_float("margin", self.margin, -0.9, 10.0))
-        object.__setattr__(
-            self, "window_scale", _check_float("window scale", self.window_scale, 0.0, 64.0, lo_open=True)
-        )
-        _check_choice("sampler", self.sampler, SAMPLER_CHOICES)
-        _check_int("steps", self.steps, 0, 1000)
-        _check_int("generations", self.generations, 0, 1024)
-        object.__setattr__(self, "threshold", _check_float("threshold", self.threshold, 0.0, 1.0))
-        _check_int("seed", self.seed, -1, 2**63 - 1)
-        _check_choice("preview", self.preview, PREVIEW_KINDS)
-        _check_choice("uncertainty", self.uncertainty, UNCERTAINTY_KINDS)
-        for name in ("window_overlap", "overwrite", "largest_object_only", "skip_empty"):
-            if not isinstance(getattr(self, name), bool):
-                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for setting in SETTINGS:  # one declaration per setting: see SETTINGS
+            object.__setattr__(self, setting.name, setting.check(getattr(self, setting.name)))
 
     def replace(self, **changes: Any) -> "AnnotatorSettings":
         """A copy with ``changes`` applied (validated)."""
@@ -167,17 +258,11 @@ class AnnotatorSettings:
         if not isinstance(data, Mapping):
             return settings, [f"saved settings are a {type(data).__name__}, not a table of values"]
         problems = []
-        for field in dataclasses.fields(cls):
-            if field.name not in data:
+        for setting in SETTINGS:
+            if setting.name not in data:
                 continue
-            value = data[field.name]
-            if field.name == "model_path" and value is not None:
-                if not isinstance(value, str):
-                    problems.append(f"model_path must be a file path, got {value!r}")
-                    continue
-                value = Path(value)
             try:
-                settings = settings.replace(**{field.name: value})
+                settings = settings.replace(**{setting.name: data[setting.name]})
             except (SettingsError, TypeError) as exc:
                 problems.append(str(exc))
         return settings, problems
@@ -186,11 +271,9 @@ class AnnotatorSettings:
 
     def crop_protocol(self) -> CropProtocol:
         """The box -> crop protocol (windows mode crops the box itself, tightly)."""
-        if self.protocol == "expansion":
-            return CropProtocol.expansion(EXPANSION_MARGIN)
         if self.protocol == "custom":
-            return CropProtocol.expansion(self.margin)
-        return CropProtocol.tight()
+            return CropProtocol.named("expansion", self.margin)
+        return CropProtocol.named("tight" if self.protocol == "windows" else self.protocol)
 
     def inference_for(self, defaults: InferenceConfig, num_timesteps: int) -> InferenceConfig:
         """The sampling settings for a model whose saved defaults are ``defaults``.

@@ -8,6 +8,7 @@ GUI stays responsive) and route the worker's events back to the controller.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
@@ -33,7 +34,8 @@ from segdiff_core.device import DEVICE_CHOICES, available_devices
 
 from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
-from napari_segdiff._settings import AnnotatorSettings
+from napari_segdiff._layers import role_of
+from napari_segdiff._settings import SCHEMA, SETTINGS, AnnotatorSettings, Setting
 from napari_segdiff._store import SettingsStore
 
 __all__ = ["AnnotatorWidget", "SHORTCUTS"]
@@ -45,13 +47,39 @@ NEW_BOXES = "<new boxes layer>"
 NEW_LABELS = "<new labels layer>"
 
 
-def _layer_choices(viewer: Any, kind: type, new_text: str | None) -> Callable[[Any], list]:
+def _layer_choices(viewer: Any, kind: type, new_text: str | None, own: bool = True) -> Callable[[Any], list]:
+    """Choices of a layer combo box; ``own=False`` leaves out the layers the annotator made."""
+
     def choices(_widget: Any = None) -> list:
         out: list = [(new_text, None)] if new_text else []
-        out += [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+        out += [
+            (layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, kind) and (own or role_of(layer) is None)
+        ]
         return out
 
     return choices
+
+
+def make_control(setting: Setting, values: list | None = None) -> Any:
+    """The magicgui control of one setting, built from its declaration (range, choices, tip);
+    ``values`` narrows a choice to the values usable here (e.g. the devices this machine has)."""
+    tip = setting.tooltip + setting.describe_range()
+    common = {"value": setting.default, "tooltip": tip}
+    if setting.kind is bool:
+        return CheckBox(text=setting.label, **common)
+    if setting.choices is not None:
+        choices = [c for c in setting.choices if values is None or c[1] in values]
+        return ComboBox(label=setting.label, choices=choices, **common)
+    if setting.kind is Path:
+        return FileEdit(label=setting.label, mode="r", filter="*.pt", nullable=True, tooltip=tip)
+    if setting.kind is int:
+        control = SpinBox(label=setting.label, min=int(setting.lo), max=int(setting.hi), **common)
+    else:
+        control = FloatSpinBox(label=setting.label, min=setting.lo, max=setting.hi, step=setting.step, **common)
+    if setting.special:
+        control.native.setSpecialValueText(setting.special)  # e.g. "model default" for 0
+    return control
 
 
 class _WorkerHandle:
@@ -97,9 +125,8 @@ class AnnotatorWidget(QWidget):
 
     def _build(self) -> None:
         v = self.viewer
-        s = AnnotatorSettings()
         self.image_combo = ComboBox(
-            label="image", choices=_layer_choices(v, Image, None),
+            label="image", choices=_layer_choices(v, Image, None, own=False),
             tooltip="The image to annotate (grayscale or RGB, any dtype; 3D/time stacks: the current 2D slice)",
         )
         self.boxes_combo = ComboBox(
@@ -113,105 +140,26 @@ class AnnotatorWidget(QWidget):
         )
         layers_box = Container(widgets=[self.image_combo, self.boxes_combo, self.labels_combo])
 
-        self.model_source = ComboBox(
-            label="model",
-            choices=[("bundled nuclei model", "bundled"), ("checkpoint file", "file")],
-            value=s.model_source,
-            tooltip="The nuclei model shipped with napari-segdiff, or a SegDiff checkpoint (.pt) "
-            "you trained with segdiff-train",
-        )
-        self.model_file = FileEdit(
-            label="checkpoint", mode="r", filter="*.pt", nullable=True,
-            tooltip="SegDiff model file (.pt); loaded once and reused until the file or device changes",
-        )
-        devices = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
-        self.device = ComboBox(
-            label="device", choices=devices, value=s.device,
-            tooltip="auto = CUDA GPU, else Apple MPS, else CPU",
+        here = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
+        controls = {st.name: make_control(st, here if st.name == "device" else None) for st in SETTINGS}
+        self.controls = controls
+        self.model_source, self.model_file, self.device = (
+            controls["model_source"], controls["model_path"], controls["device"]
         )
         self.model_label = QLabel("model not loaded yet")
         self.model_label.setWordWrap(True)
         model_box = Container(widgets=[self.model_source, self.model_file, self.device])
 
-        self.protocol = ComboBox(
-            label="crop",
-            choices=[
-                ("expansion 15 % (paper)", "expansion"),
-                ("tight box", "tight"),
-                ("custom margin", "custom"),
-                ("whole-region windows", "windows"),
-            ],
-            value=s.protocol,
-            tooltip="How a box becomes the model input. Expansion: a crop 15 % larger than the box "
-            "(the paper's setting). Tight: the box itself. Custom: your margin. Whole-region "
-            "windows: tile a large box with model-sized windows and label every object found",
-        )
-        self.margin = FloatSpinBox(
-            label="margin", value=s.margin, min=-0.5, max=3.0, step=0.05,
-            tooltip="Custom margin: the crop is (1 + margin) times the box (0.15 = 15 % larger)",
-        )
-        self.window_scale = FloatSpinBox(
-            label="window scale", value=s.window_scale, min=0.1, max=16.0, step=0.25,
-            tooltip="Whole-region windows: image pixels per model pixel (1 = native resolution; "
-            "2 = windows cover twice the area at half the resolution)",
-        )
-        self.window_overlap = CheckBox(
-            text="overlapping windows", value=s.window_overlap,
-            tooltip="Whole-region windows: half-window stride, overlaps averaged (slower, no seams)",
-        )
+        self.protocol, self.margin = controls["protocol"], controls["margin"]
+        self.window_scale, self.window_overlap = controls["window_scale"], controls["window_overlap"]
         prompt_box = Container(widgets=[self.protocol, self.margin, self.window_scale, self.window_overlap])
 
-        self.sampler = ComboBox(
-            label="sampler",
-            choices=[("model default (fast)", "model"), ("DDIM", "ddim"), ("DDPM (paper)", "ddpm")],
-            value=s.sampler,
-            tooltip="Model default: the fast settings saved with the model. DDPM (paper): ancestral "
-            "sampling, 100 steps unless you set 'steps'",
-        )
-        self.steps = SpinBox(
-            label="steps", value=s.steps, min=0, max=1000,
-            tooltip="Denoising steps (0 = the model's default). Time grows linearly with steps",
-        )
-        self.generations = SpinBox(
-            label="generations", value=s.generations, min=0, max=256,
-            tooltip="Ensemble size: masks sampled and averaged (0 = the model's default). More "
-            "generations = smoother probability and better uncertainty, linearly slower",
-        )
-        self.threshold = FloatSpinBox(
-            label="threshold", value=s.threshold, min=0.0, max=1.0, step=0.05,
-            tooltip="A pixel joins the object when its probability (mean over generations) exceeds this",
-        )
-        self.seed = SpinBox(
-            label="seed", value=s.seed, min=-1, max=2**31 - 1,
-            tooltip="Seed of the sampling noise: the same seed and settings reproduce a result. -1 = random",
-        )
+        self.sampler, self.steps, self.generations = controls["sampler"], controls["steps"], controls["generations"]
+        self.threshold, self.seed = controls["threshold"], controls["seed"]
         sampling_box = Container(widgets=[self.sampler, self.steps, self.generations, self.threshold, self.seed])
 
-        self.preview = ComboBox(
-            label="live preview",
-            choices=[("predicted mask (x0)", "pred_x0"), ("noisy state (x_t)", "x_t")],
-            value=s.preview,
-            tooltip="Shown over the crop while denoising (mean over generations, at most 10 updates/s)",
-        )
-        self.uncertainty = ComboBox(
-            label="uncertainty",
-            choices=[("std across generations", "std"), ("entropy of the mean", "entropy")],
-            value=s.uncertainty,
-            tooltip="Uncertainty map: spread of the sampled masks, or binary entropy (bits) of their mean",
-        )
-        self.overwrite = CheckBox(
-            text="overwrite existing labels", value=s.overwrite,
-            tooltip="Off: a new object only takes unlabelled pixels. On: it replaces other labels",
-        )
-        self.largest_only = CheckBox(
-            text="keep largest piece only", value=s.largest_object_only,
-            tooltip="Box prompts: commit only the largest connected piece of the mask",
-        )
-        self.skip_empty = CheckBox(
-            text="skip boxes without an object", value=s.skip_empty,
-            tooltip="Warn instead of committing when the box holds no object (flat crop, mask that "
-            "fills the crop, generations that disagree) or only slivers beside existing labels remain",
-        )
+        self.preview, self.uncertainty, self.overwrite = controls["preview"], controls["uncertainty"], controls["overwrite"]
+        self.largest_only, self.skip_empty = controls["largest_object_only"], controls["skip_empty"]
         output_box = Container(
             widgets=[self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty]
         )
@@ -344,25 +292,8 @@ class AnnotatorWidget(QWidget):
 
     def _setting_widgets(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
         """Each :class:`AnnotatorSettings` field -> (its widget, widget value -> setting value)."""
-        return {
-            "model_source": (self.model_source, str),
-            "model_path": (self.model_file, lambda v: v),
-            "device": (self.device, str),
-            "protocol": (self.protocol, str),
-            "margin": (self.margin, float),
-            "window_scale": (self.window_scale, float),
-            "window_overlap": (self.window_overlap, bool),
-            "sampler": (self.sampler, str),
-            "steps": (self.steps, int),
-            "generations": (self.generations, int),
-            "threshold": (self.threshold, float),
-            "seed": (self.seed, int),
-            "preview": (self.preview, str),
-            "uncertainty": (self.uncertainty, str),
-            "overwrite": (self.overwrite, bool),
-            "largest_object_only": (self.largest_only, bool),
-            "skip_empty": (self.skip_empty, bool),
-        }
+        convert = {bool: bool, int: int, float: float, str: str, Path: lambda v: v}
+        return {st.name: (self.controls[st.name], convert[st.kind]) for st in SETTINGS}
 
     def _set(self, name: str, value: Any) -> None:
         if self.controller.update_settings(**{name: value}) and self._saving:
@@ -505,11 +436,10 @@ class AnnotatorWidget(QWidget):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_label.setText(info.describe())
         d = info.defaults
-        self.steps.tooltip = f"Denoising steps (0 = the model's default, {d.steps}). Time grows linearly with steps"
-        self.generations.tooltip = (
-            f"Ensemble size: masks sampled and averaged (0 = the model's default, {d.generations}). More "
-            "generations = smoother probability and better uncertainty, linearly slower"
-        )
+        for name, value in (("steps", d.steps), ("generations", d.generations)):
+            setting, control = SCHEMA[name], self.controls[name]
+            control.tooltip = f"{setting.tooltip}{setting.describe_range()} (0 = the model's default, {value})"
+            control.native.setSpecialValueText(f"model default ({value})")
 
     def _sync_enabled(self) -> None:
         running = self.worker is not None or self.controller.is_running

@@ -58,13 +58,13 @@ def test_crop_protocols():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"device": "tpu"}, "device must be one of"),
-        ({"threshold": 1.5}, r"threshold must lie in \[0, 1\]"),
-        ({"steps": -1}, "steps must be between 0 and 1000"),
-        ({"generations": 2.5}, "generations must be an integer"),
-        ({"protocol": "loose"}, "crop protocol must be one of"),
-        ({"window_scale": 0}, "window scale must lie in"),
-        ({"overwrite": "yes"}, "overwrite must be True or False"),
+        ({"device": "tpu"}, "unknown device 'tpu'; use one of"),
+        ({"threshold": 1.0}, r"threshold must be a finite number in \[0, 0.99\]"),
+        ({"steps": -1}, r"steps must be an int in \[0, 1000\]"),
+        ({"generations": 2.5}, "generations must be an int"),
+        ({"protocol": "loose"}, "unknown crop 'loose'"),
+        ({"window_scale": 0}, r"window scale must be a finite number in \[0.05, 64\]"),
+        ({"overwrite": "yes"}, "overwrite existing labels must be True or False"),
     ],
 )
 def test_bad_settings_are_rejected_with_a_clear_message(change, match):

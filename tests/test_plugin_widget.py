@@ -585,7 +585,7 @@ def test_unusable_saved_settings_warn_and_start_from_defaults(qtbot, make_napari
     widget = AnnotatorWidget(make_napari_viewer())
     assert widget.controller.settings.device == "auto" and widget.controller.settings.steps == 0
     (warning,) = [m for m in messages(notes, "warning") if "SegDiff" in m]
-    assert "steps must be an integer" in warning and "device" in warning
+    assert "steps must be an int" in warning and "device" in warning
     widget.close_annotator()
 
     store.path.write_text("{ not json")
@@ -594,3 +594,33 @@ def test_unusable_saved_settings_warn_and_start_from_defaults(qtbot, make_napari
     assert any("unreadable" in m for m in messages(notes, "warning"))
     assert store.path.with_name("annotator.json.bad").read_text() == "{ not json"  # kept, not lost
     widget.close_annotator()
+
+
+def test_every_setting_control_has_the_validators_range(viewer_widget):
+    """One declaration per setting: the widget's ranges and choices are the validator's."""
+    from napari_segdiff._settings import SETTINGS, SettingsError
+
+    _viewer, widget = viewer_widget
+    assert set(widget.controls) == {st.name for st in SETTINGS}
+    for st in SETTINGS:
+        control = widget.controls[st.name]
+        ok = AnnotatorSettings()
+        if st.kind in (int, float):
+            assert (control.min, control.max) == (st.lo, st.hi), st.name
+            ok.replace(**{st.name: st.kind(control.min)})  # both ends of the widget are valid ...
+            ok.replace(**{st.name: st.kind(control.max)})
+            below = st.lo - (1 if st.kind is int else 1e-6)
+            above = st.hi + (1 if st.kind is int else 1e-6)
+            for bad in (below, above):  # ... and just beyond them the validator refuses
+                with pytest.raises(SettingsError):
+                    ok.replace(**{st.name: st.kind(bad)})
+        elif st.choices is not None:
+            shown = [v for v in control.choices]
+            assert set(shown) <= set(st.values), st.name
+            if st.name != "device":  # devices: only those this machine has
+                assert tuple(shown) == st.values, st.name
+            for value in shown:
+                ok.replace(**{st.name: value})
+        assert control.tooltip.startswith(st.tooltip), st.name
+    assert widget.steps.native.specialValueText().startswith("model default")
+    assert widget.generations.native.specialValueText().startswith("model default")

@@ -48,6 +48,7 @@ from typing import Any
 from segdiff_core import __version__
 from segdiff_core.checkpoint import CheckpointError
 from segdiff_core.config import SAMPLERS, ConfigError
+from segdiff_core.data.crops import PAPER_MARGIN
 from segdiff_core.evaluation.baselines import BASELINES, otsu_method
 from segdiff_core.evaluation.runner import (
     DEFAULT_EVAL_SEED,
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED, help=f"seed of the synthetic held-out set and of --n subsets (default {DEFAULT_EVAL_SEED})")
     p.add_argument("--split-only-val", action="store_true", help="datasets: evaluate only the validation split held out by training (no effect on synthetic data, which is always held out)")
-    p.add_argument("--margin", type=float, default=0.15, help="expansion protocol: crop margin (default 0.15)")
+    p.add_argument("--margin", type=float, default=PAPER_MARGIN, help=f"expansion protocol: crop margin (default {PAPER_MARGIN:g})")
     p.add_argument("--work-size", type=_positive_int, help="windows protocol: working resolution (default twice the model size)")
     p.add_argument("--stride", type=_positive_int, help="windows protocol: window stride (default the window size)")
     p.add_argument("--batch-images", type=_positive_int, default=8, help="prompts per network batch (default 8)")

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
-from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.data.crops import PAPER_MARGIN, CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
 from segdiff_core.data.readers import Sample
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.metrics import SegmentationMetrics
@@ -112,7 +112,7 @@ class EvalProtocol:
     """
 
     name: str
-    margin: float = 0.15
+    margin: float = PAPER_MARGIN
     work_size: int | None = None
     stride: int | None = None
 
@@ -133,11 +133,9 @@ class EvalProtocol:
 
     def crop_protocol(self) -> CropProtocol:
         """The :class:`CropProtocol` of a box-prompt protocol."""
-        if self.name == "tight":
-            return CropProtocol.tight()
-        if self.name == "expansion":
-            return CropProtocol.expansion(self.margin)
-        raise EvaluationError("the windows protocol has no box crop")
+        if not self.is_prompt:
+            raise EvaluationError("the windows protocol has no box crop")
+        return CropProtocol.named(self.name, self.margin)
 
     def window_grid(self, image_shape: tuple[int, ...], window: int) -> WindowGrid:
         """The :class:`WindowGrid` of the windows protocol for an image and a model size."""

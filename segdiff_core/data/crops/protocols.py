@@ -9,7 +9,13 @@ import numpy as np
 from segdiff_core.data.boxes import Box, as_box
 from segdiff_core.validation import check_float, check_range
 
-__all__ = ["CropError", "CropProtocol", "as_box"]
+__all__ = ["CropError", "CropProtocol", "PAPER_MARGIN", "PROMPT_PROTOCOLS", "as_box"]
+
+PAPER_MARGIN = 0.15
+"""The paper's *expansion* setting: the crop is 15 % larger than the box."""
+
+PROMPT_PROTOCOLS: tuple[str, ...] = ("tight", "expansion")
+"""Names of the box-prompt crop protocols (:meth:`CropProtocol.named`)."""
 
 
 class CropError(ValueError):
@@ -50,7 +56,7 @@ class CropProtocol:
     ``scale_range``), row shift, column shift (if ``shift > 0``), margin (if ``jitter_margin``).
     """
 
-    margin: float = 0.15
+    margin: float = PAPER_MARGIN
     jitter_margin: tuple[float, float] | None = None
     shift: float = 0.0
     scale_range: tuple[float, float] | None = None
@@ -72,9 +78,19 @@ class CropProtocol:
         return cls(margin=0.0, square=square)
 
     @classmethod
-    def expansion(cls, margin: float = 0.15, square: bool = False) -> "CropProtocol":
+    def expansion(cls, margin: float = PAPER_MARGIN, square: bool = False) -> "CropProtocol":
         """The crop is ``1 + margin`` times the box (paper's *expansion* setting: 15 %)."""
         return cls(margin=margin, square=square)
+
+    @classmethod
+    def named(cls, name: str, margin: float | None = None) -> "CropProtocol":
+        """The protocol called ``name`` (one of :data:`PROMPT_PROTOCOLS`): ``"tight"``, or
+        ``"expansion"`` with ``margin`` (default :data:`PAPER_MARGIN`)."""
+        if name == "tight":
+            return cls.tight()
+        if name == "expansion":
+            return cls.expansion(PAPER_MARGIN if margin is None else margin)
+        raise CropError(f"unknown box crop protocol {name!r}; use one of {', '.join(PROMPT_PROTOCOLS)}")
 
     @classmethod
     def training(cls, jitter_margin: tuple[float, float] = (0.10, 0.20), shift: float = 0.0,
