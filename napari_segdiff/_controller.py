@@ -124,6 +124,7 @@ class AnnotatorController:
         self._rng = np.random.default_rng()
         self._closed = False
         self._pending: deque[Any] = deque()
+        self._warned: set[BoxKey] = set()  # shapes already reported as unusable
         self._handling = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -357,7 +358,10 @@ class AnnotatorController:
             except PromptError as exc:
                 if scope == "newest" and len(indices) == 1:
                     raise
-                problems.append(str(exc))
+                key = box_key(prompts.unique_id, prompts.data[i])
+                if key not in self._warned:  # say it once per shape, not on every Segment all
+                    self._warned.add(key)
+                    problems.append(str(exc))
                 continue
             reader = readers.get(box_plane.fixed)
             if reader is None:
@@ -468,6 +472,12 @@ class AnnotatorController:
             desc = f"SegDiff: {len(run.request.jobs)} box(es), {inf.sampler.upper()} {inf.steps} steps x {inf.generations}"
             run.pbar = progress(total=max(event.total_steps, 1), desc=desc)
             run.total_steps = event.total_steps
+            asked = run.request.settings.steps
+            if asked > event.model.num_timesteps:
+                show_info(
+                    f"SegDiff: {asked} steps asked, but this model's chain has T = "
+                    f"{event.model.num_timesteps} steps; sampling with {inf.steps}"
+                )
             self.progress_changed.emit(0, event.total_steps, "denoising ...")
             self.status_changed.emit(event.model.describe())
         elif isinstance(event, StepUpdate):
@@ -629,6 +639,13 @@ class AnnotatorController:
             log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)
 
+    def detach_view(self, *_: Any) -> None:
+        """The view is going away (widget closed, viewer closed): disconnect it from the signals
+        and stop applying events, so nothing touches deleted Qt widgets."""
+        for signal in (self.progress_changed, self.running_changed, self.model_loaded, self.status_changed):
+            signal.disconnect()
+        self.close()
+
     def close(self) -> None:
         """Forget the viewer (the widget is closing)."""
         if self._closed:
@@ -636,6 +653,8 @@ class AnnotatorController:
         self._closed = True
         self.end_run()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.prompts_layer = None  # disconnects from the layers' events
+        self.labels_layer = None
         self.cache.clear()
 
     # ---------------------------------------------------------------------------------------

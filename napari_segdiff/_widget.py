@@ -106,6 +106,7 @@ class AnnotatorWidget(QWidget):
         # if Qt deletes this widget (the viewer closes), stop a running worker
         self._handle = _WorkerHandle()
         self.destroyed.connect(self._handle.stop)
+        self.destroyed.connect(self.controller.detach_view)  # the viewer closed under us
         self._store = SettingsStore()
         self._saving = False  # off while saved settings are being shown
         self._save_failed = False
@@ -222,14 +223,6 @@ class AnnotatorWidget(QWidget):
             lay.addWidget(sec)
         lay.addWidget(self.reset_settings_button)
 
-        row = QHBoxLayout()
-        row.addWidget(self.segment_button)
-        row.addWidget(self.segment_all_button)
-        lay.addLayout(row)
-        lay.addWidget(self.cancel_button)
-        lay.addWidget(self.progress_bar)
-        lay.addWidget(self.status)
-
         export_inner = QWidget()
         ex = QVBoxLayout(export_inner)
         ex.setContentsMargins(0, 0, 0, 0)
@@ -246,9 +239,21 @@ class AnnotatorWidget(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # the run controls and the status stay below the scrolling settings, always visible
+        bottom = QWidget()
+        run_lay = QVBoxLayout(bottom)
+        run_lay.setContentsMargins(4, 2, 4, 4)
+        row = QHBoxLayout()
+        row.addWidget(self.segment_button)
+        row.addWidget(self.segment_all_button)
+        run_lay.addLayout(row)
+        run_lay.addWidget(self.cancel_button)
+        run_lay.addWidget(self.progress_bar)
+        run_lay.addWidget(self.status)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(bottom, 0)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.setMinimumWidth(300)
         self._containers = [layers_box, model_box, prompt_box, sampling_box, output_box, export_box]
@@ -421,7 +426,8 @@ class AnnotatorWidget(QWidget):
     def _on_finished(self) -> None:
         self._handle.worker = None
         self.controller.worker_finished()
-        self._sync_enabled()
+        if not self._closed:
+            self._sync_enabled()
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
         self.progress_bar.setRange(0, max(total, 1))
@@ -500,6 +506,7 @@ class AnnotatorWidget(QWidget):
         self._closed = True
         if self.worker is not None:
             self.worker.quit()
+        self.controller.detach_view()  # no more updates of Qt widgets that may be deleted
         self._unbind_keys()
         events = self.viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):

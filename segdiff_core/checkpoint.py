@@ -80,10 +80,22 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             "use another copy of the file"
         ) from exc
     except Exception as exc:  # pickle.UnpicklingError for code-carrying or foreign pickles, etc.
-        raise CheckpointError(
-            f"{what} {path} is not a safe segdiff file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Only files of plain tensors and values are loaded; files that would run code are refused"
-        ) from exc
+        raise CheckpointError(_refusal(path, what, exc)) from exc
+
+
+def _refusal(path: Path, what: str, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it
+    unsafely: a pickle that names code (a ``GLOBAL``) is refused, anything else is no model file."""
+    advice = ("weights_only", "Weights only load failed", "Check the documentation", "WeightsUnpickler error")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not any(a in ln for a in advice)]
+    detail = "; ".join(lines)[:200]
+    if "global" in detail.lower():
+        return (
+            f"{what} {path} refers to code ({detail}); it was refused: files that would run code "
+            "are never loaded. Use a model file written by segdiff-train"
+        )
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return f"{what} {path} is not a segdiff model file and cannot be read ({reason}); use a model file written by segdiff-train"
 
 
 @dataclass(frozen=True)

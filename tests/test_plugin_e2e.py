@@ -184,3 +184,170 @@ def test_labels_layer_with_another_scale_is_refused(qtbot, annotator, notes):
     segment(qtbot, viewer, widget)
     assert any("placed differently" in m for m in messages(notes, "error")), notes
     assert not labels.data.any()
+
+
+# ------------------------------------------------------------------------------------------
+# smaller things (issue 10, fault 8)
+# ------------------------------------------------------------------------------------------
+
+
+def test_maps_sit_below_the_labels_and_the_image_list_offers_no_plugin_layer(qtbot, annotator):
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    segment(qtbot, viewer, widget)
+    layers = viewer.layers
+    labels = widget.controller.labels_layer
+    prob = next(layer for layer in layers if layer.name.endswith("probability"))
+    unc = next(layer for layer in layers if "uncertainty" in layer.name)
+    assert layers.index(prob) < layers.index(labels) and layers.index(unc) < layers.index(labels)
+    assert [c for c in widget.image_combo.choices] == [image]
+    # the progress bar reads 100 % after a finished run
+    assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0
+
+
+def test_image_deleted_mid_run_is_not_replaced_by_a_plugin_layer(qtbot, annotator, notes):
+    viewer, widget = annotator
+    widget.steps.value = 60
+    image, boxes = open_image(viewer, widget, qtbot)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: widget.controller.is_running and widget.progress_bar.value() > 0, timeout=30000)
+    viewer.layers.remove(image)
+    wait_idle(qtbot, widget)
+    assert widget.image_combo.value is None
+    assert widget.controller.image_layer is None
+
+
+def test_status_line_is_visible_at_950_px(qtbot, annotator):
+    viewer, widget = annotator
+    window = viewer.window._qt_window
+    window.resize(1200, 950)
+    qtbot.waitUntil(lambda: window.height() <= 950, timeout=5000)
+    widget.status.setText("a status line the user must be able to read")
+    qtbot.wait(50)
+    assert widget.status.isVisible() and not widget.status.visibleRegion().isEmpty()
+    bottom = widget.status.mapTo(window, widget.status.rect().bottomLeft()).y()
+    assert bottom <= window.height()
+    assert widget.status.visibleRegion().boundingRect().height() == widget.status.height()
+
+
+def test_closing_the_viewer_during_a_run_raises_nothing(qtbot, make_napari_viewer, model_file):
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    configure(widget, model_file, steps=80, generations=2)
+    image, boxes = open_image(viewer, widget, qtbot)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: widget.controller.is_running and widget.progress_bar.value() > 0, timeout=30000)
+    worker = widget.worker
+    done: list[bool] = []
+    worker.finished.connect(lambda: done.append(True))
+    viewer.close()  # pytest-qt fails the test on any exception raised in a Qt slot
+    qtbot.waitUntil(lambda: bool(done), timeout=30000)
+    qtbot.wait(100)
+
+
+def test_final_message_counts_only_boxes_that_gave_objects(qtbot, annotator, notes):
+    viewer, widget = annotator
+    widget.steps.value = 40
+    image, boxes = open_image(viewer, widget, qtbot)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    segment(qtbot, viewer, widget)
+    labels = widget.controller.labels_layer
+    draw_box_px(qtbot, viewer, boxes, image, 36, 36, 54, 54)
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: widget.controller.is_running and widget.progress_bar.value() > 0, timeout=30000)
+    viewer.layers.remove(labels)
+    wait_idle(qtbot, widget)
+    infos = messages(notes, "info")
+    assert any("0 of 1 box(es) gave objects" in m for m in infos), infos
+    assert any("labels layer was deleted" in m for m in messages(notes, "warning"))
+
+
+def test_non_rectangles_are_reported_once_and_capped_steps_are_said(qtbot, annotator, notes):
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot)
+    viewer.layers.selection.active = boxes
+    boxes.mode = "add_ellipse"
+    from tests.gui_helpers import drag
+
+    drag(qtbot, viewer, (30, 30), (44, 44))
+    assert boxes.shape_type == ["ellipse"]
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    widget.steps.value = 150  # the test model's chain has T = 100
+    widget.generations.value = 1
+    segment(qtbot, viewer, widget, "all")
+    segment(qtbot, viewer, widget, "all")
+    warnings = [m for m in messages(notes, "warning") if "is an ellipse" in m]
+    assert len(warnings) == 1, warnings
+    assert any("150 steps asked" in m and "T = 100" in m for m in messages(notes, "info"))
+
+
+# ------------------------------------------------------------------------------------------
+# fault 5: no object where there is none (the bundled nuclei model)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundled_annotator(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    widget.model_source.value = "bundled"
+    widget.device.value = "cpu"
+    widget.seed.value = 0
+    assert widget.skip_empty.value  # the default
+    return viewer, widget
+
+
+@pytest.mark.slow
+def test_no_object_boxes_commit_nothing_and_slivers_are_refused(qtbot, bundled_annotator, notes):
+    from scipy import ndimage
+
+    viewer, widget = bundled_annotator
+    tile = generate_tile("fluorescence", 256, 3)
+    image = viewer.add_image(tile.image, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    boxes = widget.controller.prompts_layer
+
+    # a nucleus: committed
+    rows, cols = ndimage.find_objects(tile.labels)[2]
+    draw_box_px(qtbot, viewer, boxes, image, rows.start - 1, cols.start - 1, rows.stop, cols.stop)
+    segment(qtbot, viewer, widget)
+    labels = widget.controller.labels_layer
+    assert present(labels) == {1}
+    before = labels.data.copy()
+
+    # the same nucleus again, box shifted by 2 px: only slivers would be left -> nothing
+    draw_box_px(qtbot, viewer, boxes, image, rows.start + 1, cols.start + 1, rows.stop + 2, cols.stop + 2)
+    segment(qtbot, viewer, widget)
+    assert np.array_equal(labels.data, before)
+    assert any("sliver" in m for m in messages(notes, "warning")), notes
+
+    # empty background, far from every nucleus
+    far = np.argwhere(ndimage.distance_transform_edt(tile.labels == 0) > 22)
+    y, x = far[len(far) // 3]
+    draw_box_px(qtbot, viewer, boxes, image, y - 10, x - 10, y + 10, x + 10)
+    segment(qtbot, viewer, widget)
+    # a box over the whole image
+    draw_box_px(qtbot, viewer, boxes, image, -0.4, -0.4, 255.4, 255.4)
+    segment(qtbot, viewer, widget)
+    assert np.array_equal(labels.data, before)
+    warnings = messages(notes, "warning")
+    assert any("whole image" in m for m in warnings), warnings
+    assert sum("was not committed" in m for m in warnings) == 3, warnings
+
+
+@pytest.mark.slow
+def test_box_on_a_constant_image_commits_nothing(qtbot, bundled_annotator, notes):
+    viewer, widget = bundled_annotator
+    image = viewer.add_image(np.full((96, 96), 100, np.uint8), name="flat")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    draw_box_px(qtbot, viewer, widget.controller.prompts_layer, image, 30, 30, 60, 60)
+    segment(qtbot, viewer, widget)
+    assert not widget.controller.labels_layer.data.any()
+    assert any("does not stand out" in m for m in messages(notes, "warning")), notes

@@ -480,6 +480,16 @@ def test_corrupt_checkpoint(qtbot, viewer_widget, notes, tmp_path):
     assert any("broken.pt" in m and "Choose another model file" in m for m in errors), errors
     assert np.array_equal(labels.data, before)
     assert layer_with_role(viewer, "preview") is None
+    assert "loading model" not in widget.status.text() and "broken.pt" in widget.status.text()
+
+    # random bytes: "not a model file", never "would run code", never torch's weights_only advice
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    widget.model_file.value = noise
+    press(qtbot, widget, widget.segment_button)
+    (msg,) = [m for m in messages(notes, "error") if "noise.pt" in m]
+    assert "not a segdiff model file" in msg
+    assert "run code" not in msg and "weights_only" not in msg and "False" not in msg
 
     widget.model_file.value = tmp_path / "missing.pt"
     widget.segment_button.click()
