@@ -17,6 +17,7 @@ same folder, fsync, rename): a crash leaves either the old file or the new one.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -86,12 +87,15 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 def _refusal(path: Path, what: str, exc: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it
     unsafely: a pickle that names code (a ``GLOBAL``) is refused, anything else is no model file."""
-    advice = ("weights_only", "Weights only load failed", "Check the documentation", "WeightsUnpickler error")
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not any(a in ln for a in advice)]
+    advice = ("weights_only", "Weights only load failed", "Check the documentation")
+    text = str(exc).replace("WeightsUnpickler error:", "\n")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(a in ln for a in advice)]
     detail = "; ".join(lines)[:200]
-    if "global" in detail.lower():
+    code = re.search(r"GLOBAL\s+([\w.]+)", detail)
+    if code or "global" in detail.lower():
+        name = code.group(1) if code else "a Python global"
         return (
-            f"{what} {path} refers to code ({detail}); it was refused: files that would run code "
+            f"{what} {path} refers to code ({name}); it was refused: files that would run code "
             "are never loaded. Use a model file written by segdiff-train"
         )
     reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

@@ -109,7 +109,7 @@ def assess_object(
 
 def assess_remnant(predicted: int, kept: int, rule: ObjectnessRule = DEFAULT_RULE) -> str | None:
     """Why ``kept`` of ``predicted`` pixels (the rest already labelled) is no object, or None."""
-    if predicted <= 0 or kept <= 0:
+    if predicted <= 0:
         return None
     if kept < rule.min_remnant * predicted:
         return (

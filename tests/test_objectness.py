@@ -55,6 +55,7 @@ def test_whole_image_box_and_slivers():
     assert "whole image" in box_covers_image((256, 250), (256, 256))
     assert box_covers_image((100, 250), (256, 256)) is None
     assert "sliver" in assess_remnant(200, 30)
+    assert "sliver" in assess_remnant(200, 0)
     assert assess_remnant(200, 150) is None and assess_remnant(0, 0) is None
 
 

@@ -97,7 +97,7 @@ def test_settings_store_saves_atomically_and_survives_bad_files(tmp_path, monkey
 
     store.path.write_text('{"format": "napari-segdiff-settings", "settings": {"steps": 99999}}')
     settings, problems = store.load()
-    assert settings == AnnotatorSettings() and problems == ["saved setting ignored: steps must be between 0 and 1000, got 99999"]
+    assert settings == AnnotatorSettings() and problems == ["saved setting ignored: steps must be an int in [0, 1000], got 99999"]
 
     store.path.write_bytes(b'{"format": "napari-segdiff-sett')  # truncated
     settings, problems = store.load()
