@@ -515,9 +515,6 @@ def error_rate_by_uncertainty(
 # accumulator
 # --------------------------------------------------------------------------------------------
 
-_PER_SAMPLE_KEYS = ("iou", "f1", "wcov", "boundf", "calibration", "ece", "uncertainty_auroc")
-
-
 class SegmentationMetrics:
     """Accumulates per-sample metrics of binary segmentations and summarises them.
 

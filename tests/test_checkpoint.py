@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload, save_model
-from segdiff_core.presets import get_preset
 from tests.helpers import random_model
 
 

@@ -7,7 +7,7 @@ from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import CropProtocol
 from segdiff_core.data.preprocess import PreprocessConfig
 from segdiff_core.training.config import DataConfig
-from segdiff_core.training.data import PairBatches, SyntheticSource, fixed_eval_set, make_pair, window_box
+from segdiff_core.training.data import PairBatches, SyntheticSource, make_pair, window_box
 
 PP = PreprocessConfig(in_channels=3, input_size=32)
 
@@ -55,14 +55,6 @@ def test_semantic_windows_follow_the_working_scale():
     image, mask = _disk_image(64, 64, 32, 32, 20)
     x, y = make_pair(image, mask, None, PP, None, None, np.random.default_rng(1))
     assert x.shape == (3, 32, 32) and (y > 0).any()
-
-
-def test_fixed_eval_set_is_deterministic():
-    src = SyntheticSource(("he",), 64, 2)
-    a = fixed_eval_set(src, PP, 4, seed=1)
-    b = fixed_eval_set(src, PP, 4, seed=1)
-    assert len(a) == 4 and all(np.array_equal(p.image, q.image) and np.array_equal(p.target, q.target) for p, q in zip(a, b))
-    assert all(s.target.shape == (32, 32) and s.target.any() for s in a)
 
 
 def test_vaihingen_source_follows_data_split(tmp_path):

@@ -201,33 +201,3 @@ class PairBatches(torch.utils.data.Dataset):
             images.append(x)
             masks.append(y)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))
-
-
-@dataclass(frozen=True)
-class EvalSample:
-    """A fixed evaluation prompt: the crop the model sees and the target at model resolution."""
-
-    image: np.ndarray  # (H, W[, C]) raw crop at model size (float32)
-    target: np.ndarray  # (S, S) bool
-    name: str
-
-
-def fixed_eval_set(
-    source: SampleSource, preprocess: PreprocessConfig, n: int, seed: int, protocol: CropProtocol | None = None,
-    work_size: int = 0,
-) -> list[EvalSample]:
-    """``n`` deterministic prompts (15 % expansion crops; centred windows for the semantic
-    task) for validation during training."""
-    rng = step_rng(seed, 0, 0, stream=1)
-    protocol = protocol or CropProtocol.expansion()
-    out = []
-    for k, (image, mask, box) in enumerate(source.draw(rng, n)):
-        if box is None:
-            crop = window_box(image.shape, preprocess.input_size, work_size or 2 * preprocess.input_size, None)
-            patch, geom = crop_to_model(image, crop, preprocess.input_size, order=1)
-        else:
-            patch, geom = prompt_crop(image, box, preprocess.input_size, protocol, order=1)
-        target = crop_like(np.asarray(mask).astype(np.uint8), dataclasses.replace(geom, pad_mode="constant", cval=0.0), order=0)
-        out.append(EvalSample(patch, target > 0, f"val{k}"))
-    return out
-

@@ -73,11 +73,6 @@ def _seeded(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
         return build()
 
 
-def build_model(config: SegDiffConfig, seed: int) -> SegDiffModel:
-    """A freshly initialised model; init uses ``seed`` without touching the global RNG."""
-    return _seeded(lambda: SegDiffModel(config.model), seed)  # type: ignore[return-value]
-
-
 class Objective(Protocol):
     """What :class:`Trainer` optimises: a network, its loss and how validation scores it."""
 

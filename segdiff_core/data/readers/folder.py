@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from segdiff_core.data.readers._base import (
     Annotation,
