@@ -76,8 +76,8 @@ def expected_maps(model_path, image, box: Box, steps: int, generations: int, see
 # ------------------------------------------------------------------------------------------
 
 
-def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, viewer_widget, model_file, notes):
-    viewer, widget = viewer_widget
+def _segment_one_box(qtbot, viewer, widget):
+    """Open an image with scale/translate, draw one box, segment it; returns the layers."""
     image = fluo_image(64)
     img = viewer.add_image(image, scale=SCALE, translate=TRANSLATE, name="cells")
     assert widget.image_combo.value is img
@@ -87,19 +87,23 @@ def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, view
     assert viewer.layers.selection.active is boxes
     # the boxes layer shares the image's transform: its data coordinates are image pixels
     boxes.add_rectangles(rect(20, 30, 40, 50))
-
     press(qtbot, widget, widget.segment_button)
-
     prob_layer = layer_with_role(viewer, "probability")
     unc_layer = layer_with_role(viewer, "uncertainty")
     labels = widget.controller.labels_layer
     assert prob_layer is not None and unc_layer is not None and labels is not None
     assert layer_with_role(viewer, "preview") is None  # the live preview is gone
+    return image, prob_layer, unc_layer, labels
+
+
+def _check_model_defaults_are_shown(widget, model_file) -> None:
     defaults = Segmenter.from_checkpoint(model_file, device="cpu").inference
     assert widget.model_label.text().endswith(f"{defaults.steps} steps x {defaults.generations} generations "
                                               "(used where steps or generations are 0)")
     assert f"(0 = the model's default, {defaults.generations})" in widget.generations.tooltip
 
+
+def _check_maps_equal_the_library_on_the_crop(image, prob_layer, unc_layer, model_file):
     # napari corners 20..40 (pixel centres) = pixel edges 20.5..40.5; 15 % larger crop
     # = 23 px centred on 30.5 -> [19, 42) -> pixels whose centre lies inside: rows 19..41
     region, prob, std, _ = expected_maps(model_file, image, Box(20.5, 30.5, 40.5, 50.5), 3, 2)
@@ -112,8 +116,10 @@ def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, view
     assert not prob_map[outside].any() and not unc_map[outside].any()
     # the maps hold only the crop (memory follows the box, not the image)
     assert prob_layer.data.shape == (23, 23) and map_origin(prob_layer) == (19, 29)
+    return prob_map, outside
 
-    # world extent of the written region == the 15 % expanded box, in world coordinates
+
+def _check_world_extent_is_the_expanded_box(prob_layer, unc_layer, labels) -> None:
     top_left = np.asarray(prob_layer.data_to_world((0 - 0.5, 0 - 0.5)))
     bottom_right = np.asarray(prob_layer.data_to_world((23 - 0.5, 23 - 0.5)))
     world_box = np.array([[20 * 0.5 + 10, 30 * 2 - 5], [40 * 0.5 + 10, 50 * 2 - 5]])  # (20, 55)-(30, 95)
@@ -124,18 +130,34 @@ def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, view
         np.testing.assert_allclose(layer.scale, SCALE)
     np.testing.assert_allclose(labels.translate, TRANSLATE)
 
-    # the mask: largest connected piece of (probability > 0.5), committed as label 1
+
+def _check_label_1_is_the_thresholded_crop(widget, labels, prob_map, outside, notes) -> np.ndarray:
     committed = labels.data == 1
     assert committed.any() and set(np.unique(labels.data)) == {0, 1}
     assert np.all(prob_map[committed] > 0.5)
     assert not committed[outside].any()
     assert widget.controller.box_objects() == [[1]]
     assert any("new label(s) 1" in m for m in messages(notes, "info"))
+    return committed
 
+
+def _check_undo_and_redo(labels, committed) -> None:
     labels.undo()
     assert not labels.data.any()
     labels.redo()
     assert np.array_equal(labels.data == 1, committed)
+
+
+def test_segment_box_places_maps_in_world_and_commits_undoable_label(qtbot, viewer_widget, model_file, notes):
+    # one segmentation run (the expensive part), then one named check per behaviour, so a
+    # failure's traceback says which behaviour broke
+    viewer, widget = viewer_widget
+    image, prob_layer, unc_layer, labels = _segment_one_box(qtbot, viewer, widget)
+    _check_model_defaults_are_shown(widget, model_file)
+    prob_map, outside = _check_maps_equal_the_library_on_the_crop(image, prob_layer, unc_layer, model_file)
+    _check_world_extent_is_the_expanded_box(prob_layer, unc_layer, labels)
+    committed = _check_label_1_is_the_thresholded_crop(widget, labels, prob_map, outside, notes)
+    _check_undo_and_redo(labels, committed)
 
 
 def test_box_in_another_shapes_layer_is_mapped_through_world(qtbot, viewer_widget, model_file):
