@@ -30,3 +30,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "smoke" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """(path, model, config) of a small random SegDiff model file (tests/helpers.random_model)."""
+    from segdiff_core.checkpoint import save_model
+    from tests.helpers import random_model
+
+    model, cfg = random_model()
+    path = save_model(tmp_path / "m.pt", model, cfg, {"trained_on": "unit test", "steps": 3})
+    return path, model, cfg

@@ -6,15 +6,7 @@ import pickle
 import pytest
 import torch
 
-from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload, save_model
-from tests.helpers import random_model
-
-
-@pytest.fixture
-def saved(tmp_path):
-    model, cfg = random_model()
-    path = save_model(tmp_path / "m.pt", model, cfg, {"trained_on": "unit test", "steps": 3})
-    return path, model, cfg
+from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload
 
 
 def test_round_trip_restores_weights_config_and_metadata(saved):

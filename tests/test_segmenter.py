@@ -5,16 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segdiff_core.checkpoint import save_model
 from segdiff_core.segmenter import Segmenter
-from tests.helpers import random_model
-
-
-@pytest.fixture
-def saved(tmp_path):
-    model, cfg = random_model()
-    path = save_model(tmp_path / "m.pt", model, cfg, {"trained_on": "unit test", "steps": 3})
-    return path, model, cfg
 
 
 def test_segmenter_from_checkpoint_segments_a_patch(saved):
