@@ -24,7 +24,6 @@ from segdiff_core.data.crops import (
     crop_to_model,
     crop_whole_image,
     paste_back,
-    paste_into,
     prompt_crop,
     stitch,
 )
@@ -340,7 +339,7 @@ class TestCropToModel:
 
 
 # ------------------------------------------------------------------------------------------
-# paste_back / paste_into
+# paste_back
 # ------------------------------------------------------------------------------------------
 
 
@@ -375,20 +374,8 @@ class TestPasteBack:
         region, pasted = paste_back(np.ones((8, 8)), geom)
         assert region == (slice(0, 4), slice(0, 4)) and pasted.shape == (4, 4)
 
-    def test_paste_into(self) -> None:
-        canvas = np.full((12, 12), -1.0, dtype=np.float32)
+    def test_map_of_the_wrong_shape(self) -> None:
         geom = CropGeometry(Box(2, 4, 6, 10), (12, 12), (4, 6))
-        m = np.arange(24, dtype=float).reshape(4, 6)
-        region = paste_into(canvas, m, geom)
-        assert region == (slice(2, 6), slice(4, 10))
-        np.testing.assert_array_equal(canvas[2:6, 4:10], m)
-        untouched = np.ones_like(canvas, dtype=bool)
-        untouched[region] = False
-        assert np.all(canvas[untouched] == -1)
-        with pytest.raises(CropError, match="canvas of shape"):
-            paste_into(np.zeros((5, 5)), m, geom)
-        with pytest.raises(CropError, match="channels"):
-            paste_into(np.zeros((12, 12, 2)), m, geom)
         with pytest.raises(CropError, match="model shape"):
             paste_back(np.zeros((5, 5)), geom)
 

@@ -7,7 +7,7 @@ crops made the same way everywhere and its output lands exactly where the box wa
   (:class:`CropProtocol`: ``tight``, ``expansion`` with margin 0.15, training jitter).
 * :mod:`~segdiff_core.data.crops.geometry`: :class:`CropGeometry`, image -> model grid
   (:func:`crop_to_model`, :func:`prompt_crop`, :func:`crop_like`, :func:`crop_whole_image`)
-  and back (:func:`paste_back`, :func:`paste_into`), resampled with ``scipy.ndimage``.
+  and back (:func:`paste_back`), resampled with ``scipy.ndimage``.
 * :mod:`~segdiff_core.data.crops.windows`: the MoNuSeg protocol's :class:`WindowGrid` and
   :func:`stitch`.
 

@@ -19,7 +19,7 @@ from segdiff_core.data.crops.protocols import CropError, CropProtocol, as_box
 from segdiff_core.validation import check_choice, check_float, check_shape2, check_spatial_array
 
 __all__ = ["PAD_MODES", "CropGeometry", "crop_to_model", "crop_like", "prompt_crop", "paste_back",
-           "paste_into", "crop_whole_image"]
+           "crop_whole_image"]
 
 PAD_MODES: tuple[str, ...] = ("reflect", "mirror", "nearest", "wrap", "constant")
 """Padding for the parts of a crop outside the image, named as in ``scipy.ndimage`` filters:
@@ -318,25 +318,6 @@ def paste_back(model_map: np.ndarray, geometry: CropGeometry, order: int = 1, *,
     sigma = tuple(_antialias_sigma(1.0 / s, order, antialias) for s in (sy, sx))
     return (rows, cols), _resample(m, coords_y, coords_x, order=order, mode="nearest", cval=0.0,
                                    sigma=sigma)
-
-
-def paste_into(canvas: np.ndarray, model_map: np.ndarray, geometry: CropGeometry,
-               order: int = 1, *, antialias: bool = True) -> tuple[slice, slice]:
-    """Write :func:`paste_back` of ``model_map`` into ``canvas`` (H, W[, C]) in place.
-
-    Values are cast to ``canvas.dtype``. Returns the written ``(rows, cols)`` region.
-    """
-    if not isinstance(canvas, np.ndarray):
-        raise CropError(f"canvas must be a numpy array, got {type(canvas).__name__}")
-    if tuple(canvas.shape[:2]) != geometry.image_shape:
-        raise CropError(f"canvas of shape {canvas.shape} does not match the geometry's image "
-                        f"shape {geometry.image_shape}")
-    region, pasted = paste_back(model_map, geometry, order, antialias=antialias)
-    if canvas.shape[2:] != pasted.shape[2:]:
-        raise CropError(f"canvas channels {canvas.shape[2:]} do not match the map channels "
-                        f"{pasted.shape[2:]}")
-    canvas[region] = pasted
-    return region
 
 
 def crop_whole_image(image: np.ndarray, size: int | tuple[int, int], order: int = 1, *,
