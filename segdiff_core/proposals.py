@@ -39,6 +39,8 @@ from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.evaluation.baselines import otsu_foreground
+from segdiff_core.objectness import assess_object
+from segdiff_core.scoring import ScoreCalibration, calibration_for, prompt_box_in_model, score_object
 
 __all__ = [
     "FOREGROUNDS",
@@ -52,13 +54,16 @@ __all__ = [
     "segment_boxes",
     "assemble",
     "find_objects",
+    "propose_boxes",
     "segment_prompts",
     "classical_instances",
     "match_instances",
 ]
 
-FOREGROUNDS: tuple[str, ...] = ("segdiff", "otsu")
-"""Ways to get the foreground that the instance split works on."""
+FOREGROUNDS: tuple[str, ...] = ("auto", "segdiff", "otsu")
+"""Ways to get the foreground that the instance split works on: ``segdiff`` windows, global
+``otsu``, or ``auto``: SegDiff windows for a model trained on the semantic (windows) task,
+Otsu for a box-prompt model (whose windows foreground is poor: docs/predict-quality.md)."""
 
 Progress = Callable[[int, int], None]
 
@@ -72,7 +77,7 @@ class ProposalSettings:
     """Every setting of the automatic mode (one object, saved beside the outputs).
 
     Attributes:
-        foreground: ``"segdiff"`` (SegDiff windows) or ``"otsu"`` (global Otsu).
+        foreground: one of :data:`FOREGROUNDS`.
         window_scale: image pixels per model pixel for the foreground windows.
         window_overlap: half-window stride, overlaps averaged (no seams).
         window_generations: ensemble size for the foreground windows (1 is enough for a mask).
@@ -86,7 +91,7 @@ class ProposalSettings:
         seed: seed of all random draws (foreground windows: ``seed``; objects: ``seed + 1``).
     """
 
-    foreground: str = "segdiff"
+    foreground: str = "auto"
     window_scale: float = 1.0
     window_overlap: bool = True
     window_generations: int = 1
@@ -123,8 +128,10 @@ class ObjectRecord:
 
     ``box`` is the prompt ``(y0, x0, y1, x1)`` in image pixels; ``area`` is the final mask's
     pixel count; ``mean_probability`` and ``uncertainty`` (mean ensemble std) are averaged
-    over the final mask; ``score`` is the quality score (1 - 2 * mean std, in [0, 1]; higher
-    is better).
+    over the final mask; ``score`` is the review score of :mod:`segdiff_core.scoring` (in
+    [0, 1], higher = more likely correct; ``score_kind`` says whether it is a calibrated
+    predicted IoU or the generations' agreement); ``flag`` is the objectness rule's reason
+    why the result may not be an object ('' = none).
     """
 
     label: int
@@ -134,6 +141,8 @@ class ObjectRecord:
     mean_probability: float
     uncertainty: float
     score: float
+    score_kind: str = ""
+    flag: str = ""
 
     def as_row(self) -> dict[str, Any]:
         y0, x0, y1, x1 = self.box
@@ -141,7 +150,8 @@ class ObjectRecord:
         return {
             "label": self.label, "y0": y0, "x0": x0, "y1": y1, "x1": x1, "area": self.area,
             "centroid_y": cy, "centroid_x": cx, "mean_probability": self.mean_probability,
-            "uncertainty": self.uncertainty, "score": self.score,
+            "uncertainty": self.uncertainty, "score": self.score, "score_kind": self.score_kind,
+            "flag": self.flag,
         }
 
 
@@ -199,11 +209,19 @@ def semantic_probability(
     return np.clip(grid.stitch(np.stack(probs)), 0.0, 1.0)
 
 
+def resolve_foreground(segmenter: Any, foreground: str) -> str:
+    """``"segdiff"`` or ``"otsu"`` for ``foreground`` (``"auto"`` looks at the model's task)."""
+    if foreground != "auto":
+        return foreground
+    task = (getattr(segmenter, "metadata", {}) or {}).get("data", {}).get("task", "prompt")
+    return "segdiff" if task == "semantic" else "otsu"
+
+
 def foreground_mask(
     segmenter: Any, image: np.ndarray, settings: ProposalSettings, progress: Progress | None = None
 ) -> np.ndarray:
     """(H, W) bool foreground by ``settings.foreground`` (see :data:`FOREGROUNDS`)."""
-    if settings.foreground == "otsu":
+    if resolve_foreground(segmenter, settings.foreground) == "otsu":
         return otsu_foreground(image)
     threshold = segmenter.inference.threshold
     return semantic_probability(segmenter, image, settings, progress) > threshold
@@ -264,12 +282,20 @@ class BoxResult:
     region: tuple[slice, slice]
     probability: np.ndarray
     std: np.ndarray
+    score: float = float("nan")
+    score_kind: str = ""
+    flag: str | None = None  # why this does not look like an object (segdiff_core.objectness)
 
 
-def _paste(result: EnsembleResult, box: Box, geometry: CropGeometry) -> BoxResult:
+def _paste(
+    result: EnsembleResult, box: Box, crop: np.ndarray, geometry: CropGeometry,
+    calibration: ScoreCalibration | None,
+) -> BoxResult:
     region, prob = paste_back(result.probability, geometry)
     _, std = paste_back(result.std, geometry)
-    return BoxResult(box, region, prob, std)
+    scored = score_object(result, box=prompt_box_in_model(geometry, box), calibration=calibration)
+    flag = assess_object(crop, result.probability, result.std, result.threshold)
+    return BoxResult(box, region, prob, std, scored.score, scored.kind, flag)
 
 
 def segment_boxes(
@@ -288,17 +314,21 @@ def segment_boxes(
     Each box is cropped with the prompt protocol (``margin`` expansion), the batch is sampled
     with one generator seeded by ``seed + first index of the batch`` (so a result does not
     depend on how many batches came before), and the maps are pasted back to image pixels.
+    Each result carries the object's quality score (:func:`segdiff_core.scoring.score_object`,
+    calibrated when a calibration file sits beside the model) and the objectness flag
+    (:func:`segdiff_core.objectness.assess_object`; None = looks like an object).
     """
     protocol = CropProtocol(margin=margin)
     size = segmenter.input_size
+    calibration, _ = calibration_for(getattr(segmenter, "source", None))
     out: list[BoxResult] = []
     for s in range(0, len(boxes), batch_size):
         chunk = boxes[s : s + batch_size]
         crops = [prompt_crop(image, b, size, protocol) for b in chunk]
         results = segmenter.segment_batch(
-            [c for c, _ in crops], inference, seed=seed + s, batch_images=len(chunk)
+            [c for c, _ in crops], inference, seed=seed + s, batch_images=len(chunk), keep_generations=True,
         )
-        out.extend(_paste(r, b, g) for r, b, (_, g) in zip(results, chunk, crops))
+        out.extend(_paste(r, b, c, g, calibration) for r, b, (c, g) in zip(results, chunk, crops))
         if progress is not None:
             progress(len(out), len(boxes))
     return out
@@ -318,14 +348,19 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def assemble(
-    shape: tuple[int, int], results: Sequence[BoxResult], threshold: float = 0.5, min_area: int = 1
+    shape: tuple[int, int], results: Sequence[BoxResult], threshold: float = 0.5, min_area: int = 1,
+    drop_flagged: bool = False,
 ) -> InstanceResult:
     """Combine per-box results into instance labels (see the module docstring).
 
     A pixel belongs to the object whose probability there is highest and above
     ``threshold``; each object then keeps its largest 4-connected piece; objects with fewer
-    than ``min_area`` pixels are dropped. Labels follow the order of ``results``.
+    than ``min_area`` pixels are dropped, and so are results with an objectness flag when
+    ``drop_flagged`` (the automatic mode: a proposal on debris or background). Labels follow
+    the order of ``results``.
     """
+    if drop_flagged:
+        results = [r for r in results if r.flag is None]
     h, w = int(shape[0]), int(shape[1])
     owner = np.zeros((h, w), dtype=np.int32)
     best = np.zeros((h, w), dtype=np.float32)
@@ -352,15 +387,16 @@ def assemble(
 
 def _record(label: int, r: BoxResult, mask: np.ndarray, prob: np.ndarray, std: np.ndarray) -> ObjectRecord:
     ys, xs = np.nonzero(mask)
-    mean_std = float(std[mask].mean())
     return ObjectRecord(
         label=label,
         box=r.box.as_tuple(),
         area=int(mask.sum()),
         centroid=(float(ys.mean() + r.region[0].start), float(xs.mean() + r.region[1].start)),
         mean_probability=float(prob[mask].mean()),
-        uncertainty=mean_std,
-        score=float(np.clip(1.0 - 2.0 * mean_std, 0.0, 1.0)),
+        uncertainty=float(std[mask].mean()),
+        score=float(r.score),
+        score_kind=r.score_kind,
+        flag=r.flag or "",
     )
 
 
@@ -376,15 +412,20 @@ def segment_prompts(
     settings: ProposalSettings | None = None,
     inference: InferenceConfig | None = None,
     progress: Progress | None = None,
+    drop_flagged: bool = False,
 ) -> InstanceResult:
-    """Segment given box prompts (batched) and assemble them into instance labels."""
+    """Segment given box prompts (batched) and assemble them into instance labels.
+
+    With ``drop_flagged`` results the objectness rule flags are left out (automatic mode);
+    otherwise they are kept with their ``flag`` (a user's prompt is never dropped silently).
+    """
     settings = settings or ProposalSettings()
     inf = inference or segmenter.inference
     results = segment_boxes(
         segmenter, image, boxes, inf, seed=settings.seed + 1, batch_size=settings.batch_size,
         margin=settings.margin, progress=progress,
     )
-    return assemble(tuple(image.shape[:2]), results, inf.threshold, settings.min_area)
+    return assemble(tuple(image.shape[:2]), results, inf.threshold, settings.min_area, drop_flagged)
 
 
 def find_objects(
@@ -405,9 +446,18 @@ def find_objects(
     progress: called as ``progress(done, total)`` during the per-object stage.
     """
     settings = settings or ProposalSettings()
+    boxes = propose_boxes(segmenter, image, settings)
+    return segment_prompts(segmenter, image, boxes, settings, inference, progress, drop_flagged=True)
+
+
+def propose_boxes(segmenter: Any, image: np.ndarray, settings: ProposalSettings | None = None) -> list[Box]:
+    """Steps 1-3 of the automatic mode: one box per proposed instance of ``image`` (H, W[, C]).
+
+    These are ordinary box prompts (e.g. for the plugin's "Find all objects"), in image pixels.
+    """
+    settings = settings or ProposalSettings()
     fg = foreground_mask(segmenter, image, settings)
-    proposals = split_instances(fg, settings.h, settings.smooth, settings.min_area)
-    return segment_prompts(segmenter, image, instance_boxes(proposals), settings, inference, progress)
+    return instance_boxes(split_instances(fg, settings.h, settings.smooth, settings.min_area))
 
 
 def classical_instances(image: np.ndarray, h: float = 2.0, smooth: float = 1.0, min_area: int = 16) -> np.ndarray:

@@ -83,7 +83,7 @@ def test_assemble_gives_contested_pixels_to_the_most_probable_object():
     region_b = (slice(0, 10), slice(5, 15))
     res = assemble(shape, [
         BoxResult(Box(0, 0, 10, 10), region_a, a, np.full_like(a, 0.1)),
-        BoxResult(Box(0, 5, 10, 15), region_b, b, np.full_like(b, 0.2)),
+        BoxResult(Box(0, 5, 10, 15), region_b, b, np.full_like(b, 0.2), score=0.6, score_kind="agreement"),
     ])
     assert [o.label for o in res.objects] == [1, 2]
     # columns 5..9 are claimed by both; object 1 (0.9) wins them
@@ -93,7 +93,19 @@ def test_assemble_gives_contested_pixels_to_the_most_probable_object():
     assert res.probability[3, 6] == pytest.approx(0.9)
     assert res.uncertainty[3, 11] == pytest.approx(0.2)
     assert res.objects[1].uncertainty == pytest.approx(0.2)
-    assert res.objects[1].score == pytest.approx(0.6)
+    assert res.objects[1].score == pytest.approx(0.6) and res.objects[1].score_kind == "agreement"
+    flagged = BoxResult(Box(0, 0, 10, 10), region_a, a, a, flag="no contrast")
+    assert len(assemble(shape, [flagged]).objects) == 1
+    assert assemble(shape, [flagged]).objects[0].flag == "no contrast"
+    assert assemble(shape, [flagged], drop_flagged=True).objects == []
+
+
+def test_auto_foreground_follows_the_model_task(bundled):
+    from segdiff_core.proposals import resolve_foreground
+
+    assert bundled.metadata["data"]["task"] == "prompt"
+    assert resolve_foreground(bundled, "auto") == "otsu"
+    assert resolve_foreground(bundled, "segdiff") == "segdiff"
 
 
 def test_settings_are_checked():
@@ -112,6 +124,7 @@ def test_segment_prompts_with_bundled_model_recovers_objects(bundled):
     assert len(boxes) >= 3
     assert m["f1"] >= 0.75, m
     assert all(0.0 <= o.score <= 1.0 and o.area > 0 for o in res.objects)
+    assert {o.score_kind for o in res.objects} <= {"agreement", "predicted_iou"}
     # one object per prompt, labelled in prompt order
     assert len(res.objects) == len(boxes)
 

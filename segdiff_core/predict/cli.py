@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, help="ensemble size per object (default: the model's)")
     p.add_argument("--steps", type=int, help="sampling steps per object (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per network batch (default 16)")
-    p.add_argument("--foreground", choices=FOREGROUNDS, default="segdiff", help="automatic mode: foreground from SegDiff windows or Otsu")
+    p.add_argument("--foreground", choices=FOREGROUNDS, default="auto", help="automatic mode: foreground from SegDiff windows, Otsu, or auto (windows for a semantic-task model, else Otsu)")
     p.add_argument("--window-scale", type=float, default=1.0, help="automatic mode: image px per model px of the foreground windows")
     p.add_argument("--h", type=float, default=2.0, help="automatic mode: h-maxima height (px) of the instance split")
     p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")

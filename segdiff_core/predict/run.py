@@ -30,7 +30,7 @@ __all__ = ["PredictConfig", "ImageJob", "output_paths", "is_done", "plan_image",
 
 OBJECT_COLUMNS = (
     "label", "y0", "x0", "y1", "x1", "area", "centroid_y", "centroid_x",
-    "mean_probability", "uncertainty", "score",
+    "mean_probability", "uncertainty", "score", "score_kind", "flag",
 )
 MAPS = ("labels", "probability", "uncertainty")
 MAP_DTYPES = {"labels": np.int32, "probability": np.float32, "uncertainty": np.float32}

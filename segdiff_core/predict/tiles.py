@@ -14,6 +14,7 @@ gives the same output as a single process.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -165,7 +166,6 @@ def _touches_inner_edge(bbox: tuple[int, int, int, int], read: tuple[int, int, i
 
 def _shift(rec: ObjectRecord, dr: int, dc: int) -> ObjectRecord:
     y0, x0, y1, x1 = rec.box
-    return ObjectRecord(
-        rec.label, (y0 + dr, x0 + dc, y1 + dr, x1 + dc), rec.area,
-        (rec.centroid[0] + dr, rec.centroid[1] + dc), rec.mean_probability, rec.uncertainty, rec.score,
+    return dataclasses.replace(
+        rec, box=(y0 + dr, x0 + dc, y1 + dr, x1 + dc), centroid=(rec.centroid[0] + dr, rec.centroid[1] + dc)
     )
