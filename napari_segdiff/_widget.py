@@ -33,6 +33,7 @@ from segdiff_core.bundled import bundled_model_path
 from segdiff_core.device import DEVICE_CHOICES, available_devices
 
 from napari_segdiff._controller import AnnotatorController
+from napari_segdiff._geometry import PromptError
 from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
 from napari_segdiff._layers import role_of
 from napari_segdiff._settings import SCHEMA, SETTINGS, AnnotatorSettings, Setting
@@ -321,6 +322,26 @@ class AnnotatorWidget(QWidget):
                 problems.append(f"{name} = {value!r} cannot be used here ({exc})")
         self._sync_enabled()
         return problems
+
+    # ---------------------------------------------------------------------------------------
+    # the active model (used by the Fine-tune panel, napari_segdiff._finetune)
+    # ---------------------------------------------------------------------------------------
+
+    def active_model(self) -> Path | None:
+        """The model file the next run will use, or None when the choice is unusable."""
+        try:
+            return self.controller.model_path()
+        except PromptError:
+            return None
+
+    def use_model(self, path: str | Path | None) -> None:
+        """Make ``path`` the active model (None: the bundled model), as if chosen in the widgets
+        (so it is remembered for the next session)."""
+        if path is None:
+            self.model_source.value = "bundled"
+            return
+        self.model_file.value = Path(path)
+        self.model_source.value = "file"
 
     def reset_settings(self) -> None:
         """All settings back to their defaults (saved as such)."""

@@ -117,6 +117,7 @@ def test_accepted_only_uses_the_features_column(base):
     keep = accepted_ids(features)
     assert keep == tuple(int(i) for i in ids if i % 2 == 0)
     assert accepted_ids({"index": [1]}) is None
+    assert accepted_ids({"index": [1, 2, 3], "status": ["accepted", "rejected", "accepted"]}) == (1, 3)
     n = len(collect_objects([TrainingImage(image, labels, "t", keep)], in_channels=3))
     assert 0 < n < len(collect_objects([TrainingImage(image, labels, "t")], in_channels=3))
 

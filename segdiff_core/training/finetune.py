@@ -113,18 +113,22 @@ class TrainingImage:
     keep: tuple[int, ...] | None = None
 
 
-def accepted_ids(features: Mapping[str, Sequence[Any]], column: str = "accepted") -> tuple[int, ...] | None:
-    """Label ids whose ``column`` is true in a Labels layer's features table, or None when the
-    table has no such column (then every object counts).
+def accepted_ids(features: Mapping[str, Sequence[Any]]) -> tuple[int, ...] | None:
+    """Label ids that a review accepted, from a Labels layer's features table, or None when the
+    table carries no review (then every object counts).
 
-    The label id of a row is its ``index`` column when there is one, else the row number
-    (napari's convention for Labels features).
+    A ``status`` column (the review panel's ``pending`` / ``accepted`` / ``rejected``) is read
+    first, else a boolean ``accepted`` column. The label id of a row is its ``index`` column
+    when there is one, else the row number (napari's convention for Labels features).
     """
-    if column not in features:
+    if "status" in features:
+        flags = np.asarray(features["status"]).astype(str) == "accepted"
+    elif "accepted" in features:
+        flags = np.asarray(features["accepted"]).astype(bool)
+    else:
         return None
-    flags = np.asarray(features[column])
     ids = np.asarray(features["index"]) if "index" in features else np.arange(len(flags))
-    return tuple(int(i) for i, ok in zip(ids, flags) if bool(ok) and int(i) > 0)
+    return tuple(int(i) for i, ok in zip(ids, flags) if ok and int(i) > 0)
 
 
 class _Concat(Dataset):

@@ -105,20 +105,14 @@ class FinetuneProcess:
     # ------------------------------------------------------------------ lock
     def _take_lock(self) -> None:
         try:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            if self.lock_path.exists():
-                try:
-                    pid = int(self.lock_path.read_text().strip() or 0)
-                except ValueError:
-                    pid = 0
-                if pid and _pid_alive(pid):
-                    raise FinetuneBusyError(
-                        f"a fine-tune is already running (process {pid}); wait for it to finish or cancel it first"
-                    )
-                self.lock_path.unlink()  # left by a run that died
+            if not self.lock_path.parent.is_dir():
+                self.lock_path.parent.mkdir(parents=True)
+            self._clear_stale_lock()
             fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            raise FinetuneBusyError("a fine-tune is starting in another window; wait for it") from None
+        except FileExistsError as exc:
+            if self.lock_path.parent.is_dir():
+                raise FinetuneBusyError("a fine-tune is starting in another window; wait for it") from None
+            raise FinetuneError(f"cannot write to the data folder {self.lock_path.parent}: it is a file. Nothing was changed") from exc
         except OSError as exc:
             raise FinetuneError(
                 f"cannot write to the data folder {self.lock_path.parent} ({exc.strerror or exc}); free some disk "
@@ -126,6 +120,20 @@ class FinetuneProcess:
             ) from exc
         with os.fdopen(fd, "w") as fh:
             fh.write(str(os.getpid()))
+
+    def _clear_stale_lock(self) -> None:
+        """Remove the lock of a run whose process is gone; refuse while it lives."""
+        if not self.lock_path.is_file():
+            return
+        try:
+            pid = int(self.lock_path.read_text().strip() or 0)
+        except ValueError:
+            pid = 0
+        if pid and _pid_alive(pid):
+            raise FinetuneBusyError(
+                f"a fine-tune is already running (process {pid}); wait for it to finish or cancel it first"
+            )
+        self.lock_path.unlink()
 
     def _release_lock(self) -> None:
         try:
