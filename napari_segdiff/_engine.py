@@ -39,6 +39,7 @@ import torch
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, crop_to_model, paste_back
+from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.device import resolve_device
 from segdiff_core.ensemble import EnsembleResult, to_probability
 from segdiff_core.objectness import assess_object, box_covers_image
@@ -435,7 +436,9 @@ def _run(
             plan = _plan_job(job, size, settings, protocol)
             results: list[EnsembleResult] = []
             for w, window in enumerate(plan.windows):
-                run = seg.segment_progressive(window.patch, inference, seed=request.seed)
+                run = seg.segment_progressive(
+                    window.patch, inference, seed=request.seed, box=box_in_crop(window.geometry, job.box)
+                )
                 while True:
                     try:
                         step = next(run)

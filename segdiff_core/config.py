@@ -65,6 +65,9 @@ class ModelConfig:
         conditioning: see :data:`CONDITIONING_RE`.
         norm_groups: GroupNorm groups (reduced to a divisor of the channel count when needed).
         num_timesteps: size of the learned time table; set from the diffusion config.
+        box_channel: feed the drawn prompt box as one extra input channel after the image
+            channels (see :mod:`segdiff_core.data.prompt`). Model files without the field
+            load with ``False`` (the old behaviour).
     """
 
     image_size: int = 64
@@ -82,8 +85,11 @@ class ModelConfig:
     conditioning: str = "sum"
     norm_groups: int = 32
     num_timesteps: int = 100
+    box_channel: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.box_channel, bool):
+            raise ConfigError(f"box_channel must be true or false, got {self.box_channel!r}")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.in_channels < 1 or self.model_channels < 1:
@@ -116,6 +122,11 @@ class ModelConfig:
             )
         if self.num_timesteps < 1:
             raise ConfigError("num_timesteps must be >= 1")
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the network reads: the image's plus the prompt-box channel if enabled."""
+        return self.in_channels + int(self.box_channel)
 
     @property
     def inject_level(self) -> int | None:

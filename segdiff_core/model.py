@@ -41,12 +41,12 @@ class SegDiffModel(nn.Module):
 
         # F (mask encoder) and G (image encoder); variant 3 feeds the raw image to F instead.
         mode = cfg.conditioning
-        f_in = 1 + cfg.in_channels if mode == "raw_concat" else 1
+        f_in = 1 + cfg.input_channels if mode == "raw_concat" else 1
         self.mask_encoder = nn.Conv2d(f_in, C, 3, padding=1)
         self.image_encoder = (
             None
             if mode == "raw_concat"
-            else RRDBEncoder(cfg.in_channels, C, cfg.rrdb_blocks, cfg.rrdb_features, cfg.rrdb_growth)
+            else RRDBEncoder(cfg.input_channels, C, cfg.rrdb_blocks, cfg.rrdb_features, cfg.rrdb_growth)
         )
 
         # E: encoder blocks; every block's output is a skip to D.
@@ -108,13 +108,14 @@ class SegDiffModel(nn.Module):
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """The conditioning signal, computed once per image.
 
-        (B, in_channels, S, S) -> (B, C, S, S) for sum/concat (G(I)); the image itself for
-        raw_concat; (B, C_k, S/2^k, S/2^k) for deepk.
+        (B, input_channels, S, S) -> (B, C, S, S) for sum/concat (G(I)); the image itself for
+        raw_concat; (B, C_k, S/2^k, S/2^k) for deepk. ``input_channels`` is the image's
+        channels plus the prompt-box channel when ``config.box_channel``.
         """
-        if image.ndim != 4 or image.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"image must have shape (B, {self.config.in_channels}, H, W), got {tuple(image.shape)}"
-            )
+        n_in = self.config.input_channels
+        if image.ndim != 4 or image.shape[1] != n_in:
+            box = " (image channels + the prompt-box channel)" if self.config.box_channel else ""
+            raise ValueError(f"image must have shape (B, {n_in}, H, W){box}, got {tuple(image.shape)}")
         if self.image_encoder is None:
             return image
         cond = self.image_encoder(image)
@@ -155,6 +156,28 @@ class SegDiffModel(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """eps_theta(x_t, I, t) = D(E(F(x_t) + G(I), t), t). Shapes as in the class docstring."""
         return self.denoise(x_t, t, self.encode_image(image))
+
+    def warm_start_from(self, other: "SegDiffModel") -> None:
+        """Copy ``other``'s weights into this model, which may read more input channels.
+
+        Every tensor must match in shape, except the first convolution that reads the input
+        (G's ``conv_first``, or F for ``raw_concat``): its weights for the channels ``other``
+        has are copied and those of the extra channels (the prompt box) are set to zero, so the
+        warm-started model computes exactly what ``other`` computes.
+        """
+        own, theirs = self.state_dict(), other.state_dict()
+        if set(own) != set(theirs):
+            raise ValueError("the two models have different layers; only the input channels may differ")
+        for name, value in theirs.items():
+            target = own[name]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif target.ndim == 4 and target.shape[1] > value.shape[1] and target.shape[0] == value.shape[0] \
+                    and target.shape[2:] == value.shape[2:]:
+                target.zero_()
+                target[:, : value.shape[1]].copy_(value)
+            else:
+                raise ValueError(f"{name}: shape {tuple(value.shape)} cannot initialise {tuple(target.shape)}")
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -9,6 +9,12 @@
 (H, W) or (H, W, C) in any dtype; it is normalised with the checkpoint's preprocessing and
 resized to the model's input size if it is not already that size. Results are (S, S) maps at
 the model's resolution; ``crops.paste_back`` maps them onto the image.
+
+``box`` is the drawn prompt box in the patch's pixel coordinates (a :class:`Box`, pixel-edge
+units); :func:`segdiff_core.data.prompt.box_in_crop` computes it from the crop geometry. Models
+with a prompt-box input channel (``config.model.box_channel``) read it; without a box they get
+the nominal box of the default 15 % expansion crop (:func:`segdiff_core.data.prompt.nominal_box`).
+Other models ignore it.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ import torch
 from segdiff_core.checkpoint import load_model
 from segdiff_core.config import InferenceConfig, SegDiffConfig
 from segdiff_core.data.preprocess import to_model_array
+from segdiff_core.data.boxes import Box
+from segdiff_core.data.prompt import box_channel
 from segdiff_core.device import resolve_device
 from segdiff_core.diffusion.sampler import SamplerStep, sample, sample_progressive
 from segdiff_core.diffusion.scheduler import DDPMScheduler
@@ -76,10 +84,21 @@ class Segmenter:
         """The model's default inference settings (saved with the checkpoint)."""
         return self.config.inference
 
-    def prepare(self, patch: np.ndarray) -> torch.Tensor:
-        """Patch (H, W[, C]) any dtype -> normalised model input (1, in_channels, S, S) on the device."""
-        arr = to_model_array(np.asarray(patch), self.config.preprocess, resize=True)  # (C, S, S)
+    def prepare(self, patch: np.ndarray, box: Box | None = None) -> torch.Tensor:
+        """Patch (H, W[, C]) any dtype -> model input (1, input_channels, S, S) on the device.
+
+        The image channels are normalised and resized to S x S; a model with a prompt-box
+        channel gets ``box`` (patch pixel coordinates; None: the nominal box) rasterised after them.
+        """
+        patch = np.asarray(patch)
+        arr = to_model_array(patch, self.config.preprocess, resize=True)  # (C, S, S)
         x = torch.from_numpy(arr)[None]
+        if self.config.model.box_channel:
+            s = self.input_size
+            if box is not None:
+                fy, fx = s / patch.shape[0], s / patch.shape[1]
+                box = Box(box.y0 * fy, box.x0 * fx, box.y1 * fy, box.x1 * fx)
+            x = torch.cat([x, torch.from_numpy(box_channel(box, (s, s)))[None, None]], dim=1)
         return x.to(self.device)
 
     def segment_progressive(
@@ -88,13 +107,14 @@ class Segmenter:
         inference: InferenceConfig | None = None,
         seed: int | None = None,
         keep_generations: bool = False,
+        box: Box | None = None,
     ) -> Generator[SamplerStep, None, EnsembleResult]:
         """Yield every denoising step; the generator's return value is the EnsembleResult.
 
         Closing the generator (or simply not resuming it) cancels the run between steps.
         """
         inf = inference or self.config.inference
-        image = self.prepare(patch)
+        image = self.prepare(patch, box)
         schedule = self.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
         last: SamplerStep | None = None
         for last in sample_progressive(
@@ -116,9 +136,10 @@ class Segmenter:
         inference: InferenceConfig | None = None,
         seed: int | None = None,
         keep_generations: bool = False,
+        box: Box | None = None,
     ) -> EnsembleResult:
         """Run all steps and return the EnsembleResult ((S, S) maps)."""
-        run = self.segment_progressive(patch, inference, seed, keep_generations)
+        run = self.segment_progressive(patch, inference, seed, keep_generations, box)
         while True:
             try:
                 next(run)
@@ -132,8 +153,11 @@ class Segmenter:
         seed: int | None = None,
         keep_generations: bool = False,
         batch_images: int = 8,
+        boxes: list[Box | None] | None = None,
     ) -> list[EnsembleResult]:
         """Segment several patches, ``batch_images`` at a time through the network.
+
+        ``boxes``: one prompt box (or None) per patch, as ``box`` of :meth:`segment`.
 
         Same results as calling :meth:`segment` on each (up to the random draws: one
         generator serves the whole call, so a seed reproduces the whole list).
@@ -141,9 +165,12 @@ class Segmenter:
         inf = inference or self.config.inference
         schedule = self.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
         gen = make_generator(seed)
+        if boxes is not None and len(boxes) != len(patches):
+            raise ValueError(f"got {len(boxes)} boxes for {len(patches)} patches")
+        box_list = list(boxes) if boxes is not None else [None] * len(patches)
         out: list[EnsembleResult] = []
         for s in range(0, len(patches), batch_images):
-            images = torch.cat([self.prepare(p) for p in patches[s : s + batch_images]])
+            images = torch.cat([self.prepare(p, b) for p, b in zip(patches[s : s + batch_images], box_list[s : s + batch_images])])
             x0 = sample(
                 self.model, schedule, images, generations=inf.generations, generator=gen,
                 chunk_size=inf.chunk_size, clip_denoised=inf.clip_denoised,

@@ -56,7 +56,7 @@ def test_dtype_shape_and_labels_per_style(style):
         tile = generate_tile(style, SIZE, seed)
         assert isinstance(tile, SyntheticTile)
         assert tile.style == style
-        if style == "fluorescence":
+        if style in ("fluorescence", "confocal"):
             assert tile.image.shape == (SIZE, SIZE)
             assert tile.image.dtype in (np.uint8, np.uint16)
             assert tile.image.dtype == (np.uint16 if tile.params["bit_depth"] == 16 else np.uint8)
@@ -282,6 +282,40 @@ def test_style_parameter_names():
     assert "n_objects" not in names
     assert {"architecture", "eosin", "hematoxylin"} <= set(style_parameter_names("he"))
     assert "positive_fraction" in style_parameter_names("ihc")
+
+
+def _edge_levels(tile):
+    """(inner-edge level, outer-edge level) of the single nucleus, relative to peak over background."""
+    img = tile.image.astype(float)
+    fg = tile.labels > 0
+    bg = float(np.median(img[~ndi.binary_dilation(fg, iterations=12)]))
+    peak = float(np.percentile(img[fg], 95)) - bg
+    inner = fg & ~ndi.binary_erosion(fg)
+    outer = ndi.binary_dilation(fg) & ~fg
+    return (img[inner].mean() - bg) / peak, (img[outer].mean() - bg) / peak
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fluorescence_labels_follow_the_half_maximum(seed):
+    quiet = dict(n_nuclei=1, radius_range=(14.0, 16.0), mean_radius=15.0, psf_sigma=2.5, halo_fraction=0.0,
+                 defocus_fraction=0.0, global_blur=0.0, peak_photons=1e5, read_noise=0.0, texture=0.0,
+                 nucleoli=0.0, chromocentres=0.0, rim_fraction=0.0, debris=0, cytoplasm=0.0, haze=0.02,
+                 vignetting=0.0, gradient=0.0, bit_depth=16, mitotic_fraction=0.0)
+    half = generate_tile("fluorescence", 96, seed, **quiet)
+    geo = generate_tile("fluorescence", 96, seed, label_convention="geometric", **quiet)
+    inner, outer = _edge_levels(half)
+    assert inner >= 0.45 and outer <= 0.55, (inner, outer)  # the boundary straddles half max
+    _, g_outer = _edge_levels(geo)
+    assert g_outer < 0.3  # the geometric outline runs further out, in the tail of the blur
+    assert (half.labels > 0).sum() < (geo.labels > 0).sum()
+
+
+def test_widefield_and_confocal_optics_differ():
+    wide = [generate_tile("fluorescence", 64, s).params for s in range(6)]
+    conf = [generate_tile("confocal", 64, s).params for s in range(6)]
+    assert all(p["halo_fraction"] == 0.0 for p in conf)
+    assert any(p["halo_fraction"] > 0.0 for p in wide)
+    assert max(p["psf_sigma"] for p in conf) <= 1.1 < max(p["psf_sigma"] for p in wide)
 
 
 # --------------------------------------------------------------------------------------

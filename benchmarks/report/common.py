@@ -310,7 +310,10 @@ class EnsembleBank:
         self.inference = segmenter.inference.replace(generations=self.generations, steps=self.steps, sampler=self.sampler)
         patches = [w for it in items for w in it.model_inputs]
         t0 = time.perf_counter()
-        results = segmenter.segment_batch(patches, self.inference, seed=self.seed, keep_generations=True, batch_images=batch_images)
+        boxes = [b for it in items for b in it.input_boxes]
+        results = segmenter.segment_batch(
+            patches, self.inference, seed=self.seed, keep_generations=True, batch_images=batch_images, boxes=boxes
+        )
         self.seconds = time.perf_counter() - t0
         self.n_prompts = len(patches)
         self._samples: dict[str, np.ndarray] = {}

@@ -556,7 +556,7 @@ class RandomGamma(_RandomIntensity):
 # --------------------------------------------------------------------------------------------
 
 #: Names accepted by :func:`paper_augmentation`.
-PRESET_NAMES = ("cityscapes", "vaihingen", "monuseg", "nuclei")
+PRESET_NAMES = ("cityscapes", "vaihingen", "monuseg", "nuclei", "nuclei-box")
 
 _PAPER_JITTER = dict(brightness=0.6, contrast=0.5, saturation=0.4, hue=0.025)
 
@@ -576,6 +576,10 @@ def paper_augmentation(name: str) -> Compose:
       (reflect padding), h/v flips 0.5, mild colour jitter (0.2, 0.2, 0.1, 0.02), and for
       robustness across microscopes Gaussian blur (sigma 0.3-1.2, p 0.3), Gaussian noise
       (std 0-0.03, p 0.3) and gamma (0.75-1.35, p 0.3).
+    * ``"nuclei-box"`` (models with a prompt-box channel): as ``"nuclei"`` but the geometry is
+      exact: 90-degree rotations and flips only, no resampling. The crop margin jitter of the
+      training protocol (0 .. 0.6) already varies the object's scale, and a free rotation would
+      turn the drawn box into a rotated rectangle that no user draws.
 
     Raises:
         AugmentError: unknown ``name`` (the message lists :data:`PRESET_NAMES`).
@@ -604,6 +608,16 @@ def paper_augmentation(name: str) -> Compose:
     if key == "nuclei":
         return Compose([
             RandomAffine(degrees=(0.0, 360.0), scale=(0.8, 1.25), pad_mode="reflect"),
+            RandomHFlip(0.5),
+            RandomVFlip(0.5),
+            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
+            GaussianBlur(sigma=(0.3, 1.2), p=0.3),
+            GaussianNoise(std=(0.0, 0.03), p=0.3),
+            RandomGamma(gamma=(0.75, 1.35), p=0.3),
+        ])
+    if key == "nuclei-box":
+        return Compose([
+            RandomRot90(),
             RandomHFlip(0.5),
             RandomVFlip(0.5),
             ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),

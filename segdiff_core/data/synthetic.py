@@ -2,7 +2,7 @@
 
 Real data cannot be bundled, so this module draws microscopy-like tiles for the demo, the
 tests and the pretrained box-prompt model. Every tile comes with an exact instance label
-image. Three style families are provided, each with its own parameter distribution:
+image. Four style families are provided, each with its own parameter distribution:
 
 ``"fluorescence"``
     DAPI/Hoechst-like widefield tiles, one channel ``(H, W)``, ``uint8`` or ``uint16``
@@ -11,6 +11,13 @@ image. Three style families are provided, each with its own parameter distributi
     variation between nuclei, mitotic/apoptotic bright small nuclei and daughter pairs,
     per-nucleus and global defocus, vignetting/gradients, out-of-focus haze,
     Poisson + Gaussian camera noise, debris and hot pixels.
+    Widefield optics: a PSF with a sharp core and a wide weak halo, nuclei at three focus
+    depths, brighter neighbours. Labels follow the half-maximum annotation convention (the
+    outline lies where the nucleus' own blurred profile falls to half its peak; see
+    :func:`_half_max_labels` and docs/synthetic-data.md).
+``"confocal"``
+    The fluorescence renderer with confocal optics: thin PSF, no halo, dim out-of-focus
+    nuclei (optical sectioning), few photons.
 ``"he"``
     H&E brightfield RGB ``(H, W, 3) uint8``: haematoxylin nuclei (dense or vesicular with
     nucleoli) on eosin stroma with collagen fibres, cytoplasm, white lumen/gaps and glands,
@@ -63,9 +70,10 @@ __all__ = [
     "style_parameter_names",
 ]
 
-STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc")
-"""All style families :func:`generate_tile` can draw."""
-TRAIN_STYLES: tuple[str, ...] = ("fluorescence", "he")
+STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc", "confocal")
+"""All style families :func:`generate_tile` can draw (new families are appended: the index of a
+style seeds its evaluation streams)."""
+TRAIN_STYLES: tuple[str, ...] = ("fluorescence", "he", "confocal")
 """Styles meant for training the bundled model."""
 HELDOUT_STYLES: tuple[str, ...] = ("ihc",)
 """Styles kept out of training to measure generalisation to an unseen stain."""
@@ -733,10 +741,47 @@ def _count_for(coverage: float, area: float, mean_r: float) -> int:
 # --------------------------------------------------------------------------------------
 # fluorescence
 # --------------------------------------------------------------------------------------
-def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.ndarray]:
+def _confocal(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.ndarray]:
+    return _fluorescence(shape, p, optics="confocal")
+
+
+def _half_max_labels(
+    fps: Sequence[_Footprint], profiles: Sequence[np.ndarray], sigmas: np.ndarray, shape: tuple[int, int],
+    min_area: int,
+) -> np.ndarray:
+    """Labels drawn the way people annotate fluorescence: at half the nucleus' own peak.
+
+    Each nucleus' smooth intensity profile (``profiles[k]`` on ``fps[k].sl``, no texture) is
+    blurred with its own optical blur ``sigmas[k]`` (in-focus PSF, defocus and global blur; the
+    wide halo is left out: it lifts the local background, against which people judge the
+    edge), and the label is the hole-filled region at or above half of its maximum. The labels
+    are painted in z-order and cleaned like the geometric ones (:func:`_finalise_labels`).
+    """
+    h, w = shape
+    labels = np.zeros(shape, np.int32)
+    for k, (fp, prof) in enumerate(zip(fps, profiles)):
+        pad = int(math.ceil(3.0 * float(sigmas[k]))) + 1
+        ys, xs = fp.sl
+        ya, yb, xa, xb = max(ys.start - pad, 0), min(ys.stop + pad, h), max(xs.start - pad, 0), min(xs.stop + pad, w)
+        win = np.zeros((yb - ya, xb - xa), np.float32)
+        win[ys.start - ya : ys.stop - ya, xs.start - xa : xs.stop - xa] = prof
+        if sigmas[k] > 0.05:
+            win = ndi.gaussian_filter(win, float(sigmas[k]), mode="nearest", truncate=3.0)
+        peak = float(win.max())
+        if peak <= 0:
+            continue
+        inside = ndi.binary_fill_holes(win >= 0.5 * peak)
+        labels[ya:yb, xa:xb][inside] = k + 1
+    return _finalise_labels(labels, min_area)
+
+
+def _fluorescence(shape: tuple[int, int], p: _Params, optics: str = "widefield") -> tuple[np.ndarray, np.ndarray]:
+    """Fluorescent nuclei; ``optics`` ``"widefield"`` (halo, deep defocus) or ``"confocal"``
+    (thin PSF, optical sectioning dims out-of-focus nuclei, few photons)."""
     rng = p.rng
     h, w = shape
-    geo = _common_geometry(p, shape, (4.0, 30.0))
+    confocal = optics == "confocal"
+    geo = _common_geometry(p, shape, (4.0, 40.0))
     rr, mean_r = geo["radius_range"], geo["mean_radius"]
     context = p.get("context", lambda: str(rng.choice(["culture", "tissue"], p=[0.6, 0.4])),
                     _check_choice(["culture", "tissue"], "context"))
@@ -757,13 +802,23 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
     mitotic = p.get("mitotic_fraction", lambda: float(rng.choice([0.0, rng.uniform(0.01, 0.08)], p=[0.3, 0.7])),
                     _check_number(0, 1, "mitotic_fraction"))
     bit_depth = p.get("bit_depth", lambda: int(rng.choice([8, 16])), _check_choice([8, 16], "bit_depth"))
-    photons = p.get("peak_photons", lambda: _loguniform(rng, 20, 3000), _check_number(1, 1e6, "peak_photons"))
+    photons = p.get("peak_photons", lambda: _loguniform(rng, 5, 400) if confocal else _loguniform(rng, 20, 3000),
+                    _check_number(1, 1e6, "peak_photons"))
     read_noise = p.get("read_noise", lambda: min(_loguniform(rng, 0.5, 6.0), 0.15 * photons),
                        _check_number(0, 1000, "read_noise"))
-    psf = p.get("psf_sigma", lambda: float(rng.uniform(0.5, 1.6)), _check_number(0, 10, "psf_sigma"))
+    psf = p.get("psf_sigma", lambda: float(rng.uniform(0.4, 1.1) if confocal else rng.uniform(0.7, 2.5)),
+                _check_number(0, 10, "psf_sigma"))
+    halo = p.get("halo_fraction",
+                 lambda: 0.0 if confocal else float(rng.choice([0.0, rng.uniform(0.1, 0.45)], p=[0.25, 0.75])),
+                 _check_number(0, 0.9, "halo_fraction"))
+    halo_sigma = p.get("halo_sigma", lambda: float(rng.uniform(3.0, 10.0)), _check_number(0, 50, "halo_sigma"))
     defocus_frac = p.get("defocus_fraction", lambda: float(rng.choice([0.0, rng.uniform(0.05, 0.5)], p=[0.35, 0.65])),
                          _check_number(0, 1, "defocus_fraction"))
-    defocus_sigma = p.get("defocus_sigma", lambda: float(rng.uniform(1.5, 4.0)), _check_number(0, 20, "defocus_sigma"))
+    defocus_sigma = p.get("defocus_sigma", lambda: float(rng.uniform(1.0, 3.0) if confocal else rng.uniform(1.5, 6.0)),
+                          _check_number(0, 20, "defocus_sigma"))
+    bright_frac = p.get("bright_fraction", lambda: float(rng.choice([0.0, rng.uniform(0.03, 0.2)], p=[0.3, 0.7])),
+                        _check_number(0, 1, "bright_fraction"))
+    convention = p.get("label_convention", lambda: "half_max", _check_choice(["half_max", "geometric"], "label_convention"))
     global_blur = p.get("global_blur", lambda: float(rng.choice([0.0, rng.uniform(0.5, 2.0)], p=[0.7, 0.3])),
                         _check_number(0, 10, "global_blur"))
     intensity_cv = p.get("intensity_cv", lambda: float(rng.uniform(0.1, 0.45)), _check_number(0, 2, "intensity_cv"))
@@ -774,7 +829,8 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
     chromocentres = p.get("chromocentres", lambda: float(rng.choice([0.0, rng.uniform(0.2, 0.8)], p=[0.65, 0.35])),
                           _check_number(0, 1, "chromocentres"))
     background = p.get("background", lambda: _loguniform(rng, 0.01, 0.15), _check_number(0, 1, "background"))
-    haze = p.get("haze", lambda: _loguniform(rng, 0.02, 0.3 if tissue else 0.15), _check_number(0, 2, "haze"))
+    haze = p.get("haze", lambda: _loguniform(rng, 0.02, 0.3 if tissue else 0.15) * (0.2 if confocal else 1.0),
+                 _check_number(0, 2, "haze"))
     cytoplasm = p.get("cytoplasm", lambda: float(rng.choice([0.0, rng.uniform(0.02, 0.12)], p=[0.6, 0.4])),
                       _check_number(0, 1, "cytoplasm"))
     vignetting = p.get("vignetting", lambda: float(rng.uniform(0.0, 0.6)), _check_number(0, 1, "vignetting"))
@@ -815,6 +871,8 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
     inten = np.maximum(inten, 0.3)
     special = nuclei.kind != _NORMAL
     inten[special] *= rng.uniform(1.6, 3.0, int(special.sum()))
+    bright = rng.random(n) < bright_frac  # brighter neighbours (G2, mitotic, other cell types)
+    inten[bright] *= rng.uniform(1.8, 4.0, int(bright.sum()))
     flat = rng.uniform(0.15, 0.7, n)  # exponent of the dome profile: small = flat top
     rim = np.where(rng.random(n) < rim_prob, rng.uniform(0.15, 0.6, n), 0.0)
     tex = texture * rng.uniform(0.5, 1.5, n)
@@ -822,6 +880,8 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
     focus = np.zeros(n, int)
     if defocus_frac > 0:
         focus = np.where(rng.random(n) < defocus_frac, rng.integers(1, 3, n), 0)
+        if confocal:  # optical sectioning: out-of-focus nuclei are dim
+            inten = np.where(focus > 0, inten * rng.uniform(0.2, 0.6, n), inten)
 
     fine = _bandpass_field(shape, 0.6, float(rng.uniform(1.2, 2.2)), rng)
     coarse = _bandpass_field(shape, float(mean_r * 0.12 + 0.8), float(mean_r * 0.35 + 1.5), rng)
@@ -829,6 +889,7 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
     chroma_tex = (mix * fine + (1 - mix) * coarse).astype(np.float32)
 
     layers = [np.zeros(shape, np.float32) for _ in range(3)]
+    smooth = []
     for fp in fps:
         i = fp.index
         d = np.minimum(fp.d, 1.0)
@@ -837,6 +898,11 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
             prof = prof + rim[i] * np.exp(-(((1.0 - d) / 0.17) ** 2))
         t = 1.0 + tex[i] * chroma_tex[fp.sl]
         layers[focus[i]][fp.sl] += (inten[i] * fp.cover) * prof * np.clip(t, 0.2, None)
+        smooth.append(fp.cover * prof)
+    blur_of_focus = psf + defocus_sigma * np.array([0.0, 0.6, 1.0])
+    if convention == "half_max" and fps:
+        sigmas = np.hypot(blur_of_focus[focus[[fp.index for fp in fps]]], global_blur)
+        labels = _half_max_labels(fps, smooth, sigmas, shape, min_area)
 
     # nucleoli (dark holes, DAPI-excluded) and chromocentres (bright foci)
     normal = np.flatnonzero(nuclei.kind == _NORMAL)
@@ -852,7 +918,9 @@ def _fluorescence(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.nd
         layers[0] += foci * (labels > 0)
     signal = _blur(layers[0], psf)
     if defocus_frac > 0:
-        signal += _blur(layers[1], psf + defocus_sigma * 0.6) + _blur(layers[2], psf + defocus_sigma)
+        signal += _blur(layers[1], blur_of_focus[1]) + _blur(layers[2], blur_of_focus[2])
+    if halo > 0:  # widefield PSF: a sharp core plus a wide, weak halo
+        signal = (1.0 - halo) * signal + halo * _blur(signal, halo_sigma)
     ref = float(np.median(inten)) if n else 1.0
 
     # background, cytoplasm autofluorescence, haze
@@ -1344,6 +1412,7 @@ def _ihc(shape: tuple[int, int], p: _Params) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------
 _RENDERERS: dict[str, Callable[[tuple[int, int], _Params], tuple[np.ndarray, np.ndarray]]] = {
     "fluorescence": _fluorescence,
+    "confocal": _confocal,
     "he": _he,
     "ihc": _ihc,
 }

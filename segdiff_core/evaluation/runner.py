@@ -51,6 +51,7 @@ from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import PAPER_MARGIN, CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
 from segdiff_core.data.readers import Sample
+from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.metrics import SegmentationMetrics
 from segdiff_core.validation import check_float, check_int
@@ -315,6 +316,12 @@ class PreparedItem:
     target: np.ndarray
     geometry: CropGeometry | None = None
     grid: WindowGrid | None = None
+    prompt_box: Box | None = None
+
+    @property
+    def input_boxes(self) -> list[Box | None]:
+        """The prompt box on the model grid for each model input (None for windows)."""
+        return [self.prompt_box] * self.n_inputs
 
     @property
     def n_inputs(self) -> int:
@@ -345,7 +352,7 @@ def _prepare_one(item: EvalItem, protocol: EvalProtocol, size: int) -> PreparedI
         rows, cols = geom.footprint
         return PreparedItem(
             item.name, item.group, item.class_name, patch[None].astype(np.float32, copy=False),
-            image[rows, cols], mask[rows, cols], geometry=geom,
+            image[rows, cols], mask[rows, cols], geometry=geom, prompt_box=box_in_crop(geom, item.box),
         )
     grid = protocol.window_grid(image.shape, size)
     windows = grid.cut(image, order=1).astype(np.float32, copy=False)
@@ -418,6 +425,7 @@ class Method:
     predict: Predictor
     resolution: str = "model"
     settings: Mapping[str, Any] = field(default_factory=dict)
+    takes_boxes: bool = False  # predict(inputs, boxes=...) gets each input's prompt box
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -445,11 +453,11 @@ class _SegDiffPredictor:
         self.batch_images = int(batch_images)
         self.calls = 0
 
-    def __call__(self, patches: list[np.ndarray]) -> list[EnsembleResult]:
+    def __call__(self, patches: list[np.ndarray], boxes: list[Box | None] | None = None) -> list[EnsembleResult]:
         call_seed = int(np.random.SeedSequence(self.seed, spawn_key=(self.calls,)).generate_state(1)[0])
         self.calls += 1
         return self.segmenter.segment_batch(
-            patches, self.inference, seed=call_seed, batch_images=self.batch_images
+            patches, self.inference, seed=call_seed, batch_images=self.batch_images, boxes=boxes
         )
 
 
@@ -476,7 +484,8 @@ def segdiff_method(
         "threshold": inference.threshold,
         "seed": int(seed),
     }
-    return Method("segdiff", _SegDiffPredictor(segmenter, inference, seed, batch_images), "model", settings)
+    predictor = _SegDiffPredictor(segmenter, inference, seed, batch_images)
+    return Method("segdiff", predictor, "model", settings, takes_boxes=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,7 +593,11 @@ def run_method(
             else:
                 inputs = [it.native_input for it in chunk]
             t0 = time.perf_counter()
-            outputs = [_as_prediction(o) for o in method.predict(inputs)]
+            if method.takes_boxes and method.resolution == "model":
+                raw = method.predict(inputs, boxes=[b for it in chunk for b in it.input_boxes])  # type: ignore[call-arg]
+            else:
+                raw = method.predict(inputs)
+            outputs = [_as_prediction(o) for o in raw]
             if len(outputs) != len(inputs):
                 raise EvaluationError(
                     f"{method.label}: the predictor returned {len(outputs)} maps for {len(inputs)} inputs"

@@ -51,13 +51,17 @@ def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunC
     if args.init_from is not None:
         # Fine-tuning keeps the checkpoint's network, diffusion and preprocessing.
         base = (init or read_model_file(args.init_from)).config.to_dict()
-        conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion")]
+        # ... except that a prompt-box channel may be added (its weights start at zero).
+        conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion") and k != "model.box_channel"]
         if conflicts:
             raise ConfigError(f"--init-from keeps the checkpoint's network; remove {conflicts}")
         merged = merge_run_config(args.preset, file_values, flags)
         d = merged.to_dict()
         for section in ("model", "diffusion", "preprocess"):
             d[section] = base[section]
+        wants_box = flags.get("model.box_channel", ((file_values or {}).get("model") or {}).get("box_channel"))
+        if wants_box is not None:
+            d["model"] = base["model"] | {"box_channel": bool(wants_box)}
         d["inference"] = base["inference"] | {k.split(".")[1]: v for k, v in flags.items() if k.startswith("inference.")}
         return RunConfig.from_dict(d)
     return merge_run_config(args.preset, file_values, flags)

@@ -21,8 +21,9 @@ import torch
 
 from segdiff_core.data.augment import Compose, paper_augmentation
 from segdiff_core.data.boxes import Box
-from segdiff_core.data.crops import CropProtocol, crop_like, crop_to_model, prompt_crop
+from segdiff_core.data.crops import CropProtocol, crop_like, crop_to_model
 from segdiff_core.data.preprocess import PreprocessConfig, adapt_channels, normalize, to_channels_last
+from segdiff_core.data.prompt import box_channel, box_in_crop, jittered_prompt
 from segdiff_core.training.config import DataConfig
 
 
@@ -58,6 +59,22 @@ def window_box(shape: tuple[int, ...], window: int, work_size: int, rng: np.rand
     return Box(y0, x0, y0 + bh, x0 + bw)
 
 
+_BOX_LEVELS = 100  # box-channel coverage carried through the augmentation in 1/100 steps
+
+
+def _augment_with_box(
+    img: np.ndarray, target: np.ndarray, box_cov: np.ndarray, augment: Compose, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Augment image, mask and box channel with the same geometric transform.
+
+    The box coverage rides in the integer mask (``mask + 2 * round(100 * coverage)``), so the
+    nearest-neighbour geometry of the augmentation moves it exactly like the mask.
+    """
+    code = target.astype(np.int32) + 2 * np.rint(box_cov * _BOX_LEVELS).astype(np.int32)
+    img, code = augment(img, code, rng)
+    return img, (code % 2).astype(np.uint8), (code // 2).astype(np.float32) / _BOX_LEVELS
+
+
 def make_pair(
     image: np.ndarray,
     mask: np.ndarray,
@@ -67,6 +84,7 @@ def make_pair(
     augment: Compose | None,
     rng: np.random.Generator,
     work_size: int = 0,
+    with_box: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training pair.
 
@@ -80,22 +98,32 @@ def make_pair(
         augment: joint augmentation of the normalised crop and its mask, or None.
         rng: the generator for every random choice of this pair.
         work_size: semantic task: working resolution (0: twice the model input).
+        with_box: append the prompt-box channel (the jittered, drawn box in the crop;
+            the whole window for the semantic task), see :mod:`segdiff_core.data.prompt`.
 
     Returns:
-        image (in_channels, S, S) float32 and mask (1, S, S) float32 in {-1, 1}.
+        image (in_channels [+ 1], S, S) float32 and mask (1, S, S) float32 in {-1, 1}.
     """
     size = preprocess.input_size
     if box is None:
         crop = window_box(image.shape, size, work_size or 2 * size, rng)
         patch, geom = crop_to_model(image, crop, size, order=1)
+        drawn = crop
     else:
-        patch, geom = prompt_crop(image, box, size, protocol or CropProtocol.expansion(), rng=rng, order=1)
+        drawn, crop = jittered_prompt(box, protocol or CropProtocol.expansion(), rng, image.shape[:2])
+        patch, geom = crop_to_model(image, crop, size, order=1)
     target = crop_like(np.asarray(mask).astype(np.uint8), dataclasses.replace(geom, pad_mode="constant", cval=0.0), order=0)
     img = normalised_hwc(patch, preprocess)
+    box_cov = box_channel(box_in_crop(geom, drawn), (size, size)) if with_box else None
     if augment is not None:
-        img, target = augment(img, target, rng)
-    chw = np.ascontiguousarray(np.moveaxis(img.astype(np.float32), -1, 0))
-    return chw, mask_to_model_space(target)[None]
+        if box_cov is not None:
+            img, target, box_cov = _augment_with_box(img, target, box_cov, augment, rng)
+        else:
+            img, target = augment(img, target, rng)
+    chw = np.moveaxis(img.astype(np.float32), -1, 0)
+    if box_cov is not None:
+        chw = np.concatenate([chw, box_cov[None]], axis=0)
+    return np.ascontiguousarray(chw), mask_to_model_space(target)[None]
 
 
 class SampleLike(Protocol):
@@ -179,6 +207,7 @@ class PairBatches(torch.utils.data.Dataset):
         start: int = 0,
         stop: int = 0,
         augment: bool = True,
+        with_box: bool = False,
     ) -> None:
         self.source = source
         self.preprocess = preprocess
@@ -189,6 +218,7 @@ class PairBatches(torch.utils.data.Dataset):
         )
         self.augment = paper_augmentation(data.augmentation) if augment and data.augmentation != "none" else None
         self.work_size = data.work_size
+        self.with_box = with_box
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -197,7 +227,7 @@ class PairBatches(torch.utils.data.Dataset):
         rng = step_rng(self.seed, self.start + i, self.rank)
         images, masks = [], []
         for image, mask, box in self.source.draw(rng, self.batch_size):
-            x, y = make_pair(image, mask, box, self.preprocess, self.protocol, self.augment, rng, self.work_size)
+            x, y = make_pair(image, mask, box, self.preprocess, self.protocol, self.augment, rng, self.work_size, self.with_box)
             images.append(x)
             masks.append(y)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks))

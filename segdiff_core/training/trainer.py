@@ -18,6 +18,7 @@ a resumed run repeats exactly what the uninterrupted run would have done.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -284,6 +285,12 @@ class Trainer:
     def _init_from(self, source: str | Path | ModelFile) -> None:
         file = source if isinstance(source, ModelFile) else read_model_file(source)
         (model, cfg, meta), path = (file.build(), file.config, file.metadata), file.path
+        if cfg.model.box_channel != self.run.segdiff.model.box_channel and \
+                dataclasses.replace(cfg.model, box_channel=self.run.segdiff.model.box_channel) == self.run.segdiff.model:
+            self.model.warm_start_from(model)  # the prompt-box channel starts at zero weight
+            self.log(f"initialised weights from {path} ({meta.get('trained_on', 'unknown data')}); "
+                     "prompt-box channel added with zero weights")
+            return
         if cfg.model != self.run.segdiff.model:
             raise ConfigError(
                 f"--init-from {path}: its network config differs from this run's; fine-tuning keeps the "
@@ -500,7 +507,7 @@ class Trainer:
         tc = self.run.train
         batches = PairBatches(
             self.train_source, self.run.segdiff.preprocess, self.run.data, tc.batch_size, tc.seed,
-            rank=self.ctx.rank, start=self.step, stop=tc.steps,
+            rank=self.ctx.rank, start=self.step, stop=tc.steps, with_box=self.run.segdiff.model.box_channel,
         )
         return torch.utils.data.DataLoader(
             batches, batch_size=None, shuffle=False, num_workers=tc.num_workers,
