@@ -58,6 +58,13 @@ def _read_window(coords: np.ndarray, n: int, radius: int, mode: str) -> tuple[in
     return a, max(min(hi, n), a + 1)
 
 
+def _outside(coords: np.ndarray, a: int, b: int, radius: int) -> tuple[int, int]:
+    """Padding before/after the window ``[a, b)`` that covers ``coords`` (at most the support)."""
+    before = max(0, math.ceil(a - float(coords.min()))) + 2
+    after = max(0, math.ceil(float(coords.max()) - (b - 1))) + 2
+    return min(before, radius + 2), min(after, radius + 2)
+
+
 def _nearest_indices(coords: np.ndarray, n: int, mode: str) -> np.ndarray:
     """Index of the nearest source pixel for each coordinate, ``-1`` outside in constant mode."""
     idx = np.arange(n, dtype=float)
@@ -96,13 +103,13 @@ def _resample(src: np.ndarray, coords_y: np.ndarray, coords_x: np.ndarray, *, or
     if sub.ndim == 2:
         sub = sub[:, :, None]
     if mode in ("nearest", "constant"):
-        # Unlike the mirroring modes, these paddings are not symmetric about the image edge,
-        # so the filter must see the padded signal: pad the window by the filter support.
-        (py, px), fill = (r + 2 for r in radii), {"mode": "edge"}
-        if mode == "constant":
-            fill = {"mode": "constant", "constant_values": cval}
-        sub = np.pad(sub, ((py, py), (px, px), (0, 0)), **fill)  # type: ignore[call-overload]
-        ya, xa = ya - py, xa - px
+        # Unlike the mirroring modes, these paddings are not symmetric about the image edge, so
+        # sample points outside the image must see the filtered *padded* signal: pad the window
+        # to cover them (the filtered signal is constant beyond the filter support).
+        pads = [_outside(c, a, b, r) for c, a, b, r in ((coords_y, ya, yb, radii[0]), (coords_x, xa, xb, radii[1]))]
+        fill = {"mode": "edge"} if mode == "nearest" else {"mode": "constant", "constant_values": cval}
+        sub = np.pad(sub, (*pads, (0, 0)), **fill)  # type: ignore[call-overload]
+        ya, xa = ya - pads[0][0], xa - pads[1][0]
     if max(sigma) > 0:
         sub = ndimage.gaussian_filter(sub, (sigma[0], sigma[1], 0), mode=mode, cval=cval)
     grid = np.meshgrid(coords_y - ya, coords_x - xa, indexing="ij")
