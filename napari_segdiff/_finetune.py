@@ -397,20 +397,22 @@ class FinetuneWidget(QWidget):
         )
 
     def _done(self, event: dict[str, Any]) -> None:
+        """A finished run: the new model is listed and becomes the active model."""
         info, path = event["metadata"], Path(event["model_path"])
         self.refresh_models()
         self.models.value = path
         why = f" ({event['stop_reason']})" if event.get("stop_reason") else ""
-        ious = f"validation IoU {info['val_iou_before']:.3f} -> {info['val_iou_after']:.3f}"
-        if event["improved"]:
-            self.use_model(path)
-            self.status.setText(f"Done after {info['steps']} steps{why}: {ious}. {path.name} is now the active model.")
-            show_info(f"SegDiff: fine-tuned model {path.name} is active ({ious})")
-        else:
-            self.status.setText(
-                f"Done after {info['steps']} steps{why}: {ious}; no better than the current model, which stays "
-                f"active. The result is kept as {path.name}."
-            )
+        before, after = info["val_iou_before"], info["val_iou_after"]
+        ious = f"validation IoU {before:.3f} -> {after:.3f}" if after is not None else f"validation IoU before {before:.3f}, not validated since"
+        if not self.use_model(path):
+            self.status.setText(f"Done after {info['steps']} steps{why}: {ious}. Saved as {path.name}.")
+            return
+        caution = "" if event["improved"] else (
+            f" It did not score higher on the {info['n_val']} held-aside objects (few objects make this noisy); "
+            "'Use previous model' goes back."
+        )
+        self.status.setText(f"Done after {info['steps']} steps{why}: {ious}. {path.name} is now the active model.{caution}")
+        show_info(f"SegDiff: fine-tuned model {path.name} is active ({ious})")
 
     # -------------------------------------------------------------------------------- teardown
     def close_panel(self) -> None:

@@ -58,6 +58,7 @@ def test_finetune_saves_a_loadable_model_that_predicts_differently(base, tmp_pat
     assert info["n_objects"] == info["n_train"] + info["n_val"] >= MIN_OBJECTS
     assert isinstance(info["val_iou_before"], float) and isinstance(info["val_iou_after"], float)
     assert (info["val_iou_after"] > info["val_iou_before"]) == result.improved
+    assert info["best_step"] in (3, 6)  # the best validated fine-tuned weights
     seg_new, seg_old = Segmenter.from_checkpoint(result.model_path, "cpu"), Segmenter.from_checkpoint(base, "cpu")
     assert seg_new.metadata["finetune"]["date"] == info["date"]
     patch = annotated_tile(5)[0][:40, :40]
