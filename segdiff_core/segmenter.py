@@ -84,7 +84,7 @@ class Segmenter:
         """The model's default inference settings (saved with the checkpoint)."""
         return self.config.inference
 
-    def prepare(self, patch: np.ndarray, box: Box | None = None) -> torch.Tensor:
+    def model_input(self, patch: np.ndarray, box: Box | None = None) -> torch.Tensor:
         """Patch (H, W[, C]) any dtype -> model input (1, input_channels, S, S) on the device.
 
         The image channels are normalised and resized to S x S; a model with a prompt-box
@@ -101,6 +101,8 @@ class Segmenter:
             x = torch.cat([x, torch.from_numpy(box_channel(box, (s, s)))[None, None]], dim=1)
         return x.to(self.device)
 
+    prepare = model_input  # former name
+
     def segment_progressive(
         self,
         patch: np.ndarray,
@@ -114,7 +116,7 @@ class Segmenter:
         Closing the generator (or simply not resuming it) cancels the run between steps.
         """
         inf = inference or self.config.inference
-        image = self.prepare(patch, box)
+        image = self.model_input(patch, box)
         schedule = self.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
         last: SamplerStep | None = None
         for last in sample_progressive(
@@ -170,7 +172,7 @@ class Segmenter:
         box_list = list(boxes) if boxes is not None else [None] * len(patches)
         out: list[EnsembleResult] = []
         for s in range(0, len(patches), batch_images):
-            images = torch.cat([self.prepare(p, b) for p, b in zip(patches[s : s + batch_images], box_list[s : s + batch_images])])
+            images = torch.cat([self.model_input(p, b) for p, b in zip(patches[s : s + batch_images], box_list[s : s + batch_images])])
             x0 = sample(
                 self.model, schedule, images, generations=inf.generations, generator=gen,
                 chunk_size=inf.chunk_size, clip_denoised=inf.clip_denoised,

@@ -25,7 +25,7 @@ from segdiff_core.evaluation.runner import (
     dataset_items,
     evaluate,
     format_table,
-    prepare_items,
+    crop_items,
     run_method,
     segdiff_method,
     synthetic_items,
@@ -165,7 +165,7 @@ def test_otsu_foreground_takes_the_minority_class_whatever_the_polarity():
 @pytest.mark.parametrize("name", ["tight", "expansion"])
 def test_prepared_region_is_the_crop_footprint_with_the_whole_object(name):
     items = mask_image_items()
-    prepared = prepare_items(items, EvalProtocol(name), S)
+    prepared = crop_items(items, EvalProtocol(name), S)
     for it, p in zip(items, prepared):
         assert p.model_inputs.shape == (1, S, S) and p.model_inputs.dtype == np.float32
         rows, cols = p.geometry.footprint
@@ -186,13 +186,13 @@ def test_oracle_is_exact_when_the_crop_equals_the_model_grid():
     m[10:42, 9:41] = disk_mask((32, 32), (15.5, 15.5), 16)  # tight box exactly 32 x 32 = S x S
     item = EvalItem((m * 255).astype(np.uint8), m, Box.from_mask(m), "exact")
     assert (item.box.height, item.box.width) == (S, S)
-    res = run_method(prepare_items([item], EvalProtocol("tight"), S), Method("oracle", oracle))
+    res = run_method(crop_items([item], EvalProtocol("tight"), S), Method("oracle", oracle))
     assert res.summary["iou"] == 1.0 and res.summary["boundf"] == 1.0 and res.summary["f1"] == 1.0
 
 
 @pytest.mark.parametrize("name", ["tight", "expansion"])
 def test_oracle_predictor_scores_iou_one_after_paste_back(name):
-    prepared = prepare_items(mask_image_items(), EvalProtocol(name), S)
+    prepared = crop_items(mask_image_items(), EvalProtocol(name), S)
     res = run_method(prepared, Method("oracle", oracle))
     assert res.n == 3
     assert min(r["iou"] for r in res.per_sample) > 0.93
@@ -214,7 +214,7 @@ def test_oracle_predictor_scores_iou_one_after_paste_back(name):
 
 
 def test_native_predictor_gets_the_original_resolution_crop():
-    prepared = prepare_items(mask_image_items(), EvalProtocol("expansion"), S)
+    prepared = crop_items(mask_image_items(), EvalProtocol("expansion"), S)
     seen = []
 
     def native_oracle(crops):
@@ -227,7 +227,7 @@ def test_native_predictor_gets_the_original_resolution_crop():
 
 
 def test_predictor_returning_wrong_count_or_shape_is_reported():
-    prepared = prepare_items(mask_image_items(), EvalProtocol("tight"), S)
+    prepared = crop_items(mask_image_items(), EvalProtocol("tight"), S)
     with pytest.raises(EvaluationError, match="returned 2 maps for 3 inputs"):
         run_method(prepared, Method("short", lambda ps: oracle(ps)[:2]))
     with pytest.raises(EvaluationError, match="expected the model size"):
@@ -239,7 +239,7 @@ def test_windows_protocol_on_a_small_image():
     m = disk_mask(shape, (20, 20), 9) | disk_mask(shape, (50, 70), 12) | disk_mask(shape, (30, 95), 6)
     item = EvalItem((m * 255).astype(np.uint8), m, None, "img")
     protocol = EvalProtocol("windows", work_size=64)  # 64 x 64 working image -> 2 x 2 windows of 32
-    (p,) = prepare_items([item], protocol, S)
+    (p,) = crop_items([item], protocol, S)
     assert p.model_inputs.shape == (4, S, S) and p.grid.origins == ((0, 0), (0, 32), (32, 0), (32, 32))
     assert p.target.shape == shape and p.native_input.shape == shape
     res = run_method([p], Method("oracle", oracle))
@@ -258,7 +258,7 @@ def test_windows_protocol_with_the_real_model_and_overlapping_stride(segmenter):
     image = rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)
     mask = image[..., 0] > 128
     protocol = EvalProtocol("windows", work_size=48, stride=16)
-    prepared = prepare_items([EvalItem(image, mask, None, "noise")], protocol, S)
+    prepared = crop_items([EvalItem(image, mask, None, "noise")], protocol, S)
     assert prepared[0].model_inputs.shape[0] == 4  # origins 0, 16 along each axis
     res = run_method(prepared, segdiff_method(segmenter, 2, 2))
     assert res.n == 1 and 0.0 <= res.summary["iou"] <= 1.0
@@ -297,7 +297,7 @@ def test_synthetic_items_bad_arguments():
 
 def test_runner_with_real_model_on_synthetic_set(segmenter):
     items = synthetic_items(("fluorescence", "ihc"), 3, tile_size=96, objects_per_tile=3)
-    prepared = prepare_items(items, EvalProtocol("expansion"), segmenter.input_size)
+    prepared = crop_items(items, EvalProtocol("expansion"), segmenter.input_size)
     methods = [segdiff_method(segmenter, 2, 2, seed=5), segdiff_method(segmenter, 1, 3, "ddpm"), otsu_method()]
     results = evaluate(prepared, methods, chunk_size=4)
     names = [r["name"] for r in results[0].per_sample]

@@ -53,10 +53,10 @@ def test_a_patch_of_another_size_goes_through_the_crop_resampler(saved):
     seg = Segmenter.from_checkpoint(path, device="cpu")
     rng = np.random.default_rng(0)
     big = rng.random((64, 64, 3)).astype(np.float32)
-    x = seg.prepare(big)
+    x = seg.model_input(big)
     assert x.shape == (1, cfg.model.in_channels, 32, 32) and x.dtype == torch.float32
     # the 2x shrink equals cropping the whole patch to the model size first
     from segdiff_core.data.crops import crop_whole_image
 
     small, _ = crop_whole_image(big, 32)
-    np.testing.assert_allclose(x[0].numpy(), seg.prepare(small)[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(x[0].numpy(), seg.model_input(small)[0].numpy(), atol=1e-6)

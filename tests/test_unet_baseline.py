@@ -26,7 +26,7 @@ from segdiff_core.baselines.unet import (
     unet_method,
 )
 from segdiff_core.checkpoint import CheckpointError, load_model, save_model
-from segdiff_core.evaluation.runner import prepare_items, run_method, synthetic_items
+from segdiff_core.evaluation.runner import crop_items, run_method, synthetic_items
 from segdiff_core.training.config import merge_run_config
 from segdiff_core.training.sources import build_sources
 from segdiff_core.training.trainer import Trainer
@@ -156,7 +156,7 @@ def test_train_unet_sees_exactly_the_segdiff_trainer_batches(tmp_path: Path) -> 
     seg = UNetSegmenter.from_checkpoint(result.model_path, device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(init, seg.model.parameters()))  # it was trained
     assert seg.metadata["train"]["steps"] == 2
-    items = prepare_items(synthetic_items(("he",), 2, tile_size=96), PROTOCOL, 32)
+    items = crop_items(synthetic_items(("he",), 2, tile_size=96), PROTOCOL, 32)
     probs = seg.predict_batch([it.model_inputs[0] for it in items], batch_images=1)
     assert all(p.shape == (32, 32) and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in probs)
     res = run_method(items, unet_method(seg))

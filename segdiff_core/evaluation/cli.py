@@ -61,7 +61,7 @@ from segdiff_core.evaluation.runner import (
     dataset_items,
     evaluate,
     format_table,
-    prepare_items,
+    crop_items,
     segdiff_method,
     synthetic_items,
     to_jsonable,
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         items, data_desc, n_skipped = load_items(data, protocol, args.n, args.eval_seed, args.split_only_val)
         t0 = time.perf_counter()
-        prepared = prepare_items(items, protocol, segmenter.input_size, progress=progress)
+        prepared = crop_items(items, protocol, segmenter.input_size, progress=progress)
         prepare_seconds = time.perf_counter() - t0
     except (EvaluationError, ValueError, OSError) as exc:  # DatasetError is a ValueError
         return _fail(exc, 1)

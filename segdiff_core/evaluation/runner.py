@@ -5,7 +5,7 @@ Pipeline
 1. **Items** (:class:`EvalItem`): an image, its target mask and the object's tight box. They come
    from the deterministic synthetic held-out set (:func:`synthetic_items`) or from a dataset
    reader (:func:`dataset_items`).
-2. **Preparation** (:func:`prepare_items`), done *once* per protocol and reused by every method
+2. **Cropping** (:func:`crop_items`), done *once* per protocol and reused by every method
    and every (generations, steps) combination:
 
    * ``tight`` / ``expansion`` (paper section 5): the prompt is the tight box of the
@@ -72,6 +72,7 @@ __all__ = [
     "MethodResult",
     "synthetic_items",
     "dataset_items",
+    "crop_items",
     "prepare_items",
     "run_method",
     "evaluate",
@@ -103,13 +104,18 @@ class EvaluationError(ValueError):
 class EvalProtocol:
     """How an item becomes model inputs and which pixels are scored.
 
-    Attributes:
-        name: ``'tight'``, ``'expansion'`` or ``'windows'``.
-        margin: crop margin of the expansion protocol (paper: 0.15).
-        work_size: windows protocol: side of the working resolution the whole image is
-            resized to; None = twice the model size (paper: 1000 px images -> 512, 256 windows).
-        stride: windows protocol: window stride at the working resolution; None = the window
-            size (non-overlapping; overlaps are averaged when smaller).
+    Attributes
+    ----------
+    name
+        ``'tight'``, ``'expansion'`` or ``'windows'``.
+    margin
+        crop margin of the expansion protocol (paper: 0.15).
+    work_size
+        windows protocol: side of the working resolution the whole image is
+        resized to; None = twice the model size (paper: 1000 px images -> 512, 256 windows).
+    stride
+        windows protocol: window stride at the working resolution; None = the window
+        size (non-overlapping; overlaps are averaged when smaller).
     """
 
     name: str
@@ -198,9 +204,11 @@ def synthetic_items(
     prompts; each item's box is the object's tight box. ``task='semantic'``: one item per tile,
     the target is all foreground.
 
-    Raises:
-        EvaluationError: bad arguments, or no objects found in ``max_tiles_per_style`` tiles
-            (default ``50 * n_per_style + 50``).
+    Raises
+    ------
+    EvaluationError
+        bad arguments, or no objects found in ``max_tiles_per_style`` tiles
+        (default ``50 * n_per_style + 50``).
     """
     from segdiff_core.data.synthetic import STYLES, generate_tile
 
@@ -252,17 +260,24 @@ def dataset_items(
 ) -> tuple[list[EvalItem], int]:
     """Items from a reader dataset (``Sample(image, mask, box, name, class_name, ...)``).
 
-    Args:
-        dataset: a :class:`segdiff_core.data.readers.Dataset` or a Subset of one.
-        n: evaluate a deterministic random subset of ``n`` samples (drawn with ``seed``, kept
-            in dataset order); None = every sample.
-        require_box: skip samples without a box (empty masks); needed by the prompt protocols.
+    Parameters
+    ----------
+    dataset
+        a :class:`segdiff_core.data.readers.Dataset` or a Subset of one.
+    n
+        evaluate a deterministic random subset of ``n`` samples (drawn with ``seed``, kept
+        in dataset order); None = every sample.
+    require_box
+        skip samples without a box (empty masks); needed by the prompt protocols.
 
-    Returns:
+    Returns
+    -------
         ``(items, n_skipped)``. The group of an item is its ``class_name``.
 
-    Raises:
-        EvaluationError: the dataset (or the selection) has no usable sample.
+    Raises
+    ------
+    EvaluationError
+        the dataset (or the selection) has no usable sample.
     """
     total = len(dataset)
     if total == 0:
@@ -297,15 +312,22 @@ def dataset_items(
 class PreparedItem:
     """An item cropped for a protocol; shared by every method and setting.
 
-    Attributes:
-        name, group, class_name: from the :class:`EvalItem`.
-        model_inputs: ``(K, S, S)`` or ``(K, S, S, C)`` float32 model-size patches: ``K = 1``
-            for the prompt protocols, the number of windows for the windows protocol.
-        native_input: the evaluated region at original resolution, ``(h, w[, C])`` in the
-            image's dtype (the crop footprint, or the whole image).
-        target: ``(h, w)`` bool ground truth on the evaluated region.
-        geometry: crop geometry (prompt protocols) or None.
-        grid: window grid (windows protocol) or None.
+    Attributes
+    ----------
+    name, group, class_name
+        from the :class:`EvalItem`.
+    model_inputs
+        ``(K, S, S)`` or ``(K, S, S, C)`` float32 model-size patches: ``K = 1``
+        for the prompt protocols, the number of windows for the windows protocol.
+    native_input
+        the evaluated region at original resolution, ``(h, w[, C])`` in the
+        image's dtype (the crop footprint, or the whole image).
+    target
+        ``(h, w)`` bool ground truth on the evaluated region.
+    geometry
+        crop geometry (prompt protocols) or None.
+    grid
+        window grid (windows protocol) or None.
     """
 
     name: str
@@ -338,7 +360,7 @@ class PreparedItem:
         return self.grid.stitch(maps, order=1)
 
 
-def _prepare_one(item: EvalItem, protocol: EvalProtocol, size: int) -> PreparedItem:
+def _crop_item(item: EvalItem, protocol: EvalProtocol, size: int) -> PreparedItem:
     image = np.asarray(item.image)
     mask = np.asarray(item.mask).astype(bool, copy=False)
     if image.ndim not in (2, 3) or mask.shape != image.shape[:2]:
@@ -359,7 +381,7 @@ def _prepare_one(item: EvalItem, protocol: EvalProtocol, size: int) -> PreparedI
     return PreparedItem(item.name, item.group, item.class_name, windows, image, mask, grid=grid)
 
 
-def prepare_items(
+def crop_items(
     items: Iterable[EvalItem], protocol: EvalProtocol, model_size: int, *, progress: bool = False
 ) -> list[PreparedItem]:
     """Crop every item once for ``protocol`` at ``model_size`` (see the module docstring)."""
@@ -367,9 +389,13 @@ def prepare_items(
     if not items:
         raise EvaluationError("no samples to evaluate")
     return [
-        _prepare_one(it, protocol, int(model_size))
+        _crop_item(it, protocol, int(model_size))
         for it in tqdm(items, desc="cropping", unit="prompt", disable=not progress, leave=False)
     ]
+
+
+prepare_items = crop_items
+"""Former name of :func:`crop_items`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,10 +407,14 @@ def prepare_items(
 class Prediction:
     """One predicted map.
 
-    Attributes:
-        probability: ``(h, w)`` foreground probability in ``[0, 1]`` (or a 0/1 mask).
-        uncertainty: optional ``(h, w)`` per-pixel uncertainty (for the uncertainty AUROC).
-        threshold: the hard mask is ``probability > threshold``.
+    Attributes
+    ----------
+    probability
+        ``(h, w)`` foreground probability in ``[0, 1]`` (or a 0/1 mask).
+    uncertainty
+        optional ``(h, w)`` per-pixel uncertainty (for the uncertainty AUROC).
+    threshold
+        the hard mask is ``probability > threshold``.
     """
 
     probability: np.ndarray
@@ -412,13 +442,18 @@ def _as_prediction(out: Any) -> Prediction:
 class Method:
     """A predictor under a name.
 
-    Attributes:
-        name: short method name (``'segdiff'``, ``'otsu'``).
-        predict: the :data:`Predictor`.
-        resolution: ``'model'`` (gets model-size patches, maps are pasted back/stitched) or
-            ``'native'`` (gets the evaluated region at original resolution, returns maps of
-            its shape).
-        settings: values reported with the results (generations, steps, sampler ...).
+    Attributes
+    ----------
+    name
+        short method name (``'segdiff'``, ``'otsu'``).
+    predict
+        the :data:`Predictor`.
+    resolution
+        ``'model'`` (gets model-size patches, maps are pasted back/stitched) or
+        ``'native'`` (gets the evaluated region at original resolution, returns maps of
+        its shape).
+    settings
+        values reported with the results (generations, steps, sampler ...).
     """
 
     name: str
@@ -497,12 +532,18 @@ def segdiff_method(
 class MethodResult:
     """Scores of one method on the prepared items.
 
-    Attributes:
-        name, label, settings: from the :class:`Method`.
-        summary: :meth:`SegmentationMetrics.summary` over all items.
-        groups: per-group summaries (style family / class), in first-seen order.
-        per_sample: one record per item (``name``, ``group`` and the metrics).
-        seconds: wall time of prediction plus paste-back (cropping is shared and excluded).
+    Attributes
+    ----------
+    name, label, settings
+        from the :class:`Method`.
+    summary
+        :meth:`SegmentationMetrics.summary` over all items.
+    groups
+        per-group summaries (style family / class), in first-seen order.
+    per_sample
+        one record per item (``name``, ``group`` and the metrics).
+    seconds
+        wall time of prediction plus paste-back (cropping is shared and excluded).
     """
 
     name: str
@@ -575,8 +616,10 @@ def run_method(
 ) -> MethodResult:
     """Predict every item with ``method`` (``chunk_size`` items per predictor call) and score it.
 
-    Raises:
-        EvaluationError: no items, or the predictor returned the wrong number/shape of maps.
+    Raises
+    ------
+    EvaluationError
+        no items, or the predictor returned the wrong number/shape of maps.
     """
     if not items:
         raise EvaluationError("no samples to evaluate")

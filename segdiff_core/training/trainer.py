@@ -35,7 +35,7 @@ from segdiff_core.config import ConfigError, SegDiffConfig
 from segdiff_core.data.readers import Subset
 from segdiff_core.diffusion.scheduler import DDPMScheduler
 from segdiff_core.evaluation.runner import (EvalItem, EvalProtocol, Method, PreparedItem, dataset_items,
-                                            prepare_items, run_method, segdiff_method, synthetic_items)
+                                            crop_items, run_method, segdiff_method, synthetic_items)
 from segdiff_core.model import SegDiffModel
 from segdiff_core.segmenter import Segmenter
 from segdiff_core.training.config import RunConfig
@@ -360,7 +360,7 @@ class Trainer:
             assert self.val_source is not None
             protocol = EvalProtocol(VAL_PROTOCOLS[data.task], work_size=data.work_size or None)
             items = validation_items(self.val_source, tc.val_samples, data.val_seed)
-            self._val_set = prepare_items(items, protocol, self.run.segdiff.preprocess.input_size)
+            self._val_set = crop_items(items, protocol, self.run.segdiff.preprocess.input_size)
         method = self.objective.method(self.ema.model, self.device, tc)
         summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
         return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
