@@ -406,9 +406,10 @@ class AnnotatorController:
         """The Labels layer to commit to (created if needed); PromptError if it cannot be used."""
         labels = self.labels_layer
         if labels is None or labels not in self.viewer.layers:
-            labels = find_layer(self.viewer.layers, image, "labels", Labels) or self._add(
-                make_labels_layer(image)
-            )
+            labels = find_layer(self.viewer.layers, image, "labels", Labels)
+            if labels is None:
+                _check_fits(image)
+                labels = self._add(make_labels_layer(image))
             self.labels_layer = labels
         want = spatial_shape(image)
         have = tuple(labels.data.shape) if not labels.multiscale else tuple(labels.data[0].shape)
@@ -730,6 +731,32 @@ def _check_capacity(labels: Labels, highest: int) -> None:
         )
 
 
+def available_bytes() -> int | None:
+    """Memory the system can still give (Linux ``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_fits(image: Image) -> None:
+    """PromptError before making a labels layer that would not fit in memory (int32 labels,
+    plus napari's display copy of one plane)."""
+    shape = spatial_shape(image)
+    need = 4 * int(np.prod(shape, dtype=np.int64)) + 8 * int(np.prod(shape[-2:], dtype=np.int64))
+    free = available_bytes()
+    if free is not None and need > 0.8 * free:
+        raise PromptError(
+            f"a labels layer for {image.name!r} ({' x '.join(map(str, shape))} pixels) needs about "
+            f"{need / 2**30:.1f} GB but only {free / 2**30:.1f} GB of memory are free; nothing was "
+            "made. Annotate a cropped or downsampled copy, or choose an existing labels layer"
+        )
+
+
 def _same_placement(a: Any, b: Any) -> bool:
     """True if layers ``a`` and ``b`` map data pixels to the same world points."""
     if a.ndim != b.ndim:
@@ -770,16 +797,18 @@ class _ObjectWriter:
             if writable.any():
                 plans.append(writable)
         _check_capacity(labels, first_id + len(plans) - 1)
-        with labels.block_history():
-            for rec in ObjectTable.of(labels).records_of(self.old):
-                rr, cc = np.nonzero(plane.read_region(labels.data, rec.region) == rec.label_id)
-                if rr.size:  # redoing a box: its previous object gives way, in the same undo step
-                    labels.data_setitem(plane.indices(rr + rec.region[0].start, cc + rec.region[1].start), 0, refresh=False)
-            for k, writable in enumerate(plans):
-                rr, cc = np.nonzero(writable)
-                labels.data_setitem(plane.indices(rr + rows.start, cc + cols.start), first_id + k, refresh=False)
-                self.written.append((first_id + k, rr + rows.start, cc + cols.start))
-        labels.refresh()
+        edits = []
+        for rec in ObjectTable.of(labels).records_of(self.old):
+            rr, cc = np.nonzero(plane.read_region(labels.data, rec.region) == rec.label_id)
+            if rr.size:  # redoing a box: its previous object gives way, in the same undo step
+                edits.append((plane.indices(rr + rec.region[0].start, cc + rec.region[1].start), 0))
+        for k, writable in enumerate(plans):
+            rr, cc = np.nonzero(writable)
+            edits.append((plane.indices(rr + rows.start, cc + cols.start), first_id + k))
+            self.written.append((first_id + k, rr + rows.start, cc + cols.start))
+        with labels.block_history():  # one undo step; only the touched pixels are redrawn
+            for n, (indices, value) in enumerate(edits):
+                labels.data_setitem(indices, value, refresh=n == len(edits) - 1)
         return [i for i, _, _ in self.written]
 
     def records(self, key: BoxKey, jobs: Any, job_id: int) -> list[ObjectRecord]:

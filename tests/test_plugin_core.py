@@ -283,3 +283,25 @@ def test_controller_without_image_or_boxes_explains(model_file, notes):
 def test_ranges():
     assert _ranges([5, 3, 4, 8, 10, 11]) == "3-5, 8, 10-11"
     assert _ranges([1]) == "1"
+
+
+def test_a_labels_layer_that_would_not_fit_in_memory_is_refused_before_allocating(model_file, notes):
+    import dask.array as da
+
+    from napari_segdiff._controller import available_bytes
+
+    free = available_bytes()
+    if free is None:
+        pytest.skip("no MemAvailable on this system")
+    depth = int(free // (4 * 512 * 512)) + 10  # int32 labels of this stack exceed the free memory
+    viewer = ViewerModel()
+    stack = da.zeros((depth, 512, 512), dtype=np.uint8, chunks=(1, 512, 512))
+    image = viewer.add_image(stack, contrast_limits=(0, 1))
+    c = AnnotatorController(viewer)
+    c.update_settings(model_source="file", model_path=model_file, device="cpu")
+    c.set_image_layer(image)
+    c.ensure_prompts_layer().add_rectangles(np.array([[0, 10, 10], [0, 10, 40], [0, 40, 40], [0, 40, 10]], float))
+    assert c.prepare_run("newest") is None
+    assert any("needs about" in m and "nothing was made" in m for _s, m in notes), notes
+    assert c.labels_layer is None and len(viewer.layers) == 2
+    c.close()
