@@ -241,10 +241,11 @@ class PreviewPatch:
 
 @dataclass(frozen=True)
 class RunStarted:
+    """The model is loaded: ``inference`` settings and ``total_steps`` of the whole run."""
+
     model: ModelInfo
     inference: InferenceConfig
     total_steps: int
-    n_jobs: int
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,6 @@ def _run(
 ) -> Generator[RunEvent, None, RunSummary]:
     settings = request.settings
     finished: list[int] = []
-    info: ModelInfo | None = None
     try:
         seg = cache.get(request.model_path, settings.device)
         info = model_info(seg)
@@ -428,7 +428,7 @@ def _run(
         protocol = settings.crop_protocol()
         n_windows = [_count_windows(job, size, settings) for job in request.jobs]
         total = sum(n * inference.steps for n in n_windows)
-        yield RunStarted(info, inference, total, len(request.jobs))
+        yield RunStarted(info, inference, total)
 
         done = 0
         last_preview = -float("inf")

@@ -166,29 +166,30 @@ def write_map(
     The layer's translate is shifted so its data stay over the right image pixels."""
     lo, hi = _target_box(plane, region)
     start = map_origin(layer)
-    reset = reset or start is None
     origin = np.array(start if start is not None else lo, dtype=int)
     shape = np.array(layer.data.shape, dtype=int)
-    if reset:
+    if reset or start is None:
         new_lo, new_hi = lo, hi
     else:
         new_lo, new_hi = np.minimum(origin, lo), np.maximum(origin + shape, hi)
-    if reset or np.any(new_lo != origin) or np.any(new_hi != origin + shape):
+    same = start is not None and np.array_equal(new_lo, origin) and np.array_equal(new_hi, origin + shape)
+    data = layer.data
+    if not same:  # grow (or move) the data
         data = np.zeros(tuple(new_hi - new_lo), dtype=np.float32)
-        if not reset:
-            start = origin - new_lo
-            data[tuple(slice(a, a + n) for a, n in zip(start, shape))] = layer.data
-        linear = CompositeAffine(
-            scale=image.scale, rotate=image.rotate, shear=image.shear, ndim=image.ndim
-        ).linear_matrix
-        meta = dict(layer.metadata)
-        meta[META_KEY] = {**meta[META_KEY], "origin": tuple(int(v) for v in new_lo)}
-        layer.metadata = meta
-        layer.translate = np.asarray(image.translate, dtype=float) + linear @ new_lo
-        layer.data = data
-        origin = new_lo
-    fixed = tuple((ax, idx - int(origin[ax])) for ax, idx in plane.fixed)
+        if not reset and start is not None:
+            at = origin - new_lo
+            data[tuple(slice(a, a + n) for a, n in zip(at, shape))] = layer.data
+    fixed = tuple((ax, idx - int(new_lo[ax])) for ax, idx in plane.fixed)
     local = PlaneSpec(plane.ndim, plane.axes, fixed, plane.shape)
-    r0, c0 = int(origin[plane.axes[0]]), int(origin[plane.axes[1]])
+    r0, c0 = int(new_lo[plane.axes[0]]), int(new_lo[plane.axes[1]])
     rows, cols = region
-    local.write(layer.data, (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)), values)
+    local.write(data, (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)), values)
+    if same:
+        layer.refresh()  # written in place: redraw
+        return
+    linear = CompositeAffine(scale=image.scale, rotate=image.rotate, shear=image.shear, ndim=image.ndim).linear_matrix
+    meta = dict(layer.metadata)
+    meta[META_KEY] = {**meta[META_KEY], "origin": tuple(int(v) for v in new_lo)}
+    layer.metadata = meta
+    layer.translate = np.asarray(image.translate, dtype=float) + linear @ new_lo
+    layer.data = data  # redraws

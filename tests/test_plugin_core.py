@@ -305,3 +305,21 @@ def test_a_labels_layer_that_would_not_fit_in_memory_is_refused_before_allocatin
     assert any("needs about" in m and "nothing was made" in m for _s, m in notes), notes
     assert c.labels_layer is None and len(viewer.layers) == 2
     c.close()
+
+
+def test_a_run_never_changes_torchs_thread_count(model_file):
+    """Threads are set once per process (configure_torch_threads), never from the worker."""
+    import torch
+
+    from napari_segdiff._engine import gui_torch_threads
+
+    before = torch.get_num_threads()
+    image = np.zeros((32, 32), np.float32)
+    run = run_segmentation(_request(model_file, image, [Box(4, 4, 20, 20)], steps=3), ModelCache())
+    seen = []
+    with pytest.raises(StopIteration):
+        while True:
+            next(run)
+            seen.append(torch.get_num_threads())
+    assert seen and set(seen) == {before}
+    assert gui_torch_threads(2) == 1 and gui_torch_threads(8) == 7 and gui_torch_threads(1) == 1

@@ -1,0 +1,106 @@
+"""Seconds per box prompt in the annotator with a visible viewer, against the library, in one run.
+
+A visible napari viewer (run it under ``xvfb-run -a`` on a machine without a display) with the
+annotator docked segments ``--prompts`` nuclei of a synthetic fluorescence tile with the bundled
+model: each box is pressed through the Segment button and timed until the run has ended (labels
+committed, maps and preview drawn). The library path (``prompt_crop`` + ``Segmenter.segment``,
+same model, same settings and seed, same torch threads) segments the same boxes, alternating with
+the GUI so both see the same machine load. Reports medians and the GUI / library ratio.
+
+    xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts 6
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _boxes(labels: np.ndarray, n: int) -> list[tuple[float, float, float, float]]:
+    from scipy import ndimage
+
+    areas = np.bincount(labels.ravel())[1:]
+    order = [int(i) for i in np.argsort(areas)[::-1] if areas[i] >= 80]
+    slices = ndimage.find_objects(labels)
+    out = []
+    for i in order[:n]:
+        r, c = slices[i]
+        out.append((r.start - 1.0, c.start - 1.0, float(r.stop), float(c.stop)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--size", type=int, default=512)
+    args = ap.parse_args(argv)
+
+    import napari
+    import torch
+    from qtpy.QtCore import QEventLoop
+    from qtpy.QtWidgets import QApplication
+
+    from segdiff_core.bundled import bundled_model_path
+    from segdiff_core.data.boxes import Box
+    from segdiff_core.data.crops import CropProtocol, prompt_crop
+    from segdiff_core.data.synthetic import generate_tile
+    from segdiff_core.segmenter import Segmenter
+
+    from napari_segdiff._widget import AnnotatorWidget
+
+    tile = generate_tile("fluorescence", args.size, 3)
+    viewer = napari.Viewer(show=True)
+    widget = AnnotatorWidget(viewer)  # sets torch's threads once, as in napari
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    widget.model_source.value = "bundled"
+    widget.device.value = "cpu"
+    widget.seed.value = 0
+    widget.skip_empty.value = False
+    image = viewer.add_image(tile.image, name="cells")
+    app = QApplication.instance()
+    for _ in range(20):
+        app.processEvents()
+    boxes_layer = widget.controller.ensure_prompts_layer()
+    seg = Segmenter.from_checkpoint(bundled_model_path(), device="cpu")
+    protocol = CropProtocol.expansion()
+
+    def gui(box) -> float:
+        y0, x0, y1, x1 = box
+        boxes_layer.add_rectangles(np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]]))
+        app.processEvents()
+        loop = QEventLoop()
+        t = time.perf_counter()
+        widget.segment_button.click()  # starts the worker; Qt's event loop runs until it ends
+        widget.worker.finished.connect(loop.quit)
+        loop.exec()
+        app.processEvents()  # the last redraw
+        return time.perf_counter() - t
+
+    def lib(box) -> float:
+        y0, x0, y1, x1 = box
+        t = time.perf_counter()
+        patch, _ = prompt_crop(tile.image, Box(y0 + 0.5, x0 + 0.5, y1 + 0.5, x1 + 0.5), seg.input_size, protocol)
+        seg.segment(patch, seed=0)
+        return time.perf_counter() - t
+
+    boxes = _boxes(tile.labels, args.prompts + 1)
+    gui(boxes[0])  # warm-up: loads the model into the annotator's cache, first draw
+    lib(boxes[0])
+    g, l_ = [], []
+    for box in boxes[1:]:
+        g.append(gui(box))
+        l_.append(lib(box))
+    n_objects = len(np.unique(widget.controller.labels_layer.data)) - 1
+    viewer.close()
+    gm, lm = statistics.median(g), statistics.median(l_)
+    print(f"torch threads {torch.get_num_threads()}, {len(g)} prompts, image {image.data.shape}")
+    print(f"GUI (visible viewer): median {gm:.3f} s  (min {min(g):.3f}, max {max(g):.3f})")
+    print(f"library             : median {lm:.3f} s  (min {min(l_):.3f}, max {max(l_):.3f})")
+    print(f"GUI / library = {gm / lm:.2f}   ({n_objects} objects committed)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
