@@ -133,14 +133,25 @@ def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_fine_tune_from_a_model_file_on_exported_annotations(tmp_path, capsys):
+def test_fine_tune_from_a_model_file_on_exported_annotations(tmp_path, capsys, monkeypatch):
+    from segdiff_core import checkpoint
+
     _trainer(_run(2), tmp_path / "base").fit()
     make_dataset(tmp_path / "exported", n_per_style=2, styles=("fluorescence",), size=64, seed=3)
+    reads: list[Path] = []
+    real_safe_load = checkpoint.safe_load
+
+    def counting_safe_load(path, what="checkpoint"):  # the real loader, with a tally
+        reads.append(Path(path))
+        return real_safe_load(path, what)
+
+    monkeypatch.setattr(checkpoint, "safe_load", counting_safe_load)
     code = cli.main(["--init-from", str(tmp_path / "base" / "last.pt"), "--out", str(tmp_path / "ft"), "--no-progress",
                      "--data.source", "instances", "--data.root", str(tmp_path / "exported"), "--data.val_fraction", "0.5",
                      "--train.steps", "2", "--train.batch_size", "2", "--train.val_every", "2", "--train.val_samples", "2",
                      "--train.val_generations", "2", "--train.val_steps", "2"])
     assert code == 0
+    assert reads.count(tmp_path / "base" / "last.pt") == 1  # --init-from reads the file once
     out = capsys.readouterr().out
     assert "instances dataset" in out and "best validation IoU" in out
     _, cfg, meta = load_model(tmp_path / "ft" / "best.pt")
