@@ -4,7 +4,9 @@
 For every style in ``segdiff_core.data.synthetic.STYLES`` this writes
 ``docs/images/synthetic/<style>.png``: a grid of tiles, each shown as the image and as the
 image with the instance outlines drawn in yellow. It also writes
-``docs/images/synthetic/overview.png`` with a few tiles per style side by side.
+``docs/images/synthetic/overview.png`` with a few tiles per style side by side, and
+``docs/images/synthetic/half-maximum.png``: one widefield nucleus with the geometric outline of
+its drawn shape and the half-maximum outline the labels use, and the intensity profile across it.
 
 Usage::
 
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, SyntheticTile, iter_tiles  # noqa: E402
+from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, SyntheticTile, generate_tile, iter_tiles  # noqa: E402
 
 MAX_PNG_BYTES = 500_000
 
@@ -95,6 +97,38 @@ def overview(n: int, size: int, seed: int, path: Path) -> None:
     save(fig, path)
 
 
+def half_maximum(seed: int, path: Path) -> None:
+    """One blurred nucleus: geometric vs half-maximum outline, and the profile through its centre."""
+    quiet = dict(n_nuclei=1, radius_range=(14.0, 16.0), mean_radius=15.0, psf_sigma=2.5, halo_fraction=0.25,
+                 halo_sigma=6.0, defocus_fraction=0.0, global_blur=0.0, peak_photons=3000.0, texture=0.1,
+                 debris=0, vignetting=0.0, gradient=0.0, bit_depth=16, mitotic_fraction=0.0)
+    for seed in range(seed, seed + 100):  # the first seed whose nucleus lies away from the border
+        half = generate_tile("fluorescence", 80, seed, **quiet)
+        ys, xs = np.nonzero(half.labels)
+        if ys.size and 25 < ys.mean() < 55 and 25 < xs.mean() < 55:
+            break
+    geo = generate_tile("fluorescence", 80, seed, label_convention="geometric", **quiet)
+    img = half.image.astype(float)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), dpi=100)
+    axes[0].imshow(img, cmap="gray", interpolation="nearest")
+    axes[0].contour(geo.labels > 0, levels=[0.5], colors="tab:red", linewidths=1)
+    axes[0].contour(half.labels > 0, levels=[0.5], colors="yellow", linewidths=1)
+    axes[0].set_title("red: drawn shape (v1 labels); yellow: half maximum (v2)", fontsize=8)
+    axes[0].axis("off")
+    cy = int(round(np.mean(np.nonzero(half.labels)[0])))
+    row = img[cy]
+    axes[1].plot(row, color="k", label="intensity (row through the centre)")
+    for lab, colour, name in ((geo.labels, "tab:red", "drawn shape"), (half.labels, "gold", "half maximum")):
+        cols = np.flatnonzero(lab[cy] > 0)
+        if cols.size:
+            axes[1].axvspan(cols[0] - 0.5, cols[-1] + 0.5, color=colour, alpha=0.25, label=name)
+    axes[1].set_xlabel("column (px)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("annotation convention of the fluorescence labels", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+
+
 def save(fig: plt.Figure, path: Path) -> None:
     """Save ``fig`` as a 256-colour palette PNG (noisy microscopy compresses badly as RGB)."""
     from PIL import Image  # matplotlib's own dependency
@@ -122,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for style in args.styles:
         style_grid(style, args.n, args.size, args.seed, args.out / f"{style}.png")
-    overview(5, args.size, args.seed, args.out / "overview.png")
+    overview(4, args.size, args.seed, args.out / "overview.png")
+    half_maximum(args.seed, args.out / "half-maximum.png")
     return 0
 
 

@@ -594,6 +594,8 @@ class SegmentationMetrics:
             "n_pixels": int(g.size),
             "threshold": float(threshold),
             "iou": iou(pred, g),
+            "pred_pixels": int(pred.sum()),
+            "true_pixels": int(g.sum()),
             "f1": dice(pred, g),
             "wcov": wcov(pred, g),
             "boundf": boundf(pred, g, self.boundary_tolerances),

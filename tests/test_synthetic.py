@@ -20,7 +20,9 @@ from segdiff_core.data.synthetic import (
     generate_tile,
     iter_tiles,
     make_dataset,
+    pick_objects,
     style_parameter_names,
+    tile_rng,
 )
 
 SIZE = 128
@@ -415,3 +417,21 @@ def test_make_dataset_writes_readable_tiffs(tmp_path):
 def test_make_dataset_rejects_bad_count(tmp_path):
     with pytest.raises(SyntheticError, match="n_per_style"):
         make_dataset(tmp_path, n_per_style=0)
+
+
+def test_pick_objects_respects_min_area_and_draws_distinct_ids():
+    labels = np.zeros((20, 20), np.int32)
+    labels[0:5, 0:5] = 1  # 25 px
+    labels[10:12, 10:12] = 2  # 4 px: too small
+    labels[6:10, 0:8] = 3  # 32 px
+    for seed in range(5):
+        picked = pick_objects(labels, 5, np.random.default_rng(seed), min_area=16)
+        assert sorted(picked.tolist()) == [1, 3]
+    assert pick_objects(labels, 1, np.random.default_rng(0), min_area=16).size == 1
+    assert pick_objects(labels, 3, np.random.default_rng(0), min_area=100).size == 0
+
+
+def test_tile_rng_is_the_stream_of_iter_tiles():
+    tile = next(iter_tiles("he", n=1, size=48, seed=5))
+    again = generate_tile("he", 48, tile_rng(5, "he", 0))
+    assert np.array_equal(tile.image, again.image)

@@ -68,6 +68,8 @@ __all__ = [
     "iter_tiles",
     "make_dataset",
     "style_parameter_names",
+    "tile_rng",
+    "pick_objects",
 ]
 
 STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc", "confocal")
@@ -1463,10 +1465,32 @@ def style_parameter_names(style: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _tile_rng(seed: int, style: str, index: int) -> np.random.Generator:
-    """Generator of tile ``index`` of ``style`` in the streams of :func:`iter_tiles`/:func:`make_dataset`."""
-    key = (STYLES.index(style), index)
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
+def tile_rng(seed: int, style: str, index: int) -> np.random.Generator:
+    """Generator of tile ``index`` of ``style`` in a seeded stream of tiles.
+
+    ``SeedSequence(entropy=seed, spawn_key=(STYLES.index(style), index))``: the one seeding rule
+    of :func:`iter_tiles`, :func:`make_dataset` and the evaluation sets
+    (:func:`segdiff_core.evaluation.runner.synthetic_items`); a style gets the same tiles
+    whichever other styles are drawn.
+    """
+    key = (STYLES.index(style), int(index))
+    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=key))
+
+
+
+
+def pick_objects(labels: np.ndarray, k: int, rng: np.random.Generator, min_area: int = 16) -> np.ndarray:
+    """Up to ``k`` distinct object ids of ``labels`` (H, W) with at least ``min_area`` pixels.
+
+    Drawn without replacement with ``rng`` (one ``rng.choice`` call; an empty array, and no draw,
+    when no object is large enough). The one object-picking rule of training
+    (:class:`segdiff_core.training.data.SyntheticSource`) and evaluation.
+    """
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    ids = ids[areas >= min_area]
+    if ids.size == 0:
+        return ids
+    return rng.choice(ids, size=min(int(k), ids.size), replace=False)
 
 
 def _check_styles(styles: str | Iterable[str]) -> tuple[str, ...]:
@@ -1504,7 +1528,7 @@ def iter_tiles(
     k = 0
     while n is None or k < n:
         style = styles_t[k % len(styles_t)]
-        yield generate_tile(style, size, _tile_rng(int(seed), style, k // len(styles_t)), **overrides)
+        yield generate_tile(style, size, tile_rng(int(seed), style, k // len(styles_t)), **overrides)
         k += 1
 
 
@@ -1541,7 +1565,7 @@ def make_dataset(
     manifest: list[dict[str, Any]] = []
     for style in dict.fromkeys(styles_t):
         for i in range(int(n_per_style)):
-            tile = generate_tile(style, shape, _tile_rng(int(seed), style, i), **overrides)
+            tile = generate_tile(style, shape, tile_rng(int(seed), style, i), **overrides)
             name = f"{style}_{i:05d}"
             photometric = "rgb" if tile.image.ndim == 3 else "minisblack"
             tifffile.imwrite(img_dir / f"{name}.tif", tile.image, photometric=photometric, compression="zlib")

@@ -174,13 +174,6 @@ EvalItem = Sample
 ``name``, ``class_name`` for the class-averaged mIoU, ``group`` for the breakdown)."""
 
 
-def _synthetic_rng(eval_seed: int, style: str, tile_index: int) -> np.random.Generator:
-    from segdiff_core.data.synthetic import STYLES
-
-    key = (STYLES.index(style), int(tile_index))
-    return np.random.default_rng(np.random.SeedSequence(entropy=int(eval_seed), spawn_key=key))
-
-
 def synthetic_items(
     styles: Sequence[str],
     n_per_style: int,
@@ -210,7 +203,7 @@ def synthetic_items(
         bad arguments, or no objects found in ``max_tiles_per_style`` tiles
         (default ``50 * n_per_style + 50``).
     """
-    from segdiff_core.data.synthetic import STYLES, generate_tile
+    from segdiff_core.data.synthetic import STYLES, generate_tile, pick_objects, tile_rng
 
     check_int(n_per_style, "the number of samples per style", 1, error=EvaluationError)
     if not styles:
@@ -231,7 +224,7 @@ def synthetic_items(
                     f"found only {count} objects of >= {min_area} px in {max_tiles} synthetic "
                     f"'{style}' tiles of {tile_size} px; use larger tiles or a smaller min_area"
                 )
-            rng = _synthetic_rng(eval_seed, style, tile_index)
+            rng = tile_rng(eval_seed, style, tile_index)
             tile = generate_tile(style, tile_size, rng)
             name = f"{style}/tile{tile_index:04d}"
             tile_index += 1
@@ -239,15 +232,11 @@ def synthetic_items(
                 items.append(EvalItem(tile.image, tile.labels > 0, None, name, group=style))
                 count += 1
                 continue
-            ids, areas = np.unique(tile.labels[tile.labels > 0], return_counts=True)
-            ids = ids[areas >= min_area]
-            if ids.size == 0:
-                continue
-            k = min(objects_per_tile, ids.size, n_per_style - count)
-            for obj in np.sort(rng.choice(ids, size=k, replace=False)):
+            picked = np.sort(pick_objects(tile.labels, min(objects_per_tile, n_per_style - count), rng, min_area))
+            for obj in picked:
                 mask = tile.labels == obj
                 items.append(EvalItem(tile.image, mask, Box.from_mask(mask), f"{name}#{int(obj)}", group=style))
-            count += k
+            count += picked.size
     return items
 
 

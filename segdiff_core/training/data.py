@@ -149,7 +149,7 @@ class SyntheticSource:
     task: str = "prompt"
 
     def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, Box | None]]:
-        from segdiff_core.data.synthetic import generate_tile
+        from segdiff_core.data.synthetic import generate_tile, pick_objects
 
         out: list[tuple[np.ndarray, np.ndarray, Box | None]] = []
         while len(out) < n:
@@ -158,12 +158,7 @@ class SyntheticSource:
             if self.task == "semantic":
                 out.append((tile.image, tile.labels > 0, None))
                 continue
-            ids, counts = np.unique(tile.labels[tile.labels > 0], return_counts=True)
-            ids = ids[counts >= self.min_area]
-            if ids.size == 0:
-                continue
-            take = rng.choice(ids, size=min(self.objects_per_tile, ids.size, n - len(out)), replace=False)
-            for obj in take:
+            for obj in pick_objects(tile.labels, min(self.objects_per_tile, n - len(out)), rng, self.min_area):
                 m = tile.labels == obj
                 out.append((tile.image, m, Box.from_mask(m)))
         return out

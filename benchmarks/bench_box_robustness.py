@@ -1,0 +1,265 @@
+"""Box robustness of the bundled model: IoU and predicted/true area against crop margin and box jitter.
+
+Issue 11's own proxy for real annotation: synthetic prompts of every style family (including
+the families held out of training), boxes from tight to half again as large, centred or drawn
+sloppily, scored on the image's own pixels through the public path (``prompt_crop`` ->
+``Segmenter.segment_batch`` -> ``paste_back``) by :mod:`segdiff_core.evaluation.runner`.
+Rows: each SegDiff model file given, the Otsu-in-box baseline and, if given, a plain U-Net.
+
+    python benchmarks/bench_box_robustness.py                         # v1 (git) vs the bundled model
+    python benchmarks/bench_box_robustness.py --model v1=git:68b05b8:segdiff_core/models/nuclei-cpu.pt \\
+        --model v2=segdiff_core/models/nuclei-cpu.pt --unet runs/unet-box/unet.pt
+    python benchmarks/bench_box_robustness.py --smoke                 # a few prompts, to /tmp
+
+Writes ``docs/box-robustness.json`` (every number, with per-prompt records), the markdown page
+``docs/box-robustness.md`` and the plot ``docs/images/box-robustness.png``.
+
+Box jitter ``j`` draws the drawn box from the tight box with the training protocol's jitter:
+centre shifted by ``U(-j, j)`` of the box size per axis, height and width scaled by
+``U(1 - j, 1 + 2 j)`` (seeded per prompt, identical for every method). The crop margin then
+enlarges the drawn box (0 = tight, 0.15 = the default, 0.5 = loose).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from segdiff_core.bundled import bundled_model_path  # noqa: E402
+from segdiff_core.data.crops import CropProtocol  # noqa: E402
+from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
+from segdiff_core.evaluation.baselines import otsu_method  # noqa: E402
+from segdiff_core.evaluation.runner import (  # noqa: E402
+    EvalProtocol, Method, prepare_items, run_method, segdiff_method, synthetic_items,
+)
+from segdiff_core.segmenter import Segmenter  # noqa: E402
+
+V1_MODEL = "git:68b05b8:segdiff_core/models/nuclei-cpu.pt"
+"""Version 1 of the bundled model (4000 steps, generator v1, no box channel), from git history."""
+EVAL_SEED = 20261130
+
+
+def resolve_model(spec: str, tmp: Path) -> Path:
+    """``path`` or ``git:<rev>:<path>`` (extracted to ``tmp``) -> a model file path."""
+    if not spec.startswith("git:"):
+        return Path(spec)
+    _, rev, path = spec.split(":", 2)
+    out = tmp / f"{rev}-{Path(path).name}"
+    out.write_bytes(subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True,
+                                   capture_output=True).stdout)
+    return out
+
+
+def jitter_items(items: Sequence[Any], jitter: float, seed: int) -> list[Any]:
+    """The items with their tight boxes replaced by sloppily drawn ones (see the module doc)."""
+    if jitter <= 0:
+        return list(items)
+    proto = CropProtocol(margin=0.0, shift=jitter, scale_range=(1.0 - jitter, 1.0 + 2.0 * jitter))
+    out = []
+    for k, it in enumerate(items):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
+        out.append(dataclasses.replace(it, box=proto.crop_box(it.box, rng=rng, image_shape=it.image.shape[:2])))
+    return out
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean IoU with spread, and the predicted/true area ratio (median and mean over prompts)."""
+    iou = np.array([r["iou"] for r in records], dtype=float)
+    ratio = np.array([r["pred_pixels"] / max(r["true_pixels"], 1) for r in records], dtype=float)
+    n = len(records)
+    return {
+        "n": n,
+        "iou": float(iou.mean()),
+        "iou_std": float(iou.std()),
+        "iou_sem": float(iou.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "area_ratio_median": float(np.median(ratio)),
+        "area_ratio_mean": float(ratio.mean()),
+        "area_ratio_pooled": float(sum(r["pred_pixels"] for r in records) / max(sum(r["true_pixels"] for r in records), 1)),
+    }
+
+
+def build_methods(args: argparse.Namespace, tmp: Path) -> tuple[list[Method], dict[str, Any]]:
+    methods: list[Method] = []
+    info: dict[str, Any] = {}
+    for spec in args.model:
+        name, _, where = spec.partition("=")
+        seg = Segmenter.from_checkpoint(resolve_model(where, tmp), device="cpu")
+        inf = seg.inference
+        gens = args.generations or inf.generations
+        steps = min(args.steps or inf.steps, seg.config.diffusion.num_timesteps)
+        m = segdiff_method(seg, gens, steps, seed=args.seed)
+        methods.append(dataclasses.replace(m, name=name))
+        info[name] = {"model": where, "box_channel": seg.config.model.box_channel, "generations": gens,
+                      "steps": steps, "sampler": inf.sampler, "threshold": inf.threshold,
+                      "trained_on": seg.metadata.get("trained_on"), "train_steps": seg.metadata.get("steps")}
+    if args.unet:
+        from segdiff_core.baselines.unet import UNetSegmenter, unet_method
+
+        unet = UNetSegmenter.from_checkpoint(args.unet, device="cpu")
+        methods.append(unet_method(unet, name="unet"))
+        info["unet"] = {"model": args.unet, "parameters": unet.model.num_parameters(),
+                        "train_steps": unet.metadata.get("steps")}
+    if not args.no_otsu:
+        methods.append(otsu_method(prompt=True))
+        info["otsu"] = {"baseline": "Otsu threshold inside the crop, component at the centre"}
+    return methods, info
+
+
+def evaluate(args: argparse.Namespace, methods: list[Method]) -> list[dict[str, Any]]:
+    base = synthetic_items(args.styles, args.n_per_style, tile_size=256, eval_seed=EVAL_SEED)
+    rows: list[dict[str, Any]] = []
+    for jitter in args.jitters:
+        items = jitter_items(base, jitter, EVAL_SEED + 1)
+        for margin in args.margins:
+            prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), 48)
+            for method in methods:
+                t0 = time.perf_counter()
+                res = run_method(prepared, method, chunk_size=16)
+                by_style: dict[str, list[dict[str, Any]]] = {}
+                for r in res.per_sample:
+                    by_style.setdefault(r["group"], []).append(r)
+                row = {"method": method.name, "margin": margin, "jitter": jitter, "seconds": time.perf_counter() - t0,
+                       "all": summarise(res.per_sample), "styles": {s: summarise(v) for s, v in by_style.items()},
+                       "per_prompt": [{"name": r["name"], "style": r["group"], "iou": r["iou"],
+                                       "pred_pixels": r["pred_pixels"], "true_pixels": r["true_pixels"]} for r in res.per_sample]}
+                rows.append(row)
+                print(f"jitter {jitter:.2f} margin {margin:.2f} {method.name:8s} IoU {row['all']['iou']:.3f} "
+                      f"area {row['all']['area_ratio_median']:.2f} ({row['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def _cell(s: dict[str, Any]) -> str:
+    return f"{100 * s['iou']:.1f} ± {100 * s['iou_sem']:.1f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    rows, styles = result["rows"], result["styles"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = [
+        "# Box robustness (issue 11 benchmark)",
+        "",
+        "Written by `benchmarks/bench_box_robustness.py`; do not edit by hand. Synthetic prompts of every",
+        f"style family ({result['n_per_style']} per family, evaluation seed {result['eval_seed']}; held out of",
+        f"training: {', '.join(result['heldout'])}), scored on the image's own pixels through `prompt_crop` ->",
+        "`Segmenter.segment_batch` -> `paste_back` at threshold 0.5 (the model's own threshold). Cells: mean IoU ×100",
+        "± its standard error over prompts; area: median over prompts of predicted / true area.",
+        "Box jitter j: centre shifted by U(-j, j) of the box size, sides scaled by U(1 - j, 1 + 2 j).",
+        "",
+        "Methods:",
+        "",
+    ]
+    for name, info in result["methods"].items():
+        lines.append(f"- `{name}`: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    for jitter in result["jitters"]:
+        lines += ["", f"## Box jitter {jitter:g}", "", "### All families", ""]
+        head = "| method | " + " | ".join(f"margin {m:g} IoU | area" for m in result["margins"]) + " |"
+        lines += [head, "|---|" + "---|---|" * len(result["margins"])]
+        for meth in methods:
+            cells = []
+            for m in result["margins"]:
+                r = next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
+                cells += [_cell(r["all"]), f"{r['all']['area_ratio_median']:.2f}"]
+            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+        lines += ["", "### Per family (IoU; area)", ""]
+        lines += ["| family | method | " + " | ".join(f"margin {m:g}" for m in result["margins"]) + " |",
+                  "|---|---|" + "---|" * len(result["margins"])]
+        for st in styles:
+            tag = f"{st} (held out)" if st in result["heldout"] else st
+            for meth in methods:
+                cells = []
+                for m in result["margins"]:
+                    r = next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
+                    s = r["styles"][st]
+                    cells.append(f"{_cell(s)}; {s['area_ratio_median']:.2f}")
+                lines.append(f"| {tag} | {meth} | " + " | ".join(cells) + " |")
+    lines += ["", "![IoU and area ratio against crop margin](images/box-robustness.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(2, len(result["jitters"]), figsize=(5.2 * len(result["jitters"]), 7), squeeze=False)
+    for c, jitter in enumerate(result["jitters"]):
+        for meth in methods:
+            sel = [next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
+                   for m in result["margins"]]
+            axes[0, c].errorbar(result["margins"], [r["all"]["iou"] for r in sel],
+                                yerr=[r["all"]["iou_sem"] for r in sel], marker="o", capsize=3, label=meth)
+            axes[1, c].plot(result["margins"], [r["all"]["area_ratio_median"] for r in sel], marker="o", label=meth)
+        axes[0, c].set_title(f"box jitter {jitter:g}")
+        axes[0, c].set_ylabel("mean IoU (all families)")
+        axes[1, c].set_ylabel("predicted / true area (median)")
+        axes[1, c].axhspan(0.95, 1.10, color="0.9", zorder=0)
+        axes[1, c].set_xlabel("crop margin around the box")
+        axes[0, c].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", help="NAME=PATH or NAME=git:REV:PATH (repeatable)")
+    ap.add_argument("--unet", help="a plain U-Net model file (segdiff_core.baselines.unet)")
+    ap.add_argument("--styles", nargs="*", default=list(STYLES))
+    ap.add_argument("--n-per-style", type=int, default=24)
+    ap.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.15, 0.3, 0.5])
+    ap.add_argument("--jitters", type=float, nargs="*", default=[0.0, 0.15])
+    ap.add_argument("--generations", type=int, help="default: each model's own")
+    ap.add_argument("--steps", type=int, help="default: each model's own")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument("--no-otsu", action="store_true", help="leave out the Otsu rows (e.g. with --update)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of other methods in the existing JSON (same prompts), replace these methods'")
+    ap.add_argument("--smoke", action="store_true", help="2 prompts per family, 2 margins, output to a temp folder")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.model = [] if args.model == ["none"] else (args.model or [f"v1={V1_MODEL}", f"v2={bundled_model_path()}"])
+    if args.smoke:
+        args.n_per_style, args.margins, args.jitters = 2, [0.0, 0.5], [0.0, 0.15]
+        args.out = Path(tempfile.mkdtemp(prefix="box-robustness-"))
+    with tempfile.TemporaryDirectory() as tmp:
+        methods, info = build_methods(args, Path(tmp))
+        rows = evaluate(args, methods)
+    result = {"eval_seed": EVAL_SEED, "n_per_style": args.n_per_style, "styles": args.styles,
+              "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "margins": args.margins,
+              "jitters": args.jitters, "methods": info, "threads": args.threads, "rows": rows}
+    old_path = args.out / "box-robustness.json"
+    if args.update and old_path.is_file():
+        old = json.loads(old_path.read_text())
+        same = all(old[k] == result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters"))
+        if not same:
+            raise SystemExit("--update: the existing results use other prompts or margins; rerun all methods")
+        mine = {r["method"] for r in rows}
+        result["rows"] = [r for r in old["rows"] if r["method"] not in mine] + rows
+        result["methods"] = {**{k: v for k, v in old["methods"].items() if k not in mine}, **info}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "box-robustness.json").write_text(json.dumps(result, indent=1))
+    (args.out / "box-robustness.md").write_text(render(result))
+    plot(result, args.out / "images" / "box-robustness.png")
+    print(f"wrote {args.out / 'box-robustness.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
