@@ -209,3 +209,25 @@ def test_killed_worker_is_reported_and_stop_leaves_no_process(base, tmp_path):
     again.stop(timeout=20)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB file system (tmpfs), or skip where mounting is not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_is_refused_before_training(base, tmp_path, tiny_disk):
+    request = FinetuneRequest(str(base), (TrainingImage(*annotated_tile(), "tile0"),), overrides=FAST,
+                              out_root=str(tiny_disk))
+    with pytest.raises(FinetuneError, match="MB free"):
+        run_finetune(request)
+    assert not list(tiny_disk.rglob("*.pt"))
