@@ -6,23 +6,27 @@
 >>> job.cancel()                            # stops after the current step, keeps the best model
 >>> job.stop()                              # cancel, wait briefly, then terminate (viewer closing)
 
-The worker is a ``multiprocessing`` *spawn* process (a fresh interpreter: no inherited Qt or
-threads) that runs :func:`~segdiff_core.training.finetune.run_finetune` and sends its events as
-dicts through a queue. Exactly one ``done`` or ``error`` event ends a run; a worker that dies
-without one (killed, out of memory) is reported as an ``error`` with its exit code. The worker
-also exits when its parent process disappears, so no orphan keeps a core busy. One fine-tune
-runs at a time per data folder: a lock file holds the worker's process id.
+The worker is a fresh interpreter running :mod:`segdiff_core.training.finetune_worker` (no
+inherited Qt or threads, and the parent's main script is not re-run as ``multiprocessing``
+spawn would); it runs :func:`~segdiff_core.training.finetune.run_finetune` and prints its
+events as JSON lines, which a reader thread here queues. Exactly one ``done`` or ``error``
+event ends a run; a worker that dies without one (killed, out of memory) is reported as an
+``error`` with its exit code. The worker exits when its stdin closes (the parent is gone), so
+no orphan keeps a core busy. One fine-tune runs at a time per data folder: a lock file holds
+the worker's process id.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import queue
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from segdiff_core.training.finetune import FinetuneError, FinetuneRequest, data_dir
 
@@ -45,37 +49,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit the worker when the process that started it is gone (killed GUI)."""
-    import time
+def _read_events(stream: IO[str], events: "queue.Queue[dict[str, Any] | None]") -> None:
+    """Queue every event line of the worker's stdout; None marks the end of the stream."""
+    import json
 
-    while True:
-        if os.getppid() != parent or not _pid_alive(parent):
-            os._exit(3)
-        time.sleep(1.0)
+    from segdiff_core.training.finetune_worker import EVENT_PREFIX
 
-
-def _worker_main(request: FinetuneRequest, events: Any, cancel: Any, parent: int, threads: int) -> None:
-    """Entry point of the worker process: run the fine-tune, report every event and the end."""
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    import torch
-
-    from segdiff_core.checkpoint import CheckpointError
-    from segdiff_core.config import ConfigError
-    from segdiff_core.training.finetune import run_finetune
-    from segdiff_core.training.trainer import TrainingError
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        result = run_finetune(request, events.put, should_stop=cancel.is_set)
-    except (FinetuneError, CheckpointError, ConfigError, TrainingError) as exc:
-        events.put({"event": "error", "message": str(exc)})
-    except Exception as exc:  # unexpected: the GUI shows the message, the traceback goes with it
-        events.put({"event": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
-    else:
-        events.put({"event": "done", "model_path": str(result.model_path), "metadata": result.metadata,
-                    "improved": result.improved, "stop_reason": result.stop_reason})
+    for line in stream:
+        if line.startswith(EVENT_PREFIX):
+            events.put(json.loads(line[len(EVENT_PREFIX):]))
+    events.put(None)
 
 
 class FinetuneProcess:
@@ -91,13 +74,10 @@ class FinetuneProcess:
     def __init__(self, request: FinetuneRequest, threads: int | None = None) -> None:
         self.request = request
         self.threads = max(1, (os.cpu_count() or 2) - 1) if threads is None else int(threads)
-        ctx = mp.get_context("spawn")
-        self._events = ctx.Queue()
-        self._cancel = ctx.Event()
-        self._proc: Any = ctx.Process(
-            target=_worker_main, args=(request, self._events, self._cancel, os.getpid(), self.threads),
-            daemon=True, name="segdiff-finetune",
-        )
+        self._proc: subprocess.Popen | None = None
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._folder: Path | None = None
+        self._stderr: IO[str] | None = None
         self._ended = False
         root = Path(request.out_root) if request.out_root else data_dir()
         self.lock_path = root / LOCK_NAME
@@ -144,26 +124,41 @@ class FinetuneProcess:
     # ------------------------------------------------------------------ control
     def start(self) -> None:
         """Start the worker; raises FinetuneBusyError if another fine-tune runs."""
+        from segdiff_core.training.finetune_worker import write_request
+
         self._take_lock()
         try:
-            self._proc.start()
+            self._folder = Path(tempfile.mkdtemp(prefix="segdiff-finetune-"))
+            write_request(self.request, self._folder)
+            self._stderr = open(self._folder / "stderr.txt", "w+")
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "segdiff_core.training.finetune_worker", str(self._folder), "--threads", str(self.threads)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            )
         except BaseException:
-            self._release_lock()
+            self._cleanup()
             raise
+        threading.Thread(target=_read_events, args=(self._proc.stdout, self._events), daemon=True).start()
         self.lock_path.write_text(str(self._proc.pid))
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid
+        return None if self._proc is None else self._proc.pid
 
     @property
     def running(self) -> bool:
         """True until the run has ended (its last event was read, or the worker died)."""
-        return self._proc.pid is not None and not self._ended
+        return self._proc is not None and not self._ended
 
     def cancel(self) -> None:
         """Ask the worker to stop after its current step; it still saves the best model so far."""
-        self._cancel.set()
+        if self._proc is not None and self._proc.stdin is not None and not self._ended:
+            try:
+                self._proc.stdin.write("cancel\n")
+                self._proc.stdin.flush()
+            except OSError:  # the worker has already gone; poll() reports how
+                pass
 
     def poll(self) -> list[dict[str, Any]]:
         """Events that arrived since the last call (never blocks)."""
@@ -173,49 +168,66 @@ class FinetuneProcess:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
+            if event is None:  # stdout closed without a last event: the worker died
+                self._proc.wait(timeout=10.0)
+                out.append({"event": "error", "message": self._death_message()})
+                self._finish()
+                break
             out.append(event)
             if event.get("event") in ("done", "error"):
                 self._finish()
-        if not self._ended and self._proc.pid is not None and not self._proc.is_alive():
-            try:  # the last events may still be in the pipe
-                event = self._events.get(timeout=0.5)
-                out.append(event)
-                if event.get("event") in ("done", "error"):
-                    self._finish()
-                    return out
-            except queue.Empty:
-                pass
-            self._finish()
-            out.append({"event": "error", "message": self._death_message()})
         return out
 
     def _death_message(self) -> str:
-        code = self._proc.exitcode
+        code = self._proc.returncode if self._proc is not None else None
         how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            lines = [ln for ln in self._stderr.read().splitlines() if ln.strip()]
+            tail = f" Last output: {lines[-1]}" if lines else ""
         return (
             f"the fine-tune process ended unexpectedly ({how}; out of memory?). No new model was made; the "
-            "current model stays active"
+            f"current model stays active.{tail}"
         )
 
     def _finish(self) -> None:
         self._ended = True
-        self._proc.join(timeout=5.0)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5.0)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         self._release_lock()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._proc is not None and self._proc.stdin is not None:
+            try:  # stdout stays open: the reader thread ends at its end of file
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel and wait up to ``timeout`` s, then terminate (and kill) the worker: after this
         no worker process is left."""
-        if self._proc.pid is None:
+        if self._proc is None or self._ended:
             return
-        self._cancel.set()
-        self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(5.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5.0)
+        self.cancel()
+        for action in (None, self._proc.terminate, self._proc.kill):
+            if action is not None:
+                action()
+            try:
+                self._proc.wait(timeout=timeout if action is None else 5.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self._ended = True
-        self._release_lock()
-        self._events.close()
-        self._events.cancel_join_thread()
+        self._cleanup()
