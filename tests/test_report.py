@@ -73,7 +73,7 @@ def test_smoke_report_writes_every_part_and_a_complete_document(smoke: Path) -> 
     for i, part in enumerate(PARTS, 1):
         assert f"## {i}. {part.TITLE}" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 9
+    assert len(links) == 10
     for link in links:
         assert (smoke / link).is_file(), link
         assert (smoke / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -133,6 +133,22 @@ def test_smoke_speed_and_sampler_record_positive_times(smoke: Path) -> None:
     sampler = _load(smoke, "sampler")
     for case in sampler["cases"].values():
         assert case["ratio"] == pytest.approx(case["times"]["seq_recompute"] / case["times"]["batched_cached"])
+
+
+def test_smoke_review_scores_every_candidate_and_keeps_the_model_folder_clean(smoke: Path, model_file: Path) -> None:
+    from benchmarks.report.review import CANDIDATES
+    from segdiff_core.scoring import ScoreCalibration, calibration_path
+
+    data = _load(smoke, "review")
+    assert set(data["results"]) == set(CANDIDATES) and data["chosen"] in CANDIDATES
+    n_prompts = 3 * SMOKE.review_n_per_style * len(SMOKE.review_protocols)
+    assert len(data["objects"]) == n_prompts
+    assert all(0.0 <= o["iou"] <= 1.0 for o in data["objects"])
+    cal = ScoreCalibration.from_dict(data["calibration"])
+    assert cal.features == tuple(CANDIDATES[data["chosen"]])
+    assert not calibration_path(model_file).exists()  # smoke runs never write beside the model
+    rt = data["rethreshold"]
+    assert rt["objects"] == SMOKE.rethreshold_objects and rt["equals_fresh_threshold"] and rt["undo_restores"]
 
 
 def test_render_only_regenerates_the_same_document(smoke: Path) -> None:

@@ -16,14 +16,16 @@ Parts (one module each, see :mod:`benchmarks.report.common` for the interface):
 5. ``uncertainty``: AUROC of the uncertainty map for wrong pixels; error rate vs uncertainty.
 6. ``speed``: seconds per prompt over generations x steps, first preview, memory.
 7. ``sampler``: reference-style sampling vs our cached, batched sampler.
+8. ``review``: per-object quality scores (issue 13): AUROC for the worst objects, the chosen
+   score's calibration (written beside the model), re-threshold speed.
 
 Raw results are JSON files (``docs/evaluation/<part>.json``), plots PNG files
 (``docs/images/evaluation/``), and ``docs/evaluation.md`` is rendered from
 ``benchmarks/report/template.md``.
 """
-from benchmarks.report import baselines, conditioning, generations, sampler, speed, steps, uncertainty
+from benchmarks.report import baselines, conditioning, generations, review, sampler, speed, steps, uncertainty
 
-PARTS = (generations, steps, conditioning, baselines, uncertainty, speed, sampler)
+PARTS = (generations, steps, conditioning, baselines, uncertainty, speed, sampler, review)
 """The part modules in report order; part ``i`` is ``PARTS[i - 1]``."""
 
 __all__ = ["PARTS"]

@@ -81,6 +81,10 @@ class ReportSizes:
             ``speed_repeats`` calls), time to first preview, memory.
         paper_*: the paper-size network against our sampler (``bench_sampler.bench_speed``);
             ``paper_reduced`` replaces the paper's widths with tiny ones (smoke only).
+        review_*: part 8 (per-object scores): prompts per style, generations and steps (None =
+            the model's defaults, what the plugin uses), crop protocols, folds of the
+            cross-fitted calibration, bootstrap resamples; rethreshold_*: objects and repeats
+            of the re-threshold timing.
     """
 
     name: str = "full"
@@ -116,6 +120,14 @@ class ReportSizes:
     paper_steps: int = 5
     paper_repeats: int = 3
     paper_reduced: bool = False
+    review_n_per_style: int = 80
+    review_generations: int | None = None
+    review_steps: int | None = None
+    review_protocols: tuple[str, ...] = ("expansion", "tight")
+    review_folds: int = 5
+    review_bootstrap: int = 1000
+    rethreshold_objects: int = 200
+    rethreshold_repeats: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))
@@ -149,6 +161,13 @@ SMOKE = ReportSizes(
     paper_steps=1,
     paper_repeats=1,
     paper_reduced=True,
+    review_n_per_style=3,
+    review_generations=2,
+    review_steps=2,
+    review_folds=2,
+    review_bootstrap=20,
+    rethreshold_objects=10,
+    rethreshold_repeats=1,
 )
 
 
