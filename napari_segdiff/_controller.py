@@ -54,8 +54,6 @@ from napari_segdiff._engine import (
 )
 from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, image_data, shape_box, spatial_shape
 from napari_segdiff._layers import (
-    DONE_EDGE,
-    PROMPT_EDGE,
     find_layer,
     make_labels_layer,
     make_map_layer,
@@ -64,6 +62,7 @@ from napari_segdiff._layers import (
     write_map,
 )
 from napari_segdiff._objects import BoxKey, ObjectRecord, ObjectTable, box_key, region_of
+from napari_segdiff._review_model import box_edge_colours, remember_commit
 from napari_segdiff._settings import AnnotatorSettings, SettingsError
 from napari_segdiff._writer import export_training_pair, write_labels_tiff
 
@@ -194,19 +193,21 @@ class AnnotatorController:
         return [sorted(by_key.get(box_key(prompts.unique_id, v), [])) for v in prompts.data]
 
     def refresh_boxes(self, *_: Any) -> None:
-        """Colour the boxes: green when their object is in the labels now, yellow otherwise."""
+        """Colour the boxes: yellow until their object is in the labels; then by the object's
+        quality score (:func:`napari_segdiff._review_model.box_edge_colours`)."""
         prompts = self.prompts_layer
         if prompts is None or self._closed or len(prompts.data) == 0:
             return
         try:
-            done = [bool(ids) for ids in self.box_objects(prompts)]
+            objects = self.box_objects(prompts)
+            labels = self.labels_layer
+            want = box_edge_colours(objects, ObjectTable.of(labels) if labels is not None else None)
         except Exception:  # never let a colour update break napari's event loop
             log.exception("SegDiff: could not update the box colours")
             return
         colors = np.array(prompts.edge_color, copy=True)
-        if len(colors) != len(done):
+        if len(colors) != len(objects):
             return
-        want = np.where(np.array(done)[:, None], DONE_EDGE[None, :], PROMPT_EDGE[None, :])
         if not np.allclose(colors, want):
             prompts.edge_color = want
 
@@ -548,7 +549,9 @@ class AnnotatorController:
         writer = _ObjectWriter(labels, plane, result, old, settings)
         ids = writer.write(objects, table.next_id(run.labels_max))
         run.committed[result.job_id] = ids
-        table.add(writer.records(key, run.request.jobs, result.job_id))
+        records = writer.records(key, run.request.jobs, result.job_id)
+        remember_commit(labels, records, writer.written, result, run.request)  # score, probability
+        table.add(records)
         self.refresh_boxes()
         if writer.rejected:
             show_warning(f"SegDiff: box #{result.job_id + 1} was not committed: {writer.rejected}")

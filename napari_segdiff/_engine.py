@@ -43,6 +43,7 @@ from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.device import resolve_device
 from segdiff_core.ensemble import EnsembleResult, to_probability
 from segdiff_core.objectness import assess_object, box_covers_image
+from segdiff_core.scoring import ScoreCalibration, calibration_for, prompt_box_in_model, score_object
 from segdiff_core.segmenter import Segmenter
 
 from napari_segdiff._geometry import PlaneSpec
@@ -280,6 +281,8 @@ class JobFinished:
     split: bool
     threshold: float
     rejected: str | None = None
+    score: float | None = None
+    score_kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,9 @@ def _preview(step_x: "object", geometry: CropGeometry, job_id: int, kind: str) -
     return PreviewPatch(job_id, region, np.clip(pasted, 0.0, 1.0).astype(np.float32), kind)
 
 
-def _finish_box(plan: _Plan, result: EnsembleResult, kind: str, check: bool) -> JobFinished:
+def _finish_box(
+    plan: _Plan, result: EnsembleResult, kind: str, check: bool, calibration: ScoreCalibration | None = None
+) -> JobFinished:
     window = plan.windows[0]
     geom = window.geometry
     region, prob = paste_back(result.probability, geom, order=1)
@@ -393,8 +398,10 @@ def _finish_box(plan: _Plan, result: EnsembleResult, kind: str, check: bool) -> 
         rejected = box_covers_image((box.height, box.width), plan.job.plane_shape) or assess_object(
             window.patch, result.probability, result.std, result.threshold
         )
+    score = score_object(result, box=prompt_box_in_model(geom, plan.job.box), calibration=calibration)
     return JobFinished(
-        plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold, rejected
+        plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold, rejected,
+        score.score, score.kind,
     )
 
 
@@ -429,6 +436,7 @@ def _run(
         n_windows = [_count_windows(job, size, settings) for job in request.jobs]
         total = sum(n * inference.steps for n in n_windows)
         yield RunStarted(info, inference, total)
+        calibration, _ = calibration_for(request.model_path)  # None: the score is the agreement
 
         done = 0
         last_preview = -float("inf")
@@ -437,7 +445,8 @@ def _run(
             results: list[EnsembleResult] = []
             for w, window in enumerate(plan.windows):
                 run = seg.segment_progressive(
-                    window.patch, inference, seed=request.seed, box=box_in_crop(window.geometry, job.box)
+                    window.patch, inference, seed=request.seed, box=box_in_crop(window.geometry, job.box),
+                    keep_generations=plan.grid is None,
                 )
                 while True:
                     try:
@@ -458,7 +467,7 @@ def _run(
                         w, len(plan.windows), done, total, preview,
                     )
             if plan.grid is None:
-                yield _finish_box(plan, results[0], settings.uncertainty, settings.skip_empty)
+                yield _finish_box(plan, results[0], settings.uncertainty, settings.skip_empty, calibration)
             else:
                 yield _finish_windows(plan, results, settings.uncertainty)
             finished.append(job.job_id)

@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "STATUSES",
@@ -41,6 +45,12 @@ __all__ = [
     "read_objects_csv",
     "sidecar_path",
     "next_to_review",
+    "ReviewSession",
+    "remember_commit",
+    "probability_store",
+    "redo_settings",
+    "score_colour",
+    "box_edge_colours",
 ]
 
 STATUSES = ("pending", "accepted", "rejected")
@@ -251,3 +261,231 @@ def read_objects_csv(path: str | os.PathLike) -> pd.DataFrame:
     if "id" not in frame.columns:
         raise ValueError(f"{path} is not a per-object table (no 'id' column)")
     return frame_to_rows(frame)
+
+
+# --------------------------------------------------------------------------------------------
+# the annotator's hook: keep score, provenance and probability of each committed object
+# --------------------------------------------------------------------------------------------
+
+META_PROBABILITIES = "segdiff_probabilities"
+"""Key of the :class:`~segdiff_core.rethreshold.ProbabilityStore` in ``labels.metadata``."""
+
+PROBABILITY_BUDGET = 256 * 2**20
+"""Bytes of stored probability crops per labels layer (oldest objects are dropped first)."""
+
+
+def probability_store(labels: Any) -> Any:
+    """The :class:`~segdiff_core.rethreshold.ProbabilityStore` of a labels layer (created on
+    first use, kept in ``labels.metadata`` beside the object table)."""
+    from segdiff_core.rethreshold import ProbabilityStore
+
+    store = labels.metadata.get(META_PROBABILITIES)
+    if not isinstance(store, ProbabilityStore):
+        store = ProbabilityStore(PROBABILITY_BUDGET)
+        labels.metadata[META_PROBABILITIES] = store
+    return store
+
+
+def remember_commit(labels: Any, records: list[Any], written: list[tuple[int, np.ndarray, np.ndarray]],
+                    result: Any, request: Any) -> None:
+    """Called by the annotator for every committed box: give each new
+    :class:`~napari_segdiff._objects.ObjectRecord` the box's quality score (from the engine,
+    :mod:`segdiff_core.scoring`), status ``pending``, model, settings and seed, and store its
+    probability crop for re-thresholding (:mod:`segdiff_core.rethreshold`)."""
+    from segdiff_core.rethreshold import StoredObject
+
+    settings = request.settings
+    details = {
+        "model": Path(request.model_path).name, "seed": int(request.seed),
+        "settings": {k: settings_value(getattr(settings, k)) for k in (
+            "protocol", "margin", "sampler", "steps", "generations", "threshold", "largest_object_only", "overwrite")},
+    }
+    store = probability_store(labels)
+    rows, cols = result.region
+    pixels = {label_id: (rr, cc) for label_id, rr, cc in written}
+    for rec in records:
+        if result.score is not None and not result.split:
+            rec.score = float(result.score)
+        rec.status = "pending"
+        rec.extra.update(details, score_kind=result.score_kind if result.score is not None else "mean_probability")
+        if result.split:  # windows mode: one probability for many objects; not re-thresholdable
+            continue
+        rr, cc = pixels.get(rec.label_id, (np.empty(0, int), np.empty(0, int)))
+        mask = np.zeros(np.shape(result.probability), bool)
+        mask[rr - rows.start, cc - cols.start] = True
+        store.add(StoredObject.from_commit(rec.label_id, rec.plane, result.region, result.probability, mask,
+                                           result.threshold, settings.largest_object_only and not result.split))
+
+
+def settings_value(value: Any) -> Any:
+    """A JSON-safe settings value."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the review session: what the panel does to a viewer and a labels layer (no Qt)
+# --------------------------------------------------------------------------------------------
+
+
+class ReviewSession:
+    """The review of one labels layer in a viewer; the Review dock widget is a thin view.
+
+    Every change to objects goes through the labels layer (``data_setitem`` in
+    ``block_history``: one undo step per action) and the layer's
+    :class:`~napari_segdiff._objects.ObjectTable`; :meth:`sync_features` writes the rows into
+    ``labels.features`` (``index`` = label id), which napari's save keeps through the sidecar
+    CSV of :func:`napari_segdiff._writer.write_labels_tiff`.
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self.labels: Any = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def table(self) -> Any:
+        from napari_segdiff._objects import ObjectTable
+
+        return ObjectTable.of(self.labels) if self.labels is not None else None
+
+    def rows(self) -> list[ReviewRow]:
+        """The queue, sorted for review (see :func:`sorted_for_review`)."""
+        if self.labels is None:
+            return []
+        features = self.labels.features if len(self.labels.features) else None
+        return sorted_for_review(collect_rows(self.labels.data, self.table(), features))
+
+    def row(self, label_id: int) -> ReviewRow | None:
+        return next((r for r in self.rows() if r.label_id == int(label_id)), None)
+
+    def sync_features(self) -> pd.DataFrame:
+        """Write every row (label order) into ``labels.features``; returns the frame."""
+        frame = rows_to_frame(sorted(self.rows(), key=lambda r: r.label_id))
+        if self.labels is not None:
+            self.labels.features = frame
+        return frame
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def set_status(self, label_id: int, status: str) -> None:
+        """Record a review decision (a live record, else the layer's features row)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        table = self.table()
+        if table is not None and table.get(label_id) is not None:
+            table.update(label_id, status=status)
+        else:
+            frame = self.sync_features()
+            frame.loc[frame["index"] == int(label_id), "status"] = status
+            self.labels.features = frame
+        self.sync_features()
+
+    def accept(self, label_id: int) -> None:
+        self.set_status(label_id, "accepted")
+
+    def reject(self, label_id: int) -> int:
+        """Delete the object from the labels (one undo step) and mark it rejected; returns the
+        number of pixels cleared."""
+        labels = self.labels
+        row = self.row(label_id)
+        if labels is None or row is None or row.area == 0:
+            return 0
+        y0, x0, y1, x1 = row.box
+        lead = tuple(slice(None) for _ in row.slice)
+        crop = np.asarray(labels.data[(*lead, slice(y0, y1), slice(x0, x1))])
+        idx = np.nonzero(crop == row.label_id)
+        offsets = [0] * len(row.slice) + [y0, x0]
+        index = tuple(i + o for i, o in zip(idx, offsets))
+        with labels.block_history():
+            labels.data_setitem(index, 0)
+        self.set_status(label_id, "rejected")
+        return int(idx[0].size)
+
+    def focus(self, label_id: int, fill: float = 0.4) -> bool:
+        """Centre the camera on an object, zoom so its box fills ``fill`` of the canvas, and on
+        stacks move the sliders to its slice. Returns False for an unknown object."""
+        row = self.row(label_id)
+        if self.labels is None or row is None:
+            return False
+        labels = self.labels
+        cy, cx = row.centre
+        point = np.array([*row.slice, cy, cx], dtype=float)
+        world = np.asarray(labels.data_to_world(point), dtype=float)
+        y0, x0, y1, x1 = row.box
+        corner0 = np.asarray(labels.data_to_world(np.array([*row.slice, y0 - 0.5, x0 - 0.5], float)))
+        corner1 = np.asarray(labels.data_to_world(np.array([*row.slice, y1 - 0.5, x1 - 0.5], float)))
+        extent = np.abs(corner1 - corner0)[-2:]
+        offset = self.viewer.dims.ndim - len(world)
+        for axis, value in enumerate(world[:-2]):
+            self.viewer.dims.set_point(offset + axis, float(value))
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; viewer.camera before
+        camera = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
+        camera.center = tuple(world[-2:])
+        canvas = np.asarray(getattr(self.viewer.canvas, "size", (600, 600)), dtype=float)
+        canvas = np.where(canvas > 1, canvas, 600.0)
+        camera.zoom = float(fill * np.min(canvas / np.maximum(extent, 1e-6)))
+        return True
+
+    def rethreshold(self, threshold: float, label_ids: list[int] | None = None) -> tuple[int, list[str]]:
+        """Re-commit stored objects (all, or ``label_ids``) at ``threshold`` from their stored
+        probability, in ONE undo step. Returns ``(objects changed, messages)``; objects edited
+        by hand, painted by hand or whose probability is not stored are left alone and named."""
+        from segdiff_core.rethreshold import plan_rethreshold
+
+        labels = self.labels
+        if labels is None:
+            return 0, ["no labels layer to re-threshold"]
+        store = probability_store(labels)
+        present = {r.label_id: r for r in self.rows() if r.area > 0}
+        wanted = list(present) if label_ids is None else [int(i) for i in label_ids]
+        objs = [o for o in store if o.label in wanted and o.label in present]
+        stored = {o.label for o in objs}
+        missing = [i for i in wanted if i in present and i not in stored]
+        plan = plan_rethreshold(objs, labels.data, threshold, plane_of=lambda data, plane: plane.read(data))
+        if plan.changed:
+            with labels.block_history():
+                for index, value in plan.writes(index_of=lambda plane, r, c: plane.indices(r, c)):
+                    labels.data_setitem(index, value, refresh=False)
+            labels.refresh()
+        plan.commit(store)
+        messages = list(plan.messages)
+        if missing:
+            messages.append(f"{len(missing)} object(s) have no stored probability (painted by hand, made in windows "
+                            f"mode, from a saved file, or dropped to save memory) and were left as they are: "
+                            + ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else ""))
+        return len(plan.changed), messages
+
+    def export_csv(self, path: str | os.PathLike) -> Path:
+        """The per-object CSV (id, slice, box, area, score, status, ...), label order."""
+        return write_objects_csv(path, self.sync_features())
+
+
+UNCERTAIN_EDGE = np.array([1.0, 0.1, 0.6, 1.0])
+"""Edge colour of a box whose object has score 0 (magenta); score 1 is the annotator's green."""
+
+
+def score_colour(score: float | None) -> np.ndarray:
+    """RGBA edge colour of a segmented box: magenta (score 0, review first) to the annotator's
+    green (score 1); green when there is no score. Never the yellow of unsegmented boxes."""
+    from napari_segdiff._layers import DONE_EDGE
+
+    if score is None or not math.isfinite(score):
+        return DONE_EDGE.copy()
+    s = float(np.clip(score, 0.0, 1.0))
+    return (1.0 - s) * UNCERTAIN_EDGE + s * DONE_EDGE
+
+
+def box_edge_colours(objects: list[list[int]], table: Any) -> np.ndarray:
+    """``(n_boxes, 4)`` edge colours: yellow for boxes without objects (``objects[i] == []``),
+    else :func:`score_colour` of the lowest score of the box's objects."""
+    from napari_segdiff._layers import PROMPT_EDGE
+
+    out = np.tile(PROMPT_EDGE, (len(objects), 1))
+    for i, ids in enumerate(objects):
+        if ids:
+            recs = table.records_of(ids) if table is not None else []
+            scores = [r.score for r in recs if r.score is not None and math.isfinite(r.score)]
+            out[i] = score_colour(min(scores) if scores else None)
+    return out

@@ -50,7 +50,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """napari writer: save a Labels layer's data as a compressed TIFF of the smallest unsigned
     integer type (uint8/16/32) that holds its labels; any number of dimensions.
 
-    Returns the list with the written path (``.tif`` is appended if the name has no TIFF
+    When the layer has per-object ``features`` (an ``index`` column = label id: scores and
+    review statuses), they are written beside it as ``<name>.objects.csv``, which the plugin's
+    reader restores. Returns the written paths (``.tif`` is appended if the name has no TIFF
     extension). Raises :class:`LabelsWriteError` for non-integer or negative labels.
     """
     arr = np.asarray(data)
@@ -62,7 +64,13 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     tifffile.imwrite(
         out, arr.astype(dtype, copy=False), photometric="minisblack", compression="zlib", metadata=metadata
     )
-    return [str(out)]
+    written = [str(out)]
+    features = meta.get("features") if isinstance(meta, dict) else None
+    if features is not None and len(features) and "index" in getattr(features, "columns", ()):
+        from napari_segdiff._review_model import sidecar_path, write_objects_csv
+
+        written.append(str(write_objects_csv(sidecar_path(out), features)))  # read back by _reader
+    return written
 
 
 def export_training_pair(root: Path, name: str, image: np.ndarray, labels: np.ndarray) -> tuple[Path, Path]:

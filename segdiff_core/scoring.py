@@ -161,12 +161,12 @@ def object_features(
 def prompt_box_in_model(geometry: Any, box: Any) -> tuple[float, float, float, float]:
     """A prompt box (image coordinates, a :class:`~segdiff_core.data.boxes.Box` or
     ``(y0, x0, y1, x1)``) in the model coordinates of a crop's
-    :class:`~segdiff_core.data.crops.CropGeometry`."""
+    :class:`~segdiff_core.data.crops.CropGeometry`, as a tuple
+    (:func:`segdiff_core.data.prompt.box_in_crop` does the mapping)."""
     from segdiff_core.data.boxes import as_box
+    from segdiff_core.data.prompt import box_in_crop
 
-    b, crop = as_box(box), geometry.crop_box
-    sy, sx = geometry.scale  # image pixels per model pixel
-    return (b.y0 - crop.y0) / sy, (b.x0 - crop.x0) / sx, (b.y1 - crop.y0) / sy, (b.x1 - crop.x0) / sx
+    return box_in_crop(geometry, as_box(box)).as_tuple()
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_npe2_discovers_the_plugin_and_its_contributions():
     pm.discover(include_npe1=False)
     manifest = pm.get_manifest(PLUGIN)
     contrib = manifest.contributions
-    assert [w.display_name for w in contrib.widgets] == ["SegDiff annotator", "SegDiff fine-tune"]
+    assert [w.display_name for w in contrib.widgets] == ["SegDiff annotator", "SegDiff fine-tune", "SegDiff review"]
     assert {s.key for s in contrib.sample_data} == {"fluorescence", "he"}
     writer, _path = pm.get_writer("out.tif", ["labels"], PLUGIN)
     assert writer is not None and writer.command == "napari-segdiff.write_labels_tiff"
