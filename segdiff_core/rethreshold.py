@@ -46,7 +46,7 @@ HISTORY = 16
 
 
 class RethresholdError(ValueError):
-    """Bad inputs: wrong shapes, a threshold outside (0, 1), a region outside the labels."""
+    """Bad inputs: wrong shapes, a threshold outside [0, 1], a region outside the labels."""
 
 
 def threshold_mask(probability: np.ndarray, threshold: float, largest_only: bool = False) -> np.ndarray:
@@ -82,8 +82,8 @@ def _leading_index(plane: tuple[int, ...], rows: np.ndarray, cols: np.ndarray) -
 
 def _check_threshold(threshold: float) -> float:
     t = float(threshold)
-    if not 0.0 < t < 1.0:
-        raise RethresholdError(f"threshold must be between 0 and 1 (exclusive), got {threshold!r}")
+    if not 0.0 <= t <= 1.0:  # NaN fails too
+        raise RethresholdError(f"threshold must be between 0 and 1, got {threshold!r}")
     return t
 
 
