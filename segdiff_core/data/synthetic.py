@@ -57,6 +57,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+from skimage.segmentation import expand_labels, relabel_sequential
 
 __all__ = [
     "STYLES",
@@ -685,21 +686,9 @@ def _finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
             if cids.size > 1:
                 keep = cids[np.argmax(size[cids])]
                 labels[np.isin(comp, cids[cids != keep])] = 0
-    present = np.unique(labels)
-    present = present[present != 0]
-    lut = np.zeros(int(labels.max(initial=0)) + 1, np.int32)
-    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
-    return lut[labels]
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
-def _cell_territories(labels: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Label each pixel with its nearest nucleus (within ``max_distance``) and that distance."""
-    if labels.max() == 0:
-        return np.zeros_like(labels), np.full(labels.shape, np.inf, np.float32)
-    dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    terr = labels[iy, ix]
-    terr[dist > max_distance] = 0
-    return terr, dist.astype(np.float32)
 
 
 def _layout(
@@ -928,7 +917,7 @@ def _fluorescence(shape: tuple[int, int], p: _Params, optics: str = "widefield")
     # background, cytoplasm autofluorescence, haze
     img = signal
     if cytoplasm > 0 and n:
-        terr, _ = _cell_territories(labels, mean_r * rng.uniform(0.8, 2.0))
+        terr = expand_labels(labels, mean_r * rng.uniform(0.8, 2.0))  # each nucleus' cell territory
         cyto = _blur(((terr > 0) & (labels == 0)).astype(np.float32), mean_r * 0.3 + 1)
         img = img + cytoplasm * ref * cyto * (1 + 0.3 * _noise_field(shape, 3.0, rng))
     if haze > 0:
@@ -1132,7 +1121,8 @@ def _brightfield_scene(shape: tuple[int, int], p: _Params, default_range: tuple[
     fib = _warp(fib, float(rng.uniform(4, 15)), float(rng.uniform(15, 40)), rng)
     fibres = _soft_threshold(fib, float(rng.uniform(-0.8, 0.4)), float(rng.uniform(0.2, 0.6)))
     # --- cell borders in cellular regions (Voronoi edges of nucleus territories)
-    terr, dist = _cell_territories(labels, mean_r * 3.0)
+    terr = expand_labels(labels, mean_r * 3.0)
+    dist = (ndi.distance_transform_edt(labels == 0) if labels.max() > 0 else np.full(shape, np.inf)).astype(np.float32)
     membranes = np.zeros(shape, np.float32)
     if labels.max() > 0 and epi.max() > 0:
         edge = np.zeros(shape, bool)
