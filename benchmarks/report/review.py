@@ -81,7 +81,8 @@ def _generations(ctx: ReportContext, seg: Any, sha: str, protocol: str, prepared
     if path.is_file():
         with np.load(path) as f:
             return f["generations"], True
-    res = seg.segment_batch([p.model_inputs[0] for p in prepared], inf, seed=SEED, keep_generations=True, batch_images=BATCH)
+    res = seg.segment_batch([p.model_inputs[0] for p in prepared], inf, seed=SEED, keep_generations=True,
+                            batch_images=BATCH, boxes=[p.input_boxes[0] for p in prepared])
     gens = np.stack([r.generations for r in res]).astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
