@@ -141,7 +141,7 @@ def test_smoke_review_scores_every_candidate_and_keeps_the_model_folder_clean(sm
 
     data = _load(smoke, "review")
     assert set(data["results"]) == set(CANDIDATES) and data["chosen"] in CANDIDATES
-    n_prompts = 3 * SMOKE.review_n_per_style * len(SMOKE.review_protocols)
+    n_prompts = len(SMOKE.styles) * SMOKE.review_n_per_style * len(SMOKE.review_protocols)
     assert len(data["objects"]) == n_prompts
     assert all(0.0 <= o["iou"] <= 1.0 for o in data["objects"])
     cal = ScoreCalibration.from_dict(data["calibration"])
