@@ -6,7 +6,11 @@ found by name), the model cache and the state of the current run. The widget ask
 :func:`~napari_segdiff._engine.run_segmentation` on a worker thread, and hands every yielded
 event back to :meth:`handle_event` on the GUI thread, where layers are updated:
 
-* the live preview layer shows the current estimate over the crop (and is removed at the end),
+* the live preview layer shows the current estimate over the crop; it is hidden at the end of a
+  run and reused by the next one (adding and removing a layer costs napari a garbage
+  collection and a scene rebuild, more than a whole box on a busy machine),
+* progress goes to the widget's own bar a few times a second (napari's activity-dock progress is
+  not used: its animated indicator redraws the window continuously and took CPU from the model),
 * each finished box writes its probability and uncertainty into image-sized layers and commits
   its mask to the Labels layer through ``Labels.data_setitem`` inside ``block_history``, so one
   Ctrl+Z (``labels.undo()``) removes one box's object,
@@ -15,7 +19,7 @@ event back to :meth:`handle_event` on the GUI thread, where layers are updated:
   box is segmented is read from that table *and* the labels data, so undo and redo keep boxes
   and objects in step, and label ids are never reused.
 
-A failure while applying an event ends the run (the widget unlocks, the preview goes), is shown
+A failure while applying an event ends the run (the widget unlocks, the preview hides), is shown
 to the user and is logged with its traceback.
 
 Bad input never raises: it is reported with a napari notification that says what to do, and
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from psygnal import Signal
 from scipy import ndimage
@@ -72,6 +76,10 @@ log = logging.getLogger(__name__)
 
 Scope = Literal["newest", "all"]
 
+UI_INTERVAL = 0.5
+"""Seconds between two progress redraws during a run (on a software-rendered screen every redraw
+takes CPU from the model; the worker still yields after every step, so Cancel stays immediate)."""
+
 
 @dataclass
 class _ActiveRun:
@@ -86,10 +94,10 @@ class _ActiveRun:
     labels_max: int
     preview: Image | None = None
     preview_key: tuple | None = None
-    pbar: progress | None = None
     committed: dict[int, list[int]] = field(default_factory=dict)
     total_steps: int = 0
     done_steps: int = 0
+    shown_at: float = -float("inf")  # when progress was last shown
 
 
 @dataclass(frozen=True)
@@ -471,8 +479,7 @@ class AnnotatorController:
         if isinstance(event, RunStarted):
             self.model_loaded.emit(event.model)
             inf = event.inference
-            desc = f"SegDiff: {len(run.request.jobs)} box(es), {inf.sampler.upper()} {inf.steps} steps x {inf.generations}"
-            run.pbar = progress(total=max(event.total_steps, 1), desc=desc)
+            desc = f"{len(run.request.jobs)} box(es), {inf.sampler.upper()} {inf.steps} steps x {inf.generations}"
             run.total_steps = event.total_steps
             asked = run.request.settings.steps
             if asked > event.model.num_timesteps:
@@ -481,11 +488,13 @@ class AnnotatorController:
                     f"{event.model.num_timesteps} steps; sampling with {inf.steps}"
                 )
             self.progress_changed.emit(0, event.total_steps, "denoising ...")
-            self.status_changed.emit(event.model.describe())
+            self.status_changed.emit(f"segmenting {desc} with {event.model.name} on {event.model.device}")
         elif isinstance(event, StepUpdate):
             run.done_steps = event.done
-            if run.pbar is not None:
-                run.pbar.update(event.done - run.pbar.n)
+            now = time.monotonic()
+            if event.preview is None and now - run.shown_at < UI_INTERVAL:
+                return  # progress is redrawn a few times a second, not at every step
+            run.shown_at = now
             where = f"box {event.job_number + 1}/{event.n_jobs}"
             if event.n_windows > 1:
                 where += f", window {event.window + 1}/{event.n_windows}"
@@ -503,12 +512,15 @@ class AnnotatorController:
                 self._finish(event.summary)
 
     def _show_preview(self, run: _ActiveRun, patch: PreviewPatch) -> None:
-        """Show the preview of the current box in a crop-sized layer (replaced per box)."""
+        """Show the preview of the current box in a crop-sized layer (reused between runs)."""
         plane = run.planes[patch.job_id]
         if run.preview is None or run.preview not in self.viewer.layers:
-            run.preview = self._add(make_map_layer(run.image, "preview"))
+            layer = find_layer(self.viewer.layers, run.image, "preview", Image)
+            run.preview = layer if layer is not None else self._add(make_map_layer(run.image, "preview"))
             run.preview_key = None
         write_map(run.preview, run.image, plane, patch.region, patch.values, reset=True)
+        if not run.preview.visible:  # (setting it rebuilds napari's scene graph)
+            run.preview.visible = True
         run.preview_key = (patch.job_id, patch.region)
 
     def _map_layer(self, run: _ActiveRun, role: str, kind: str | None = None) -> Image:
@@ -628,17 +640,15 @@ class AnnotatorController:
         self.end_run()
 
     def end_run(self) -> None:
-        """Close the progress bar, remove the live preview and forget the run (never raises)."""
+        """Hide the live preview and forget the run (never raises)."""
         run = self._run
         self._run = None
         self._pending.clear()
         if run is None:
             return
         try:
-            if run.pbar is not None:
-                run.pbar.close()
             if run.preview is not None and run.preview in self.viewer.layers:
-                self.viewer.layers.remove(run.preview)
+                run.preview.visible = False
         except Exception:  # the viewer may be closing; the run is over regardless
             log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)

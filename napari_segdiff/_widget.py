@@ -451,9 +451,14 @@ class AnnotatorWidget(QWidget):
             self._sync_enabled()
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
-        self.progress_bar.setRange(0, max(total, 1))
-        self.progress_bar.setValue(done)
-        self.progress_bar.setFormat(f"%p%  {text}" if text else "%p%")
+        bar = self.progress_bar
+        # QProgressBar.setValue repaints synchronously, which recomposes the whole window
+        # (OpenGL canvas included); with updates off, one asynchronous update is queued instead
+        bar.setUpdatesEnabled(False)
+        bar.setRange(0, max(total, 1))
+        bar.setValue(done)
+        bar.setFormat(f"%p%  {text}" if text else "%p%")
+        bar.setUpdatesEnabled(True)
 
     def _on_running_changed(self, running: bool) -> None:
         if not running and self.worker is not None:

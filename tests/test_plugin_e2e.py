@@ -170,7 +170,7 @@ def test_failure_while_committing_ends_the_run_and_unlocks(qtbot, annotator, not
     assert any("the run stopped" in m for m in errors), notes
     assert widget.segment_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert widget.worker is None and not widget.controller.is_running
-    assert not any("preview" in layer.name for layer in viewer.layers)
+    assert not any(layer.visible for layer in viewer.layers if "preview" in layer.name)
     assert present(labels) == {1}
 
 

@@ -55,6 +55,11 @@ def fluo_image(size: int = 64, seed: int = 3) -> np.ndarray:
     return generate_tile("fluorescence", size, seed).image
 
 
+def preview_shown(viewer) -> bool:
+    prev = layer_with_role(viewer, "preview")
+    return prev is not None and prev.visible
+
+
 def layer_with_role(viewer, role: str):
     found = [layer for layer in viewer.layers if (role_of(layer) or {}).get("role") == role]
     return found[-1] if found else None
@@ -92,7 +97,7 @@ def _segment_one_box(qtbot, viewer, widget):
     unc_layer = layer_with_role(viewer, "uncertainty")
     labels = widget.controller.labels_layer
     assert prob_layer is not None and unc_layer is not None and labels is not None
-    assert layer_with_role(viewer, "preview") is None  # the live preview is gone
+    assert not preview_shown(viewer)  # the live preview is hidden
     return image, prob_layer, unc_layer, labels
 
 
@@ -299,7 +304,7 @@ def test_gui_stays_responsive_and_preview_shows_during_run(qtbot, viewer_widget)
         if widget.worker is not None:
             ticks_while_running.append(1)
             prev = layer_with_role(viewer, "preview")
-            if prev is not None:
+            if prev is not None and prev.visible:
                 preview_seen.append(float(prev.data.max()))
 
     timer = QTimer()
@@ -311,7 +316,7 @@ def test_gui_stays_responsive_and_preview_shows_during_run(qtbot, viewer_widget)
         timer.stop()
     assert len(ticks_while_running) >= 5  # the event loop ran while the model was denoising
     assert preview_seen and max(preview_seen) > 0  # the preview layer showed the crop
-    assert layer_with_role(viewer, "preview") is None
+    assert not preview_shown(viewer)
     # the bar stays full after a finished run (not 0 %)
     assert widget.progress_bar.value() == widget.progress_bar.maximum() > 0 and widget.segment_button.isEnabled()
 
@@ -344,7 +349,7 @@ def test_cancel_stops_within_a_step_and_writes_nothing(qtbot, viewer_widget, not
     labels = widget.controller.labels_layer
     assert not labels.data.any()
     assert widget.controller.box_objects() == [[]]
-    assert layer_with_role(viewer, "preview") is None
+    assert not preview_shown(viewer)
     assert any("cancelled" in m for m in messages(notes, "info"))
     assert labels.undo() is None and not labels.data.any()
 
@@ -502,7 +507,7 @@ def test_corrupt_checkpoint(qtbot, viewer_widget, notes, tmp_path):
     errors = messages(notes, "error")
     assert any("broken.pt" in m and "Choose another model file" in m for m in errors), errors
     assert np.array_equal(labels.data, before)
-    assert layer_with_role(viewer, "preview") is None
+    assert not preview_shown(viewer)
     assert "loading model" not in widget.status.text() and "broken.pt" in widget.status.text()
 
     # random bytes: "not a model file", never "would run code", never torch's weights_only advice
