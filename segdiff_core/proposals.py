@@ -36,7 +36,7 @@ from skimage.segmentation import watershed
 
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
-from segdiff_core.data.crops import CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.data.crops import PAPER_MARGIN, CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.evaluation.baselines import otsu_foreground
 from segdiff_core.objectness import assess_object
@@ -99,7 +99,7 @@ class ProposalSettings:
     h: float = 2.0
     smooth: float = 1.0
     min_area: int = 16
-    margin: float = 0.15
+    margin: float = PAPER_MARGIN
     batch_size: int = 16
     seed: int = 0
 
@@ -306,7 +306,7 @@ def segment_boxes(
     *,
     seed: int = 0,
     batch_size: int = 16,
-    margin: float = 0.15,
+    margin: float = PAPER_MARGIN,
     progress: Progress | None = None,
 ) -> list[BoxResult]:
     """SegDiff on every box, ``batch_size`` prompts per network batch.

@@ -323,3 +323,25 @@ def test_a_run_never_changes_torchs_thread_count(model_file):
             seen.append(torch.get_num_threads())
     assert seen and set(seen) == {before}
     assert gui_torch_threads(2) == 1 and gui_torch_threads(8) == 7 and gui_torch_threads(1) == 1
+
+
+def test_a_box_reads_only_its_crop_of_a_huge_lazy_image(model_file):
+    """A 200000 x 200000 dask image (40 GB if read): one box reads a few chunks only."""
+    import dask.array as da
+
+    huge = da.ones((200_000, 200_000), dtype=np.uint8, chunks=(512, 512)) * np.uint8(90)
+    plane = PlaneSpec(2, (0, 1), (), huge.shape)
+    box = Box(100_010, 150_020, 100_040, 150_050)
+    s = AnnotatorSettings(model_source="file", model_path=model_file, device="cpu", steps=2, generations=1)
+    windows = s.replace(protocol="windows")
+    for settings in (s, windows):
+        req = RunRequest(model_file, settings, (BoxJob(0, box, PlaneReader(huge, plane), huge.shape),), seed=0)
+        run = run_segmentation(req, ModelCache())
+        events = []
+        with pytest.raises(StopIteration) as stop:
+            while True:
+                events.append(next(run))
+        assert stop.value.value.error is None
+        (result,) = [e for e in events if isinstance(e, JobFinished)]
+        rows, cols = result.region
+        assert rows.stop - rows.start < 64 and cols.stop - cols.start < 64  # maps cover the crop
