@@ -398,6 +398,46 @@ class AnnotatorController:
         self.status_changed.emit(f"loading model {model_path.name} ...")
         return request
 
+    def find_objects(self, area: str) -> int:
+        """Add one box per automatically proposed object in ``area`` (see
+        :data:`napari_segdiff._find.FIND_AREAS`) to the boxes layer; returns how many.
+
+        'selected box' searches inside the selected rectangle(s), which are then removed (they
+        were a search area, not an object). Objects that already have a label are skipped.
+        """
+        from segdiff_core.proposals import ProposalSettings
+
+        from napari_segdiff._find import box_region, box_vertices, find_boxes, visible_region
+
+        try:
+            image = self.image_layer
+            if image is None or image not in self.viewer.layers:
+                raise PromptError("no image layer: open an image and pick it as 'image'")
+            if self._run is not None:
+                raise PromptError("a segmentation is running; wait for it or press Cancel")
+            plane = current_plane(self.viewer, image)
+            prompts = self.ensure_prompts_layer()
+            labels = plane.read(self._labels_for(image).data)
+            if area == "whole image":
+                regions = [(slice(0, plane.shape[0]), slice(0, plane.shape[1]))]
+            elif area == "visible area":
+                regions = [visible_region(self.viewer, image, plane)]
+            else:
+                chosen = sorted(prompts.selected_data)
+                if not chosen:
+                    raise PromptError("select a drawn box to search in (or choose another area)")
+                regions = [box_region(shape_box(prompts, i, image, plane)[0], plane.shape) for i in chosen]
+                prompts.selected_data = set(chosen)
+                prompts.remove_selected()
+            boxes = [b for r in regions for b in find_boxes(image, plane, r, labels, ProposalSettings())]
+        except PromptError as exc:
+            show_error(f"SegDiff: {exc}")
+            return 0
+        if boxes:
+            prompts.add_rectangles([box_vertices(b, image, prompts, plane) for b in boxes])
+        self.status_changed.emit(f"found {len(boxes)} object(s); segmenting them as boxes")
+        return len(boxes)
+
     def _box_indices(self, prompts: Shapes, scope: Scope) -> list[int]:
         """'all': every box without a present object; 'newest': the selected boxes (an
         explicit redo: their objects are replaced), else the newest box without an object."""

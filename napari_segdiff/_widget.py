@@ -35,6 +35,7 @@ from segdiff_core.device import DEVICE_CHOICES, available_devices
 from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._geometry import PromptError
 from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
+from napari_segdiff._find import FIND_AREAS
 from napari_segdiff._layers import role_of
 from napari_segdiff._settings import SCHEMA, SETTINGS, AnnotatorSettings, Setting
 from napari_segdiff._store import SettingsStore
@@ -177,6 +178,15 @@ class AnnotatorWidget(QWidget):
         self.cancel_button.setToolTip(
             f"Stop after the current denoising step; the unfinished box writes nothing ({k['cancel']})"
         )
+        self.find_area = ComboBox(
+            label="find in", choices=list(FIND_AREAS), value="visible area",
+            tooltip="Where Find all objects looks: the visible area, the selected drawn box, or the whole image",
+        )
+        self.find_button = QPushButton("Find all objects")
+        self.find_button.setToolTip(
+            "Propose one box per object (Otsu + watershed) and segment them all; the boxes can be "
+            "edited, redone or deleted like drawn ones"
+        )
         self.draw_button = QPushButton("Draw boxes")
         self.draw_button.setToolTip("Select the boxes layer (made if needed) with the rectangle tool")
         self.reset_settings_button = QPushButton("Reset settings")
@@ -248,6 +258,10 @@ class AnnotatorWidget(QWidget):
         row.addWidget(self.segment_button)
         row.addWidget(self.segment_all_button)
         run_lay.addLayout(row)
+        find_row = QHBoxLayout()
+        find_row.addWidget(self.find_area.native)
+        find_row.addWidget(self.find_button)
+        run_lay.addLayout(find_row)
         run_lay.addWidget(self.cancel_button)
         run_lay.addWidget(self.progress_bar)
         run_lay.addWidget(self.status)
@@ -280,6 +294,7 @@ class AnnotatorWidget(QWidget):
 
         self.segment_button.clicked.connect(lambda: self.segment("newest"))
         self.segment_all_button.clicked.connect(lambda: self.segment("all"))
+        self.find_button.clicked.connect(self.find_all)
         self.cancel_button.clicked.connect(self.cancel)
         self.draw_button.clicked.connect(self._draw_boxes)
         self.reset_settings_button.clicked.connect(self.reset_settings)
@@ -435,6 +450,15 @@ class AnnotatorWidget(QWidget):
         worker.start()
         return worker
 
+    def find_all(self) -> GeneratorWorker | None:
+        """Find all objects in the chosen area as boxes, then segment every open box."""
+        if self.worker is not None:
+            self.controller.prepare_run("all")  # reports that a run is going on
+            return None
+        if self.controller.find_objects(self.find_area.value) == 0:
+            return None
+        return self.segment("all")
+
     def cancel(self) -> None:
         """Ask the running segmentation to stop after its current denoising step."""
         if self.worker is not None:
@@ -477,6 +501,7 @@ class AnnotatorWidget(QWidget):
         running = self.worker is not None or self.controller.is_running
         self.segment_button.setEnabled(not running)
         self.segment_all_button.setEnabled(not running)
+        self.find_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.model_file.enabled = self.model_source.value == "file"
         self.margin.enabled = self.protocol.value == "custom"

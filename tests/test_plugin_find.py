@@ -1,0 +1,96 @@
+"""'Find all objects' in the annotator, driven like a person: area chosen in the combo box, the
+button clicked, a search box dragged on the canvas; the proposals become ordinary boxes that
+Segment all segments, and finding again does not duplicate objects."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segdiff_core.data.synthetic import generate_tile
+from segdiff_core.proposals import ProposalSettings, propose_boxes
+
+from napari_segdiff._geometry import current_plane, shape_box
+from napari_segdiff._widget import AnnotatorWidget
+from tests.conftest_napari import configure, model_file, wait_idle  # noqa: F401 (fixtures)
+from tests.gui_helpers import click, draw_box_px
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def annotator(make_napari_viewer, model_file, qtbot):
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    configure(widget, model_file)
+    widget.threshold.value = 0.0  # the random test model's mask is then the whole crop
+    widget.largest_only.value = False
+    tile = generate_tile("fluorescence", 96, rng=3, n_nuclei=6, radius_range=(6, 9))
+    image = viewer.add_image(tile.image, name="cells", scale=(0.5, 2.0), translate=(10.0, -5.0))
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    return viewer, widget, image, tile
+
+
+def boxes_of(viewer, widget, image):
+    prompts = widget.controller.prompts_layer
+    plane = current_plane(viewer, image)
+    return [shape_box(prompts, i, image, plane)[0] for i in range(len(prompts.data))]
+
+
+def test_find_all_in_whole_image_adds_boxes_and_segments_them(qtbot, annotator):
+    viewer, widget, image, tile = annotator
+    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    assert len(expected) >= 3
+    widget.find_area.value = "whole image"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    got = boxes_of(viewer, widget, image)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):  # placed exactly through scale/translate
+        np.testing.assert_allclose(g.as_tuple(), e.as_tuple(), atol=1e-6)
+    owners = widget.controller.box_objects()
+    assert all(ids for ids in owners), owners  # every proposed box got its object
+    labels = widget.controller.labels_layer
+    assert len(set(np.unique(labels.data)) - {0}) == len(expected)
+    # finding again proposes nothing new: every object already has a label
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    assert len(widget.controller.prompts_layer.data) == len(expected)
+
+
+def test_find_all_in_a_drawn_box_searches_only_there(qtbot, annotator):
+    viewer, widget, image, tile = annotator
+    prompts = widget.controller.prompts_layer
+    draw_box_px(qtbot, viewer, prompts, image, 36, 36, 95, 95)
+    prompts.mode = "select"
+    click(qtbot, viewer, np.asarray(image.data_to_world((66, 66)))[-2:])
+    assert prompts.selected_data == {0}
+    widget.find_area.value = "selected box"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    got = boxes_of(viewer, widget, image)
+    assert got, "no proposal inside the drawn box"
+    # the search box itself is gone; every proposal's centre lies inside it
+    for b in got:
+        assert 36 <= b.center[0] <= 96 and 36 <= b.center[1] <= 96
+        assert not (b.height > 55 and b.width > 55)
+    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    assert len(got) <= len(whole)
+    assert len(widget.controller.labels_layer.data[widget.controller.labels_layer.data > 0]) > 0
+
+
+def test_find_all_in_visible_area_follows_the_camera(qtbot, annotator):
+    viewer, widget, image, tile = annotator
+    # zoom onto the bottom-right quarter of the image
+    centre = np.asarray(image.data_to_world((72, 72)))[-2:]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = tuple(centre)
+    camera.zoom = camera.zoom * 3
+    widget.find_area.value = "visible area"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    got = boxes_of(viewer, widget, image)
+    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    assert 0 < len(got) < len(whole)
+    assert all(b.center[0] > 40 and b.center[1] > 40 for b in got)
