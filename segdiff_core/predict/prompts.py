@@ -16,7 +16,7 @@ import numpy as np
 
 from segdiff_core.data.boxes import Box, BoxError
 
-__all__ = ["PromptError", "SHAPES_COLUMNS", "boxes_from_csv", "boxes_from_labels", "check_boxes"]
+__all__ = ["PromptError", "SHAPES_COLUMNS", "boxes_from_csv", "boxes_from_label_source", "check_boxes"]
 
 SHAPES_COLUMNS: tuple[str, ...] = ("index", "axis-0", "axis-1")
 """Columns a Shapes CSV must have (``shape-type`` and ``vertex-index`` are optional)."""
@@ -98,19 +98,35 @@ def check_boxes(boxes: list[Box], shape: tuple[int, int], source: Any) -> list[B
     return boxes
 
 
-def boxes_from_labels(labels: np.ndarray, shape: tuple[int, int], source: Any = "label image") -> list[Box]:
-    """One tight box per non-zero label of an (H, W) integer label image of the image's shape."""
-    from skimage.measure import regionprops
+def boxes_from_label_source(labels: Any, shape: tuple[int, int], block: int = 2048) -> list[Box]:
+    """One tight box per label of a label image of the image's ``shape``, read block by block.
 
-    lab = np.asarray(labels)
-    if lab.ndim == 3 and lab.shape[0] == 1:
-        lab = lab[0]
-    if lab.shape != tuple(shape):
+    ``labels`` is an :class:`~segdiff_core.predict.io.ImageSource` (so a label image larger
+    than memory works): the extents of each label are merged over the blocks. Raises
+    :class:`PromptError` for a label image of another shape, a non-integer or negative one, or
+    one without labels.
+    """
+    from scipy import ndimage
+
+    if labels.shape != tuple(shape) or labels.channels != 1:
         raise PromptError(
-            f"{source}: label image of shape {lab.shape} does not match the image shape {tuple(shape)}"
+            f"{labels.path}: label image of shape {tuple(labels.array.shape)} does not match the "
+            f"image shape {tuple(shape)}"
         )
-    if not np.issubdtype(lab.dtype, np.integer):
-        raise PromptError(f"{source}: label image must hold integers, got dtype {lab.dtype}")
-    if lab.min(initial=0) < 0:
-        raise PromptError(f"{source}: label image has negative labels")
-    return [Box(*(float(v) for v in r.bbox)) for r in regionprops(lab)]
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise PromptError(f"{labels.path}: label image must hold integers, got dtype {labels.dtype}")
+    ext: dict[int, list[int]] = {}
+    for r0 in range(0, shape[0], block):
+        for c0 in range(0, shape[1], block):
+            tile = labels.read(slice(r0, r0 + block), slice(c0, c0 + block))
+            if tile.min(initial=0) < 0:
+                raise PromptError(f"{labels.path}: label image has negative labels")
+            for lab, sl in enumerate(ndimage.find_objects(tile.astype(np.int64, copy=False)), start=1):
+                if sl is None:
+                    continue
+                e = [sl[0].start + r0, sl[1].start + c0, sl[0].stop + r0, sl[1].stop + c0]
+                old = ext.setdefault(lab, e)
+                ext[lab] = [min(old[0], e[0]), min(old[1], e[1]), max(old[2], e[2]), max(old[3], e[3])]
+    if not ext:
+        raise PromptError(f"{labels.path}: label image has no labels (all 0)")
+    return [Box(*(float(v) for v in ext[k])) for k in sorted(ext)]

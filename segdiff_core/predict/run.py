@@ -22,7 +22,7 @@ import numpy as np
 
 from segdiff_core.data.boxes import Box
 from segdiff_core.predict.io import InputError, ImageSource, ZarrOutput, open_image, write_csv, write_json, write_tiff
-from segdiff_core.predict.prompts import PromptError, boxes_from_csv, check_boxes
+from segdiff_core.predict.prompts import boxes_from_csv, boxes_from_label_source, check_boxes
 from segdiff_core.predict.tiles import TileResult, TileTask, plan_tiles, run_tile
 from segdiff_core.proposals import ProposalSettings
 
@@ -114,34 +114,6 @@ def _boxes(job: ImageJob, source: ImageSource, tile: int) -> list[Box] | None:
     if job.prompt_labels is not None:
         return boxes_from_label_source(open_image(job.prompt_labels), source.shape, tile)
     return None
-
-
-def boxes_from_label_source(labels: ImageSource, shape: tuple[int, int], tile: int) -> list[Box]:
-    """One box per label of a (possibly huge) label image, read block by block."""
-    from scipy import ndimage
-
-    if labels.shape != tuple(shape) or labels.channels != 1:
-        raise PromptError(
-            f"{labels.path}: label image of shape {tuple(labels.array.shape)} does not match the "
-            f"image shape {tuple(shape)}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise PromptError(f"{labels.path}: label image must hold integers, got dtype {labels.dtype}")
-    ext: dict[int, list[int]] = {}
-    for r0 in range(0, shape[0], tile):
-        for c0 in range(0, shape[1], tile):
-            block = labels.read(slice(r0, r0 + tile), slice(c0, c0 + tile))
-            if block.min(initial=0) < 0:
-                raise PromptError(f"{labels.path}: label image has negative labels")
-            for lab, sl in enumerate(ndimage.find_objects(block.astype(np.int64, copy=False)), start=1):
-                if sl is None:
-                    continue
-                e = [sl[0].start + r0, sl[1].start + c0, sl[0].stop + r0, sl[1].stop + c0]
-                old = ext.setdefault(lab, e)
-                ext[lab] = [min(old[0], e[0]), min(old[1], e[1]), max(old[2], e[2]), max(old[3], e[3])]
-    if not ext:
-        raise PromptError(f"{labels.path}: label image has no labels (all 0)")
-    return [Box(*(float(v) for v in ext[k])) for k in sorted(ext)]
 
 
 def plan_image(job: ImageJob, config: PredictConfig) -> tuple[ImageSource, list[TileTask]]:

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
 from segdiff_core.proposals import InstanceResult, ObjectRecord, ProposalSettings, find_objects, segment_prompts
 
