@@ -17,8 +17,8 @@ from segdiff_core.data.preprocess import (
     PreprocessError,
     adapt_channels,
     normalize,
-    prepare,
     to_channels_last,
+    to_model_array,
 )
 
 MINMAX = dict(normalization="minmax")
@@ -292,39 +292,39 @@ class TestNormalize:
 # ------------------------------------------------------------------------------------------
 
 
-class TestPrepare:
+class TestToModelArray:
     def test_uint8_rgb_to_gray_model(self) -> None:
         rgb = np.zeros((4, 4, 3), dtype=np.uint8)
         rgb[..., 0] = 200  # luminance 0.2125 * 200 = 42.5
         rgb[2:, :, 1] = 100  # lower half: 42.5 + 71.54 = 114.04
-        out = prepare(rgb, PreprocessConfig(in_channels=1, input_size=4, **MINMAX))
+        out = to_model_array(rgb, PreprocessConfig(in_channels=1, input_size=4, **MINMAX))
         assert out.shape == (1, 4, 4) and out.dtype == np.float32 and out.flags.c_contiguous
         np.testing.assert_allclose(out[0, :2], 0.0)
         np.testing.assert_allclose(out[0, 2:], 1.0)
 
     def test_gray_uint16_to_rgb_model_channels_first(self) -> None:
         gray = np.array([[0, 100], [300, 500]], dtype=np.uint16)
-        out = prepare(gray, PreprocessConfig(in_channels=3, input_size=2, **MINMAX))
+        out = to_model_array(gray, PreprocessConfig(in_channels=3, input_size=2, **MINMAX))
         assert out.shape == (3, 2, 2)
         for c in range(3):
             np.testing.assert_allclose(out[c], [[0, 0.2], [0.6, 1.0]])
 
     def test_chw_input_and_nan(self) -> None:
         chw = np.array([[[0.0, np.nan], [2.0, 4.0]]])  # (1, 2, 2): NaN -> median 2
-        out = prepare(chw, PreprocessConfig(in_channels=1, input_size=2, **MINMAX))
+        out = to_model_array(chw, PreprocessConfig(in_channels=1, input_size=2, **MINMAX))
         np.testing.assert_allclose(out, [[[0.0, 0.5], [0.5, 1.0]]])
 
     def test_size_check(self) -> None:
         cfg = PreprocessConfig(in_channels=1, input_size=8)
         with pytest.raises(PreprocessError, match="6x8 but the model input is 8x8"):
-            prepare(np.zeros((6, 8)), cfg)
-        assert prepare(np.zeros((6, 8)), cfg, check_size=False).shape == (1, 6, 8)
+            to_model_array(np.zeros((6, 8)), cfg)
+        assert to_model_array(np.zeros((6, 8)), cfg, check_size=False).shape == (1, 6, 8)
 
-    def test_mismatch_surfaces_from_prepare(self) -> None:
+    def test_mismatch_surfaces_from_to_model_array(self) -> None:
         with pytest.raises(ChannelMismatchError, match="has 2 channel"):
-            prepare(np.zeros((8, 8, 2)), PreprocessConfig(in_channels=3, input_size=8))
+            to_model_array(np.zeros((8, 8, 2)), PreprocessConfig(in_channels=3, input_size=8))
 
-    def test_tiff_files_through_crop_and_prepare(self, tmp_path) -> None:
+    def test_tiff_files_through_crop_and_to_model_array(self, tmp_path) -> None:
         rng = np.random.default_rng(4)
         rgb = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
         gray16 = (np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 13) % 60000
@@ -336,7 +336,7 @@ class TestPrepare:
 
         cfg3 = PreprocessConfig(in_channels=3, input_size=16)
         patch, _ = prompt_crop(to_channels_last(rgb_read, rgb=True), Box(10, 20, 40, 60), 16)
-        x = prepare(patch, cfg3)
+        x = to_model_array(patch, cfg3)
         assert x.shape == (3, 16, 16) and x.dtype == np.float32
         for c in range(3):  # per-channel percentile normalisation: 1% .. 99.8% -> 0 .. 1
             lo, hi = np.percentile(patch[..., c].astype(float), [1.0, 99.8])
@@ -344,6 +344,6 @@ class TestPrepare:
 
         cfg1 = PreprocessConfig(in_channels=1, input_size=16, **MINMAX)
         patch_g, _ = prompt_crop(to_channels_last(gray_read), Box(5, 5, 25, 45), 16)
-        y = prepare(patch_g, cfg1)
+        y = to_model_array(patch_g, cfg1)
         assert y.shape == (1, 16, 16)
         assert y.min() == pytest.approx(0.0, abs=1e-6) and y.max() == pytest.approx(1.0, abs=1e-6)
