@@ -40,21 +40,21 @@ class Sample:
 
     Attributes
     ----------
-    image:
+    image
         (H, W) or (H, W, C) array in the file's dtype (uint8, uint16, float32, ...). A private
         copy: modifying it does not affect the dataset.
-    mask:
+    mask
         bool (H, W): the target object, or the whole foreground for binary (semantic) samples.
-    box:
+    box
         Tight box of ``mask`` (:meth:`Box.from_mask`), or ``None`` if ``mask`` is empty (only
         possible for binary samples of an image without foreground).
-    name:
+    name
         Source file name plus object id (``"img01.tif#3"``) for reports.
-    class_name:
+    class_name
         Object class (e.g. ``"car"``), or ``None`` when the dataset has no classes.
-    instance_id:
+    instance_id
         The object's id in its image (its label value), or ``None`` for binary samples.
-    group:
+    group
         Breakdown key of evaluation reports (synthetic style family or dataset class), or
         ``None``. The evaluation runner's ``EvalItem`` is this class.
     """
@@ -239,19 +239,19 @@ class IndexedDataset(Dataset):
 
     Parameters
     ----------
-    sources:
+    sources
         One per image, in sample order.
-    per_object:
+    per_object
         ``True``: one sample per target object (each source's annotation is read once here to
         index its objects). ``False``: one sample per image whose mask is the whole foreground
         (``labels != 0``); nothing is decoded here.
-    min_area:
+    min_area
         Objects with fewer pixels are skipped (``per_object`` only).
-    origin:
+    origin
         Where the data comes from (a root folder) for messages.
-    unmatched:
+    unmatched
         Files that were found but had no counterpart (already reported by the caller).
-    cache_images:
+    cache_images
         How many decoded images (and their annotations) to keep.
     """
 

@@ -154,10 +154,10 @@ def rasterise_cityscapes_polygons(
 
     Returns
     -------
-    labels:
+    labels
         int32 (imgHeight, imgWidth); pixel value ``k`` means object ``k - 1`` of the file's
         ``objects`` list is visible there (0 = nothing drawn).
-    targets:
+    targets
         ``k -> (class_name, cityscapes_instance_id)`` for objects of ``classes`` that are
         instances (not groups, not deleted).
     """
@@ -223,21 +223,21 @@ class CityscapesDataset(IndexedDataset):
 
     Parameters
     ----------
-    root:
+    root
         Folder holding ``leftImg8bit/`` and ``gtFine/``.
-    split:
+    split
         ``"train"``, ``"val"`` or ``"test"`` (any subfolder name of ``leftImg8bit``).
-    classes:
+    classes
         Target classes (default: the paper's 8: bicycle, bus, person, train, truck,
         motorcycle, car, rider). Other objects still occlude.
-    annotation:
+    annotation
         ``"polygons"``, ``"instanceIds"`` or ``"auto"`` (per image: the polygon JSON if present,
         else the instanceIds PNG).
-    min_area:
+    min_area
         Objects whose *visible* area is smaller are skipped (``self.skipped``).
-    strict:
+    strict
         Raise instead of warn on images without annotation or annotations without image.
-    cache_images:
+    cache_images
         How many decoded images to keep.
 
     Annotations are read once here to index the objects; images are decoded on access.

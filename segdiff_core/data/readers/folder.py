@@ -149,11 +149,11 @@ class FolderDataset(IndexedDataset):
 
     Parameters
     ----------
-    root:
+    root
         Dataset folder holding the ``images`` and ``masks`` subfolders.
-    images, masks:
+    images, masks
         Subfolder names.
-    mode:
+    mode
         ``"binary"``: one sample per image, mask = foreground (every non-zero pixel; JPEG masks:
         ``value >= 128``), box = tight box of the whole foreground (``None`` if empty); masks
         are not read until accessed. ``"instances"``: masks are instance label images (0 =
@@ -163,11 +163,11 @@ class FolderDataset(IndexedDataset):
         otherwise ``"binary"`` (a label image with a single object per file is
         indistinguishable from a binary mask: pass ``mode="instances"`` for that). The
         resolved mode is in ``self.mode``.
-    min_area:
+    min_area
         Instance mode: objects with fewer pixels are skipped (listed in ``self.skipped``).
-    strict:
+    strict
         Raise instead of warn on files without a counterpart.
-    cache_images:
+    cache_images
         How many decoded images to keep (consecutive objects usually share an image).
 
     Sample names are ``"<image file name>"`` (binary) or ``"<image file name>#<label>"``.
@@ -203,17 +203,17 @@ class InstancePromptDataset(IndexedDataset):
 
     Parameters
     ----------
-    images:
+    images
         Sequence of (H, W) / (H, W, C) arrays or image file paths.
-    labels:
+    labels
         Sequence (same length) of integer (H, W) label images (0 = background) or their file
         paths (PNG/TIFF).
-    names:
+    names
         Unique image names for sample names and image keys; default: the file name for paths,
         ``"image<i>"`` for arrays.
-    min_area:
+    min_area
         Objects with fewer pixels are skipped (listed in ``self.skipped``).
-    origin:
+    origin
         Where the data came from, for messages (default: a description of the inputs).
 
     Labels are read once here to index the objects; images are decoded on access. Use

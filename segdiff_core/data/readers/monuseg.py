@@ -143,22 +143,22 @@ class MoNuSegDataset(IndexedDataset):
 
     Parameters
     ----------
-    root:
+    root
         Dataset folder. Layouts tried in order: ``Tissue Images/`` + ``Annotations/`` (the
         training release), ``images/`` + ``annotations/``, and .tif + .xml side by side in
         ``root`` (the test release). Images and XML files are paired by stem.
-    mode:
+    mode
         ``"instances"`` (default): one box-prompt sample per nucleus (``class_name="nucleus"``,
         ``instance_id`` = region number, name ``"<image file>#<k>"``); the XML files are parsed
         once here to index the nuclei. ``"binary"``: one sample per image whose mask is the
         union of all nuclei; nothing is read until accessed.
-    min_area:
+    min_area
         Instance mode: nuclei whose visible area is smaller are skipped (``self.skipped``).
-    images, annotations:
+    images, annotations
         Explicit subfolder names (relative to ``root``), overriding the layout search.
-    strict:
+    strict
         Raise instead of warn on images without XML or XML without image.
-    cache_images:
+    cache_images
         How many decoded images to keep.
 
     Instance label images are available via :meth:`instance_labels`.

@@ -32,14 +32,14 @@ def split_indices(
 
     Parameters
     ----------
-    n:
+    n
         Number of items.
-    val_fraction:
+    val_fraction
         Fraction in [0, 1) of the *groups* held out: ``round(val_fraction * n_groups)``
         (halves round up), at least 1 when ``val_fraction > 0``.
-    seed:
+    seed
         Seed or generator; the same seed gives the same split.
-    groups:
+    groups
         Optional group key per item (e.g. the image each object comes from). Items of a group
         land on the same side. Default: every item is its own group.
 
