@@ -40,13 +40,9 @@ def _check_mode(mode: str) -> str:
 
 
 def _read_window(coords: np.ndarray, n: int, radius: int, mode: str) -> tuple[int, int]:
-    """Source index range ``[a, b)`` along one axis that sampling at ``coords`` reads.
-
-    The range covers the interpolation neighbours plus a filter ``radius``, and, where padding
-    mirrors the image, the mirrored neighbours too. Any other edge of the window lies at least
-    ``radius`` away from every point that is read, so filtering the window equals filtering
-    the image there.
-    """
+    """Source index range ``[a, b)`` along one axis that sampling at ``coords`` reads: the
+    interpolation neighbours plus the filter ``radius`` (mirrored too where padding mirrors), so
+    filtering the window equals filtering the image at every point that is read."""
     lo = int(math.floor(float(coords.min()))) - radius - 2
     hi = int(math.floor(float(coords.max()))) + radius + 3
     if mode in ("reflect", "mirror"):
@@ -86,13 +82,9 @@ def _take_nearest(src: np.ndarray, coords_y: np.ndarray, coords_x: np.ndarray, m
 
 def _resample(src: np.ndarray, coords_y: np.ndarray, coords_x: np.ndarray, *, order: int,
               mode: str, cval: float, sigma: tuple[float, ...]) -> np.ndarray:
-    """Sample ``src`` (H, W[, C]) on the grid ``coords_y x coords_x``.
-
-    Coordinates are source indices (pixel ``i`` centred at ``i``). ``order=1`` reads the window
-    around the grid, smooths it with ``scipy.ndimage.gaussian_filter`` (``sigma`` per axis) and
-    samples it with ``scipy.ndimage.map_coordinates``; returns float32. ``order=0`` returns
-    ``src.dtype``.
-    """
+    """Sample ``src`` (H, W[, C]) on the grid ``coords_y x coords_x`` (source indices, pixel
+    ``i`` centred at ``i``). ``order=1``: ``gaussian_filter`` (``sigma`` per axis) on the window
+    around the grid, then ``map_coordinates``; float32. ``order=0``: ``src.dtype``."""
     if order == 0:
         return _take_nearest(src, coords_y, coords_x, mode, cval)
     radii = [int(4.0 * s + 0.5) if s > 0 else 0 for s in sigma]
