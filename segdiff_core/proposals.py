@@ -37,6 +37,7 @@ from skimage.segmentation import watershed
 from segdiff_core.config import InferenceConfig
 from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import PAPER_MARGIN, CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
+from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.ensemble import EnsembleResult
 from segdiff_core.evaluation.baselines import otsu_foreground
 from segdiff_core.objectness import assess_object
@@ -327,6 +328,7 @@ def segment_boxes(
         crops = [prompt_crop(image, b, size, protocol) for b in chunk]
         results = segmenter.segment_batch(
             [c for c, _ in crops], inference, seed=seed + s, batch_images=len(chunk), keep_generations=True,
+            boxes=[box_in_crop(g, b) for b, (_, g) in zip(chunk, crops)],  # read by box-channel models
         )
         out.extend(_paste(r, b, c, g, calibration) for r, b, (c, g) in zip(results, chunk, crops))
         if progress is not None:

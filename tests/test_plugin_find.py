@@ -94,3 +94,23 @@ def test_find_all_in_visible_area_follows_the_camera(qtbot, annotator):
     whole = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
     assert 0 < len(got) < len(whole)
     assert all(b.center[0] > 40 and b.center[1] > 40 for b in got)
+
+
+def test_find_all_on_a_dask_multiscale_image(make_napari_viewer, model_file, qtbot):
+    import dask.array as da
+
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    configure(widget, model_file, steps=1, generations=1)
+    tile = generate_tile("fluorescence", 96, rng=3, n_nuclei=6, radius_range=(6, 9))
+    levels = [da.from_array(tile.image, chunks=32), da.from_array(tile.image[::2, ::2], chunks=32)]
+    image = viewer.add_image(levels, multiscale=True, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    widget.find_area.value = "whole image"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    got = boxes_of(viewer, widget, image)
+    assert [g.as_tuple() for g in got] == [e.as_tuple() for e in expected]  # full resolution, level 0
