@@ -152,19 +152,21 @@ def report(results: dict[str, Any]) -> str:
     b = base.get("iou")
     ref = results.get("ref", {})
     gain_ref = ref["held_out"]["iou"] - b if ref and b is not None else None
-    rows = ["| run | K | trained | steps (best) | minutes | s/step | load | val IoU before → after | held-out IoU (± sd) | gain | share of 300-step gain |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows.append(f"| bundled model | – | – | – | – | – | – | – | {_fmt(b)} ± {_fmt(base.get('iou_std'))} | – | – |")
+    rows = ["| run | K | trained | steps (kept) | stopped by | minutes | s/step | load | val IoU before → after | held-out IoU (± sd) | gain | share of 300-step gain |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows.append(f"| bundled model | – | – | – | – | – | – | – | – | {_fmt(b)} ± {_fmt(base.get('iou_std'))} | – | – |")
     for part in [p for p in PARTS if p in results and p != "base"]:
         r = results[part]
         h = r["held_out"]
         gain = h["iou"] - b if b is not None else None
         share = f"{100 * gain / gain_ref:.0f} %" if gain is not None and gain_ref else "–"
+        after = r["val_curve"][-1][2] if not r["best_step"] and r["val_curve"] else r["val_iou_after"]  # of the kept weights
         what = {"ref": "300 steps, no budget", "curve": "recipe, no early stop, longer budget"}.get(
             part, "recipe" if part.startswith("k") else f"recipe, {part}")
         rows.append(
-            f"| {part} | {r['k']} | {what} | {r['steps']} ({r['best_step']}) | {r['minutes']:.1f} | {r['sec_per_step']:.1f} | "
-            f"{r['load_start']:.0f}–{r['load_end']:.0f} | {_fmt(r['val_iou_before'])} → {_fmt(r['val_iou_after'])} | "
+            f"| {part} | {r['k']} | {what} | {r['steps']} ({r['best_step'] or 'last'}) | {r['stop_reason'] or 'steps'} | "
+            f"{r['minutes']:.1f} | {r['sec_per_step']:.1f} | "
+            f"{r['load_start']:.0f}–{r['load_end']:.0f} | {_fmt(r['val_iou_before'])} → {_fmt(after)} | "
             f"{_fmt(h['iou'])} ± {_fmt(h['iou_std'])} | {_fmt(gain, '+.3f')} | {share} |"
         )
     curve = results.get("curve", {})
@@ -178,7 +180,9 @@ def report(results: dict[str, Any]) -> str:
     m = results.get("meta", {})
     note = (f"\nHeld-out: {base.get('n', '?')} objects of other {STYLE} tiles, 15 % expansion crops, "
             f"{m.get('eval_generations')} generations × {m.get('eval_steps')} DDIM steps; ± is the standard deviation "
-            f"over objects. Load = the machine's 1-minute load average at the start and end of the run "
+            f"over objects. Steps (kept): the steps run and the step whose weights were kept ('last': no "
+            f"validation beat the base model's and the last weights were kept, the earlier rule). Minutes: wall "
+            f"time of the whole fine-tune, validations included. Load = the machine's 1-minute load average at the start and end of the run "
             f"({m.get('cpu_cores')} cores, {m.get('torch_threads')} torch threads).\n")
     return "\n".join(rows) + "\n" + note
 
