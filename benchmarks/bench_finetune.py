@@ -86,14 +86,18 @@ def finetune(k: int, train: dict[str, Any], work: Path, snapshots: bool = False)
     t0 = time.perf_counter()
     name = f"k{k}-" + "-".join(f"{a}{b}" for a, b in sorted(train.items())).replace(".", "")
 
+    pending: list[float] = []  # time of a validation whose best.pt is written after its event
+
     def on_event(event: dict[str, Any]) -> None:
         event = {**event, "t": time.perf_counter() - t0}
         events.append(event)
         best = work / "runs" / name / "best.pt"
-        if snapshots and event["event"] == "val" and best.exists():
+        if snapshots and pending and best.exists():  # the best-so-far weights at that validation
             copy = work / f"snap-{len(snaps)}.pt"
             shutil.copy(best, copy)
-            snaps.append((event["t"] / 60.0, copy))
+            snaps.append((pending.pop() / 60.0, copy))
+        if snapshots and event["event"] == "val":
+            pending[:] = [event["t"]]
 
     load0 = os.getloadavg()[0]
     result = run_finetune(FinetuneRequest(str(bundled_model_path()), (training_tile(k),), overrides={"train": train},
@@ -192,6 +196,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     b = results.get("base", {}).get("held_out", {}).get("iou")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -204,9 +209,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.axhline(b, color="gray", ls="--", label="bundled model")
         if "ref" in results:
             ax.axhline(results["ref"]["held_out"]["iou"], color="C2", ls=":", label="300-step run, K = 25")
-    ax1.set(xscale="log", xticks=list(KS), xticklabels=[str(k) for k in KS], xlabel="annotated objects K",
-            ylabel="held-out IoU", title=f"IoU against K ({STYLE}, unseen style)")
-    for part, label in (("curve", "K = 25, best so far"), ("k25", "K = 25 recipe run")):
+    ax1.set(xscale="log", xlabel="annotated objects K", ylabel="held-out IoU (error bars: standard error)",
+            title=f"IoU against K ({STYLE}, unseen style)")
+    ax1.set_xticks(list(KS), [str(k) for k in KS])
+    ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for part, label in (("curve", "K = 25, best so far at each validation"),):
         curve = results.get(part, {}).get("held_out_vs_minutes", [])
         if curve:
             ax2.plot([0.0] + [c[0] for c in curve], [b] + [c[1] for c in curve], marker="o", label=label)
