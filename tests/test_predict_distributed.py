@@ -92,3 +92,18 @@ def test_killed_worker_tasks_are_redone_and_output_complete(image, cluster, seri
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the worker
     assert killed[0] not in client.run(os.getpid).values()
     assert_same(serial, (read_all(out), (out / "img_objects.csv").read_text()))
+
+
+def test_cli_with_scheduler_address_equals_cli_in_process(image, cluster, tmp_path):
+    from segdiff_core.predict.cli import main
+
+    cl, _ = cluster
+    args = [str(image[0]), "--prompts-labels", str(image[1]), "--tile", "64", "--halo", "24",
+            "--generations", "2", "--steps", "2", "--seed", "3", "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "here")]) == 0
+    assert main([*args, "-o", str(tmp_path / "there"), "--scheduler", cl.scheduler_address]) == 0
+    for name in ("img_labels.tif", "img_probability.tif", "img_uncertainty.tif"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "here" / name), tifffile.imread(tmp_path / "there" / name))
+    assert (tmp_path / "here" / "img_objects.csv").read_text() == (tmp_path / "there" / "img_objects.csv").read_text()
+    settings = (tmp_path / "there" / "img_settings.json").read_text()
+    assert '"seed": 3' in settings
