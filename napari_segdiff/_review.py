@@ -232,7 +232,13 @@ class ReviewWidget(QWidget):
         return self.session.redo(label_id, what, self._annotator())
 
     def _annotator(self) -> Any:
-        """The SegDiff annotator dock widget (opened if needed)."""
+        """The SegDiff annotator dock widget of this viewer (opened from the plugin if none)."""
+        from napari_segdiff._widget import AnnotatorWidget
+
+        for widget in dict(getattr(self.viewer.window, "dock_widgets", {})).values():
+            found = widget if isinstance(widget, AnnotatorWidget) else widget.findChild(AnnotatorWidget)
+            if found is not None:
+                return found
         _, widget = self.viewer.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
         return widget
 

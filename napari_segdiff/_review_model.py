@@ -18,13 +18,12 @@ the review; an undo brings the object back as pending).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import logging
 
 import numpy as np
 import pandas as pd
@@ -457,6 +456,43 @@ class ReviewSession:
                             + ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else ""))
         return len(plan.changed), messages
 
+    def redo(self, label_id: int, what: str, annotator: Any) -> Any:
+        """Sample an object's box again through ``annotator`` (the annotator dock widget):
+        ``what='generations'`` doubles the ensemble, ``'margin'`` crops 10 % more around the
+        box. The new object replaces the old one in one undo step; the annotator's own settings
+        are left as they were. Returns the worker, or None (with a message) when impossible."""
+        from napari.utils.notifications import show_warning
+
+        from napari_segdiff._objects import box_key
+
+        rec = self.table().get(label_id) if self.labels is not None else None
+        if rec is None or rec.box_key is None:
+            show_warning(f"SegDiff review: object {label_id} was not made from a box (painted by hand, or "
+                         "from a saved file); draw a box around it and press Segment to sample it")
+            return None
+        prompts = next((lay for lay in self.viewer.layers if str(getattr(lay, "unique_id", "")) == rec.box_key[0]), None)
+        index = None if prompts is None else next(
+            (i for i, v in enumerate(prompts.data) if box_key(prompts.unique_id, v) == rec.box_key), None)
+        if index is None:
+            show_warning(f"SegDiff review: the box of object {label_id} was deleted; draw it again to redo it")
+            return None
+        controller = annotator.controller
+        before = controller.settings
+        try:
+            segmenter = controller.cache.get(controller.model_path(), before.device)
+        except Exception:  # the annotator reports an unusable model itself when it runs
+            log.warning("SegDiff review: could not load the model for its defaults", exc_info=True)
+            segmenter = None
+        if not controller.update_settings(**redo_settings(before, what, segmenter)):
+            return None
+        controller.labels_layer = self.labels
+        controller.prompts_layer = prompts
+        prompts.selected_data = {index}
+        try:
+            return annotator.segment("newest")  # the request captures the changed settings
+        finally:
+            controller.settings = before
+
     def export_csv(self, path: str | os.PathLike) -> Path:
         """The per-object CSV (id, slice, box, area, score, status, ...), label order."""
         return write_objects_csv(path, self.sync_features())
@@ -489,3 +525,15 @@ def box_edge_colours(objects: list[list[int]], table: Any) -> np.ndarray:
             scores = [r.score for r in recs if r.score is not None and math.isfinite(r.score)]
             out[i] = score_colour(min(scores) if scores else None)
     return out
+
+
+def redo_settings(settings: Any, what: str, segmenter: Any = None) -> dict[str, Any]:
+    """Setting changes of a redo: ``'generations'`` doubles the ensemble (the model's default
+    when the settings say 0), ``'margin'`` crops 10 % more around the box."""
+    if what == "generations":
+        current = settings.generations or (segmenter.inference.generations if segmenter is not None else 8)
+        return {"generations": int(min(2 * current, 256))}
+    if what == "margin":
+        margin = {"tight": 0.0, "custom": settings.margin}.get(settings.protocol, 0.15)
+        return {"protocol": "custom", "margin": round(margin + 0.10, 4)}
+    raise ValueError(f"redo what must be 'generations' or 'margin', got {what!r}")

@@ -235,3 +235,36 @@ def test_clicking_an_object_on_another_slice_moves_the_sliders(qtbot, make_napar
     _click_row(qtbot, review, 0)
     assert viewer.dims.current_step[0] == 2
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], review._rows[0].centre, atol=1e-6)
+
+
+def test_redo_resamples_the_box_with_more_generations_and_keeps_the_annotator_settings(qtbot, annotated, notes):
+    from tests.conftest_napari import wait_idle
+
+    viewer, annotator, review, labels, boxes = annotated
+    old = review._rows[0]
+    _click_row(qtbot, review, 0)
+    review.table.setFocus()
+    qtbot.keyClick(review.table, Qt.Key.Key_G)
+    wait_idle(qtbot, annotator)
+    review.refresh()
+    assert not (labels.data == old.label_id).any()  # replaced, in one undo step
+    new = [r for r in review._rows if r.label_id > 3]
+    assert len(new) == 1 and new[0].settings["generations"] == 8 and new[0].status == "pending"
+    assert annotator.controller.settings.generations == 4 and annotator.generations.value == 4
+    labels.undo()
+    assert (labels.data == old.label_id).any() and not (labels.data == new[0].label_id).any()
+
+
+def test_a_damaged_sidecar_opens_the_labels_without_scores(qtbot, make_napari_viewer, tmp_path, notes):
+    from napari_segdiff._writer import write_labels_tiff
+
+    data = np.zeros((20, 20), np.uint8)
+    data[2:6, 2:6] = 1
+    feats = pd.DataFrame({"index": [1], "score": [0.4], "status": ["accepted"]})
+    written = write_labels_tiff(str(tmp_path / "l.tif"), data, {"features": feats})
+    assert written[1].endswith("l.objects.csv")
+    (tmp_path / "l.objects.csv").write_text("\x00\x01 not a table")
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(tmp_path / "l.tif"), plugin="napari-segdiff")[0]
+    assert np.array_equal(layer.data, data) and len(layer.features) == 0
+    assert any("opened without their scores" in m for m in messages(notes, "warning"))
