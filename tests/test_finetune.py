@@ -231,3 +231,23 @@ def test_full_disk_is_refused_before_training(base, tmp_path, tiny_disk):
     with pytest.raises(FinetuneError, match="MB free"):
         run_finetune(request)
     assert not list(tiny_disk.rglob("*.pt"))
+
+
+def test_segdiff_train_runs_the_same_recipe_file(base, tmp_path):
+    """configs/finetune.toml is the recipe the panel reads, and segdiff-train takes it as is."""
+    from pathlib import Path
+
+    from napari_segdiff._writer import export_training_pair
+    from segdiff_core.training.cli import main
+    from segdiff_core.training.finetune import RECIPE_PATH
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "finetune.toml"
+    assert config.resolve() == RECIPE_PATH.resolve()
+    export_training_pair(tmp_path / "export", "tile0", *annotated_tile())
+    code = main(["--config", str(config), "--init-from", str(base), "--data.source", "instances",
+                 "--data.root", str(tmp_path / "export"), "--data.val_fraction", "0", "--out", str(tmp_path / "run"),
+                 "--train.steps", "4", "--train.val_every", "2", "--train.val_samples", "3", "--train.batch_size", "2",
+                 "--train.val_generations", "1", "--train.val_steps", "2", "--no-progress"])
+    assert code == 0
+    _, cfg, meta = load_model(tmp_path / "run" / "best.pt")
+    assert meta["train"]["lr_decay"] == "constant" and meta["train"]["patience"] > 0
