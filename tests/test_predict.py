@@ -210,3 +210,16 @@ def test_killed_run_leaves_no_half_outputs_and_restart_completes(tmp_path):
     for k in range(3):
         assert tifffile.imread(out / f"im{k}_labels.tif").max() >= 1
         assert (out / f"im{k}_objects.csv").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # stale temporaries removed
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
+    img, gt, _ = make_image(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".img_labels.tif.abc123.tmp").write_bytes(b"half")
+    (out / ".img_labels.ome.zarr.tmp-999").mkdir()
+    (out / ".other_file.tmp").write_bytes(b"not ours")
+    assert main([str(img), "-o", str(out), "--prompts-labels", str(gt), *FAST]) == 0
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".other_file.tmp"]

@@ -224,6 +224,8 @@ def predict_image(
     source, tasks = plan_image(job, config)
     zarr = _use_zarr(config, source.shape)
     paths = output_paths(job, out_dir, zarr)
+    for fmt in (True, False):  # a killed run may have been writing either format
+        remove_stale_temporaries(output_paths(job, out_dir, fmt))
     canvas = _Canvas(source.shape, paths if zarr else None, min(config.tile, 1024))
     try:
         for k, result in enumerate(runner(tasks), start=1):
@@ -237,6 +239,17 @@ def predict_image(
     write_csv(paths["objects"], canvas.rows, OBJECT_COLUMNS)
     write_json(paths["settings"], _settings_record(job, config, source, len(tasks), canvas, time.perf_counter() - t0))
     return paths
+
+
+def remove_stale_temporaries(paths: dict[str, Path]) -> None:
+    """Delete temporary files/folders a killed run left for these outputs (hidden names
+    ``.<output>.<random>.tmp`` and ``.<output>.tmp-<pid>``); final outputs are never touched."""
+    import shutil
+
+    for final in paths.values():
+        for tmp in final.parent.glob(f".{final.name}.*"):
+            if tmp.name.endswith(".tmp") or ".tmp-" in tmp.name:
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
 def _write_maps(canvas: _Canvas, paths: dict[str, Path], zarr: bool) -> None:
