@@ -92,7 +92,7 @@ def one_size(size: int) -> dict:
     image = viewer.add_image(lazy_image(size), name="big", contrast_limits=(0, 255))
     c = AnnotatorController(viewer)
     c.set_image_layer(image)
-    c.update_settings(device="cpu", seed=0)
+    c.update_settings(device="cpu", seed=0, skip_empty=False)  # measure a committed object
     prompts = c.ensure_prompts_layer()
     from scipy import ndimage
 

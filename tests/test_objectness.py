@@ -35,20 +35,20 @@ def _verdict(seg, image, box):
 def test_nuclei_pass_and_background_and_flat_images_are_refused(seg):
     image, labels = _tile()
     objs = ndimage.find_objects(labels)
-    nuclei = [Box(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in objs[:6] if s is not None]
+    nuclei = [Box(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in objs[:8] if s is not None]
     verdicts = [_verdict(seg, image, b) for b in nuclei]
-    assert sum(v is None for v in verdicts) >= 5, verdicts  # (one may be a hard case)
+    assert sum(v is None for v in verdicts) >= 7, verdicts  # (one may be a hard case)
 
     far = np.argwhere(ndimage.distance_transform_edt(labels == 0) > 20)
     rng = np.random.default_rng(0)
     refused = 0
-    for y, x in far[rng.choice(len(far), 4, replace=False)]:
+    for y, x in far[rng.choice(len(far), 6, replace=False)]:
         v = _verdict(seg, image, Box(y - 10, x - 10, y + 10, x + 10))
         refused += v is not None
-    assert refused >= 3
+    assert refused >= 3  # a heuristic: benchmarks/bench_objectness.py gives the rates
 
     flat = np.full_like(image, 120)
-    assert "does not stand out" in _verdict(seg, flat, Box(100, 100, 130, 130))
+    assert "a flat image" in _verdict(seg, flat, Box(100, 100, 130, 130))
 
 
 def test_whole_image_box_and_slivers():
