@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-size", type=int, help="images per network call (default: the model's)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--out", default="predict-throughput", help="docs/<out>.md and .json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seg = Segmenter.from_checkpoint(bundled_model_path(), device="cpu")
@@ -90,7 +91,7 @@ def write_docs(rows, args, n, seg, inf) -> None:
         "# Batched prompts: throughput",
         "",
         f"Written by `benchmarks/bench_predict_throughput.py --boxes {args.boxes} --generations {args.generations} "
-        f"--steps {args.steps} --batches {args.batches} --group {args.group}"
+        f"--steps {args.steps} --batches {args.batches} --group {args.group} --out {args.out}"
         + (f" --chunk-size {args.chunk_size}" if args.chunk_size else "") + "`.",
         f"{n} boxes on a 2048 x 2048 synthetic H&E tile, bundled model ({seg.input_size} px input), "
         f"G = {inf.generations} generations, {inf.steps} DDIM steps, chunk size {inf.chunk_size}, "
@@ -115,8 +116,8 @@ def write_docs(rows, args, n, seg, inf) -> None:
             "extra throughput. Batching pays on a GPU, where a batch of 8 images leaves most of the "
             "device idle.",
         ]
-    (DOCS / "predict-throughput.md").write_text("\n".join(lines) + "\n")
-    (DOCS / "predict-throughput.json").write_text(json.dumps({"args": vars(args), "boxes": n, "rows": rows}, indent=2))
+    (DOCS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    (DOCS / f"{args.out}.json").write_text(json.dumps({"args": vars(args), "boxes": n, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
