@@ -298,7 +298,10 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
     cal = data["calibration"]
     counts = ", ".join(f"{s}: {n} objects" for s, n in st["objects_per_split"].items())
     weights = ", ".join(f"{f} {w:+.2f}" for f, w in zip(cal["features"], cal["weights"]))
+    env = data.get("environment", {})
     lines = [
+        f"Measured at commit `{env.get('commit', '?')}` ({env.get('date', '?')}; the synthetic generator and the bundled "
+        "model of that commit). "
         f"Evaluated model, {st['generations']} generations, {st['steps']} {st['sampler'].upper()} steps, seed {st['seed']}; "
         f"{st['n_per_style']} held-out prompts per style ({counts}), each with the expansion crop and the tight box. "
         f"Positives of the AUROC: the {st['worst_fraction']:.0%} of objects with the lowest IoU in each row; "
