@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 Scope = Literal["newest", "all"]
 
-UI_INTERVAL = 0.5
+UI_INTERVAL = 1.0
 """Seconds between two progress redraws during a run (on a software-rendered screen every redraw
 takes CPU from the model; the worker still yields after every step, so Cancel stays immediate)."""
 

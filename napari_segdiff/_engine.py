@@ -190,7 +190,7 @@ class RunRequest:
     jobs: tuple[BoxJob, ...]
     seed: int
     preview_kind: Callable[[], str] = field(default=lambda: "pred_x0")
-    preview_interval: float = 0.5
+    preview_interval: float = 1.0
 
 
 def gui_torch_threads(cores: int | None = None) -> int:

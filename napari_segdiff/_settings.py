@@ -157,7 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Seed of the sampling noise: the same seed and settings reproduce a result",
             lo=-1, hi=2**31 - 1, special="random"),
     Setting("preview", "live preview", str, "pred_x0",
-            "Shown over the crop while denoising (mean over generations, a few updates per second)",
+            "Shown over the crop while denoising (mean over generations, updated once a second)",
             choices=(("predicted mask (x0)", "pred_x0"), ("noisy state (x_t)", "x_t"))),
     Setting("uncertainty", "uncertainty", str, "std",
             "Uncertainty map: spread of the sampled masks, or binary entropy (bits) of their mean",
