@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--no-otsu", action="store_true", help="leave out the Otsu rows (e.g. with --update)")
-    ap.add_argument("--update", action="store_true",
-                    help="keep the rows of other methods in the existing JSON (same prompts), replace these methods'")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="add the rows of another run's box-robustness.json (same prompts) for methods not run now")
     ap.add_argument("--smoke", action="store_true", help="2 prompts per family, 2 margins, output to a temp folder")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -240,19 +240,17 @@ def main(argv: list[str] | None = None) -> int:
         args.out = Path(tempfile.mkdtemp(prefix="box-robustness-"))
     with tempfile.TemporaryDirectory() as tmp:
         methods, info = build_methods(args, Path(tmp))
-        rows = evaluate(args, methods)
+        rows = evaluate(args, methods) if methods else []
     result = {"eval_seed": EVAL_SEED, "n_per_style": args.n_per_style, "styles": args.styles,
               "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "margins": args.margins,
               "jitters": args.jitters, "methods": info, "threads": args.threads, "rows": rows}
-    old_path = args.out / "box-robustness.json"
-    if args.update and old_path.is_file():
-        old = json.loads(old_path.read_text())
-        same = all(old[k] == result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters"))
-        if not same:
-            raise SystemExit("--update: the existing results use other prompts or margins; rerun all methods")
-        mine = {r["method"] for r in rows}
-        result["rows"] = [r for r in old["rows"] if r["method"] not in mine] + rows
-        result["methods"] = {**{k: v for k, v in old["methods"].items() if k not in mine}, **info}
+    for other_path in args.merge:
+        other = json.loads(other_path.read_text())
+        if any(other[k] != result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters")):
+            raise SystemExit(f"--merge {other_path}: other prompts or margins; rerun all methods together")
+        mine = {r["method"] for r in result["rows"]}
+        result["rows"] = [r for r in other["rows"] if r["method"] not in mine] + result["rows"]
+        result["methods"] = {**{k: v for k, v in other["methods"].items() if k not in mine}, **result["methods"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "box-robustness.json").write_text(json.dumps(result, indent=1))
     (args.out / "box-robustness.md").write_text(render(result))

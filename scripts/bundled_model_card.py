@@ -7,6 +7,10 @@ Reads ``<run>/metrics.jsonl`` and the model file's metadata, plots the training 
 by hand.
 
     python scripts/bundled_model_card.py /work/runs/nuclei-box/out segdiff_core/models/nuclei-cpu.pt
+    python scripts/bundled_model_card.py RUN MODEL --ship RUN/last.pt --generations 8 --steps 1
+
+``--ship`` first copies a run's model file to MODEL with the default inference settings chosen
+from the measured quality-against-time curve (docs/steps-generations.md) saved in its config.
 """
 from __future__ import annotations
 
@@ -57,12 +61,27 @@ def card(run_dir: Path, model_path: Path) -> str:
     ])
 
 
+def ship(source: Path, dest: Path, generations: int, steps: int) -> None:
+    """Write ``source``'s model to ``dest`` with new default generations/steps (atomic)."""
+    from segdiff_core.checkpoint import save_model
+
+    model, config, meta = load_model(source)
+    inference = config.inference.replace(generations=generations, steps=steps)
+    meta = {**meta, "inference_chosen_by": "benchmarks/bench_steps.py (docs/steps-generations.md)"}
+    save_model(dest, model, config.replace(inference=inference), meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="the training run's output folder")
     ap.add_argument("model", type=Path, help="the shipped model file")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "bundled-model.md")
+    ap.add_argument("--ship", type=Path, help="copy this model file to MODEL first, with the settings below")
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=1)
     args = ap.parse_args(argv)
+    if args.ship:
+        ship(args.ship, args.model, args.generations, args.steps)
     plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / "training-v2.png")
     text = card(args.run, args.model)
     doc = args.doc.read_text()
