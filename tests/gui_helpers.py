@@ -45,6 +45,7 @@ def drag(qtbot: Any, viewer: Any, start: Sequence[float], end: Sequence[float], 
         p = QPoint(int(round(p0.x() + t * (p1.x() - p0.x()))), int(round(p0.y() + t * (p1.y() - p0.y()))))
         qtbot.mouseMove(widget, p)
         _process()
+        qtbot.wait(30)
     qtbot.mouseRelease(widget, Qt.MouseButton.LeftButton, pos=p1)
     _process()
 

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_image(folder: Path, name: str = "img", seed: int = 1, size: int = 96, n: int = 5):
-    tile = generate_tile("fluorescence", size, rng=seed, n_nuclei=n, radius_range=(6, 9))
+    # sharp, in-focus optics: these tests are about the CLI, not about deep defocus or halo
+    tile = generate_tile("fluorescence", size, rng=seed, n_nuclei=n, radius_range=(6, 9), psf_sigma=1.0,
+                         halo_fraction=0.0, defocus_fraction=0.0)
     folder.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(folder / f"{name}.tif", tile.image)
     tifffile.imwrite(folder / f"{name}_gt.tiff", tile.labels)
