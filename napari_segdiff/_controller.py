@@ -144,6 +144,12 @@ class AnnotatorController:
         return self._run is not None
 
     @property
+    def run_progress(self) -> tuple[int, int] | None:
+        """(denoising steps applied, steps of the whole run) of the running segmentation."""
+        run = self._run
+        return None if run is None else (run.done_steps, run.total_steps)
+
+    @property
     def prompts_layer(self) -> Shapes | None:
         """The Shapes layer with the box prompts (colours refresh when boxes are drawn)."""
         return self._prompts_layer

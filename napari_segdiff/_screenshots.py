@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from segdiff_core.data.boxes import Box
@@ -117,17 +118,20 @@ def capture_walkthrough(
 
     state: dict[str, Any] = {"paused": False}
 
-    def pause_half_way(done: int, total: int, _text: str) -> None:
-        worker = widget.worker
-        roles = _roles(viewer)
-        if state["paused"] or worker is None or "preview" not in roles or total == 0:
+    def pause_half_way() -> None:  # polled: progress is only shown once a second
+        worker, progress = widget.worker, controller.run_progress
+        preview = next((layer for layer in viewer.layers if (role_of(layer) or {}).get("role") == "preview"), None)
+        if state["paused"] or worker is None or progress is None or preview is None or not preview.visible:
             return
+        done, total = progress
         steps = max(total // max(len(rects), 1), 1)
         if done >= max(steps // 2, 1):
             state["paused"] = True
             worker.pause()
 
-    controller.progress_changed.connect(pause_half_way)
+    timer = QTimer()
+    timer.timeout.connect(pause_half_way)
+    timer.start(5)
     try:
         if widget.segment("all") is None:
             raise RuntimeError("segmentation did not start (see the notifications)")
@@ -138,7 +142,7 @@ def capture_walkthrough(
             widget.worker.resume()
         wait_until(lambda: widget.worker is None and not controller.is_running, timeout, "the run to end")
     finally:
-        controller.progress_changed.disconnect(pause_half_way)
+        timer.stop()
     if not paths["preview"].exists():
         raise RuntimeError("the run ended before the live preview could be captured; use more steps")
 
