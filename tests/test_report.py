@@ -16,6 +16,7 @@ import torch
 
 from benchmarks.report import PARTS
 from benchmarks.report.cli import _verdict_digest, main, select_parts
+from segdiff_core.data.synthetic import HELDOUT_STYLES, TRAIN_STYLES
 from benchmarks.report.common import (
     PROTOCOL,
     SMOKE,
@@ -91,8 +92,9 @@ def test_smoke_generations_json_has_the_requested_grid_and_counts(smoke: Path) -
     for s in data["per_seed"]:
         for g in SMOKE.generations:
             splits = s["by_generations"][str(g)]
-            # one prompt per style: fluorescence + he in-distribution, ihc held out
-            assert splits["in-distribution"]["n"] == 2 and splits["held-out"]["n"] == 1
+            # one prompt per style: the training styles in-distribution, the rest held out
+            assert splits["in-distribution"]["n"] == len(TRAIN_STYLES)
+            assert splits["held-out"]["n"] == len(HELDOUT_STYLES)
     agg = data["aggregate"]["in-distribution"]
     ious = [s["by_generations"]["2"]["in-distribution"]["iou"] for s in data["per_seed"]]
     assert agg["by_generations"]["2"]["iou"]["mean"] == pytest.approx(np.mean(ious))
