@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = float(res.std[res.mask].mean()) if res.mask.any() else 0.0
         print(f"{kind:10s} d'={separation(patch, res.mask):5.2f} spread={spread:4.2f} {'refused: ' + reason if reason else 'kept'}")
     for kind, flags in refused.items():
-        print(f"{kind}: {sum(flags)} of {len(flags)} refused (d' threshold {DEFAULT_RULE.min_separation:g})")
+        print(f"{kind}: {sum(flags)} of {len(flags)} refused ({DEFAULT_RULE})")
     return 0
 
 

@@ -31,7 +31,8 @@ class ObjectnessRule:
     Attributes
     ----------
     flat_separation : float
-        Below this d' (:func:`separation`) the crop has no contrast at all: refused.
+        Below this d' (:func:`separation`) the mask does not stand out at all: refused
+        (bundled model v2 on generator v2: background boxes 0.04-0.19, nuclei mostly above).
     min_separation : float
         Below this d' the mask barely stands out; it is refused when the generations also
         disagree (mean spread over the mask at least ``weak_spread``): background boxes give
@@ -50,7 +51,7 @@ class ObjectnessRule:
         A box covering at least this fraction of the image along both axes holds no single object.
     """
 
-    flat_separation: float = 0.02
+    flat_separation: float = 0.2
     min_separation: float = 0.5
     weak_spread: float = 0.19
     max_fill: float = 0.9
@@ -126,7 +127,10 @@ def assess_object(
     contrast = separation(patch, mask)
     disagreement = float(np.asarray(spread)[mask].mean())
     if contrast < rule.flat_separation:
-        return f"the mask does not stand out from its surroundings (contrast d' = {contrast:.2f}): a flat image"
+        return (
+            f"the mask does not stand out from its surroundings (contrast d' = {contrast:.2f} "
+            f"< {rule.flat_separation:g}): empty background or a flat image"
+        )
     if contrast < rule.min_separation and disagreement >= rule.weak_spread:
         return (
             f"the mask does not stand out from its surroundings (contrast d' = {contrast:.2f} "
