@@ -143,15 +143,18 @@ def _setup_section(meta: dict[str, Any] | None, parts: dict[str, dict[str, Any] 
         f"Last run {env['date']} at commit `{env['commit']}`: {env['cpu']}, {env['cores']} cores, {env['threads']} torch "
         f"thread(s), Python {env['python']}, torch {env['torch']}, numpy {env['numpy']}. Command: `{meta['command']}`.",
         "",
-        f"**Evaluated model** (claims 1, 2, 5 and speed): `{model['path']}`, {model['parameters']:,} parameters, "
+        f"**Model of the last run** (claims 1, 2, 5 and speed): `{model['path']}`, {model['parameters']:,} parameters, "
         f"{model['image_size']} px x {model['in_channels']} channels, C = {m['model_channels']}, channel_mult "
         f"{tuple(m['channel_mult'])}, {m['rrdb_blocks']} RRDBs, conditioning `{m['conditioning']}`; trained "
         f"{model['trained_steps']} steps on {model['trained_on'] or 'unknown data'}. Default inference: "
-        f"{model['inference']['generations']} generations, {model['inference']['steps']} {model['inference']['sampler'].upper()} steps.",
+        f"{model['inference']['generations']} generations, {model['inference']['steps']} {model['inference']['sampler'].upper()} steps. "
+        "Each part keeps the results of its own run (dates in *How long each part took*): a part run before the bundled "
+        "model last changed measured the bundled model of that date, not this one.",
         "",
         "**Data**: held-out synthetic nuclei from `segdiff_core.evaluation.runner.synthetic_items` (evaluation seed 2024, a "
         f"stream disjoint from every training stream), {sizes['eval_tile_size']} px tiles. *In-distribution* = the training "
-        "styles `fluorescence` and `he`; *held-out* = the `ihc` style no model was trained on. Every prompt is the object's "
+        "styles of the evaluated model (`fluorescence` and `he` before version 2 of the generator; `confocal` joined them "
+        "with it); *held-out* = the `ihc` style no model was trained on. Every prompt is the object's "
         "tight box, cropped with the paper's *expansion* protocol (15 % larger) and resampled to the model input; metrics are "
         "computed on the crop's footprint at the original resolution (`segdiff_core.metrics`): IoU and F1 in percent, the "
         "paper's calibration score (10 bins, lower is better).",
