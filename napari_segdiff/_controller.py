@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.objectness import assess_remnant
+from segdiff_core.training.finetune import accepted_ids
 
 from napari_segdiff._engine import (
     BoxJob,
@@ -739,9 +740,13 @@ class AnnotatorController:
         show_info(f"SegDiff: labels written to {out}")
         return out
 
-    def export_training_crops(self, folder: str | Path) -> tuple[Path, Path] | None:
+    def export_training_crops(self, folder: str | Path, accepted_only: bool = False) -> tuple[Path, Path] | None:
         """Write the current slice and its instance labels as ``folder/images/<name>.tif`` and
         ``folder/masks/<name>.tif`` (the layout ``segdiff-train --data.source instances`` reads).
+
+        ``accepted_only``: keep only the objects the review accepted (the labels layer's
+        ``status`` column, see :func:`segdiff_core.training.finetune.accepted_ids`); the others
+        are written as background.
         """
         image, labels = self.image_layer, self.labels_layer
         if image is None or image not in self.viewer.layers:
@@ -762,6 +767,8 @@ class AnnotatorController:
             lab = plane.read(labels.data)
             if not np.any(lab):
                 raise PromptError(f"{plane.describe()} has no labelled object yet; annotate it first")
+            if accepted_only:
+                lab = _accepted_only(labels, lab, plane.describe())
             img = plane.read(image_data(image))
             name = _safe_name(image.name) + "".join(f"_a{ax}-{idx:04d}" for ax, idx in plane.fixed)
             paths = export_training_pair(Path(folder), name, img, lab)
@@ -774,6 +781,21 @@ class AnnotatorController:
         n = len(np.unique(lab)) - 1
         show_info(f"SegDiff: wrote {paths[0].name} with {n} object(s) to {Path(folder)} (images/ + masks/)")
         return paths
+
+
+def _accepted_only(labels: Labels, lab: np.ndarray, where: str) -> np.ndarray:
+    """``lab`` with every object the review did not accept set to background (PromptError when
+    the layer has no review status, or none of its objects on this slice is accepted)."""
+    keep = accepted_ids(labels.features) if len(labels.features) else None
+    if keep is None:
+        raise PromptError(
+            f"the labels layer {labels.name!r} has no review status yet; accept objects in the "
+            "SegDiff review panel, or untick 'accepted objects only'"
+        )
+    kept = np.where(np.isin(lab, np.asarray(keep, dtype=lab.dtype)), lab, 0)
+    if not np.any(kept):
+        raise PromptError(f"{where} has no accepted object; accept some in the SegDiff review panel first")
+    return kept
 
 
 def _check_capacity(labels: Labels, highest: int) -> None:

@@ -216,7 +216,11 @@ class AnnotatorWidget(QWidget):
         self.export_pair_button.setToolTip(
             "Write the current 2D slice and its instance labels to the training folder"
         )
-        export_box = Container(widgets=[self.labels_file, self.training_dir])
+        self.export_accepted_only = CheckBox(
+            text="accepted objects only",
+            tooltip="Export only the objects accepted in the SegDiff review panel; the others become background",
+        )
+        export_box = Container(widgets=[self.labels_file, self.training_dir, self.export_accepted_only])
 
         # layout -----------------------------------------------------------------------------
         inner = QWidget()
@@ -526,7 +530,9 @@ class AnnotatorWidget(QWidget):
 
     def _export_pair(self) -> None:
         folder = self.training_dir.value
-        self.controller.export_training_crops(folder if folder is not None else "")
+        self.controller.export_training_crops(
+            folder if folder is not None else "", accepted_only=bool(self.export_accepted_only.value)
+        )
 
     # ---------------------------------------------------------------------------------------
     # shortcuts and teardown

@@ -579,6 +579,34 @@ def test_export_labels_and_training_pair(qtbot, viewer_widget, tmp_path, notes):
     assert len(ds) == 2  # one box prompt per object, as segdiff-train will see them
 
 
+def test_training_pair_export_keeps_only_accepted_objects(qtbot, viewer_widget, tmp_path, notes):
+    from napari_segdiff._review_model import ReviewSession
+
+    viewer, widget = viewer_widget
+    viewer.add_image(fluo_image(64), name="cells")
+    widget.draw_button.click()
+    widget.controller.prompts_layer.add_rectangles([rect(6, 6, 26, 26), rect(34, 34, 56, 56)])
+    widget.threshold.value = 0.0
+    press(qtbot, widget, widget.segment_all_button)
+    labels_layer = widget.controller.labels_layer
+    ids = [int(i) for i in np.unique(labels_layer.data) if i]
+    assert len(ids) == 2
+    widget.training_dir.value = tmp_path / "train"
+    widget.export_accepted_only.value = True
+
+    widget.export_pair_button.click()  # nothing reviewed yet: refused, nothing written
+    assert any("review" in m for m in messages(notes, "error"))
+    assert not (tmp_path / "train" / "masks" / "cells.tif").exists()
+
+    session = ReviewSession(viewer)
+    session.labels = labels_layer
+    session.accept(ids[1])
+    widget.export_pair_button.click()
+    mask_out = tifffile.imread(tmp_path / "train" / "masks" / "cells.tif")
+    assert np.array_equal(mask_out, np.where(labels_layer.data == ids[1], ids[1], 0))
+    assert np.count_nonzero(labels_layer.data == ids[0]) > 0  # the labels layer itself is untouched
+
+
 def test_export_without_labels_explains(qtbot, viewer_widget, tmp_path, notes):
     viewer, widget = viewer_widget
     viewer.add_image(fluo_image(32))
