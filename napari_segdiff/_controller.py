@@ -667,7 +667,9 @@ class AnnotatorController:
             if ids:
                 text += f", new label(s) {_ranges(ids)}"
             text += f" (seed {summary.seed})"
-            show_info(f"SegDiff: {text}")
+            log.info("SegDiff: %s", text)
+            if len(run.request.jobs) > 1:  # one box: the status line says it; a toast over the
+                show_info(f"SegDiff: {text}")  # canvas costs repaints that slow the next box
             self.status_changed.emit(text)
             self.progress_changed.emit(run.total_steps, run.total_steps, "done")
         self.end_run()

@@ -142,7 +142,8 @@ def _check_label_1_is_the_thresholded_crop(widget, labels, prob_map, outside, no
     assert np.all(prob_map[committed] > 0.5)
     assert not committed[outside].any()
     assert widget.controller.box_objects() == [[1]]
-    assert any("new label(s) 1" in m for m in messages(notes, "info"))
+    assert "new label(s) 1" in widget.status.text()  # one box: said on the status line
+    assert not any("new label" in m for m in messages(notes, "info"))  # no toast over the canvas
     return committed
 
 
@@ -236,6 +237,7 @@ def test_segment_all_gives_each_box_a_new_id_and_respects_existing_labels(qtbot,
 
     press(qtbot, widget, widget.segment_all_button)
     assert widget.controller.box_objects() == [[78], [79], [1]]
+    assert any("2 of 2 box(es) gave objects" in m for m in messages(notes, "info"))  # several boxes: a toast
     assert np.all(labels.data[35:38, 35:38] == 77)  # not overwritten
     assert np.all(labels.data[before == 1] == 1)  # the first object is untouched
     # box 2: corners 30..50 -> crop rows/cols 29..51; every pixel above the threshold that
