@@ -176,8 +176,9 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, capsys) -> None:
 # ------------------------------------------------------------------------------ pieces
 def test_select_parts_by_number_and_name_in_report_order() -> None:
     assert [p.NAME for p in select_parts("7,1,uncertainty")] == ["generations", "uncertainty", "sampler"]
-    assert len(select_parts(None)) == len(select_parts("all")) == 7
-    for bad in ("0", "8", "speedy", ","):
+    assert [p.NAME for p in select_parts("8,review")] == ["review"]
+    assert len(select_parts(None)) == len(select_parts("all")) == 8
+    for bad in ("0", "9", "speedy", ","):
         with pytest.raises(ReportError):
             select_parts(bad)
 
