@@ -70,6 +70,20 @@ def configure(widget, model_path: Path, steps: int = 3, generations: int = 2, se
     widget.skip_empty.value = skip_empty
 
 
+def docked_annotator(make_napari_viewer, model_path: Path):
+    """A visible viewer with the annotator docked and set up for predictable masks: the test
+    model at threshold 0 (its mask is then the whole crop), every component kept."""
+    from napari_segdiff._widget import AnnotatorWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    configure(widget, model_path)
+    widget.threshold.value = 0.0
+    widget.largest_only.value = False
+    return viewer, widget
+
+
 def wait_idle(qtbot, widget, timeout: int = RUN_TIMEOUT_MS) -> None:
     qtbot.waitUntil(lambda: widget.worker is None and not widget.controller.is_running, timeout=timeout)
 

@@ -15,6 +15,7 @@ from napari_segdiff._layers import PROMPT_EDGE
 from napari_segdiff._widget import AnnotatorWidget
 from tests.conftest_napari import (  # noqa: F401 (fixtures)
     configure,
+    docked_annotator,
     messages,
     model_file,
     notes,
@@ -27,13 +28,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture
 def annotator(make_napari_viewer, model_file, qtbot):
-    viewer = make_napari_viewer(show=True)
-    widget = AnnotatorWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
-    configure(widget, model_file)
-    widget.threshold.value = 0.0  # the test model's mask is then the whole crop: predictable
-    widget.largest_only.value = False
-    return viewer, widget
+    return docked_annotator(make_napari_viewer, model_file)
 
 
 def open_image(viewer, widget, qtbot, size=64, **kwargs):

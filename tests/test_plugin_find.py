@@ -11,7 +11,7 @@ from segdiff_core.proposals import ProposalSettings, propose_boxes
 
 from napari_segdiff._geometry import current_plane, shape_box
 from napari_segdiff._widget import AnnotatorWidget
-from tests.conftest_napari import configure, model_file, wait_idle  # noqa: F401 (fixtures)
+from tests.conftest_napari import configure, docked_annotator, model_file, wait_idle  # noqa: F401 (fixtures)
 from tests.gui_helpers import click, draw_box_px
 
 pytestmark = pytest.mark.gui
@@ -19,12 +19,7 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture
 def annotator(make_napari_viewer, model_file, qtbot):
-    viewer = make_napari_viewer(show=True)
-    widget = AnnotatorWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
-    configure(widget, model_file)
-    widget.threshold.value = 0.0  # the random test model's mask is then the whole crop
-    widget.largest_only.value = False
+    viewer, widget = docked_annotator(make_napari_viewer, model_file)
     tile = generate_tile("fluorescence", 96, rng=3, n_nuclei=6, radius_range=(6, 9))
     image = viewer.add_image(tile.image, name="cells", scale=(0.5, 2.0), translate=(10.0, -5.0))
     viewer.reset_view()
