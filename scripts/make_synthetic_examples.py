@@ -7,11 +7,14 @@ image with the instance outlines drawn in yellow. It also writes
 ``docs/images/synthetic/overview.png`` with a few tiles per style side by side, and
 ``docs/images/synthetic/half-maximum.png``: one widefield nucleus with the geometric outline of
 its drawn shape and the half-maximum outline the labels use, and the intensity profile across it.
+It also writes each style's parameter table (from ``segdiff_core.data.synthetic.PARAMETERS``)
+into docs/synthetic-data.md between the ``<!-- parameters -->`` markers; ``--tables-only`` does
+only that.
 
 Usage::
 
     python scripts/make_synthetic_examples.py [--out docs/images/synthetic] [--seed 0]
-        [--n 8] [--size 256]
+        [--n 8] [--size 256] [--tables-only]
 """
 from __future__ import annotations
 
@@ -27,7 +30,14 @@ import numpy as np  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, SyntheticTile, generate_tile, iter_tiles  # noqa: E402
+from segdiff_core.data.synthetic import (  # noqa: E402
+    HELDOUT_STYLES,
+    STYLES,
+    SyntheticTile,
+    generate_tile,
+    iter_tiles,
+    parameter_table,
+)
 
 MAX_PNG_BYTES = 500_000
 
@@ -146,6 +156,16 @@ def save(fig: plt.Figure, path: Path) -> None:
         raise SystemExit(f"{path} is {size} bytes, over the {MAX_PNG_BYTES} byte budget; use fewer tiles")
 
 
+def write_parameter_tables(doc: Path) -> None:
+    """Replace the text between the parameter markers of ``doc`` with every style's table."""
+    start, end = "<!-- parameters:start -->", "<!-- parameters:end -->"
+    text = doc.read_text()
+    head, rest = text.split(start)
+    tables = [f"#### `{style}`\n\n{parameter_table(style)}\n" for style in STYLES]
+    doc.write_text(head + start + "\n" + "\n".join(tables) + rest[rest.index(end):])
+    print(f"wrote the parameter tables into {doc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs/images/synthetic")
@@ -153,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=6, help="tiles per style figure (default 6)")
     ap.add_argument("--size", type=int, default=256, help="tile side in px (default 256)")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
+    ap.add_argument("--tables-only", action="store_true", help="only write the parameter tables into the docs")
     args = ap.parse_args(argv)
+    write_parameter_tables(Path(__file__).resolve().parents[1] / "docs" / "synthetic-data.md")
+    if args.tables_only:
+        return 0
     for style in args.styles:
         style_grid(style, args.n, args.size, args.seed, args.out / f"{style}.png")
     overview(4, args.size, args.seed, args.out / "overview.png")

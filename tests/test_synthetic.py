@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from segdiff_core.data import synthetic as syn
+from segdiff_core.data.synthetic._brightfield import jpeg
+from segdiff_core.data.synthetic._layout import finalise_labels
 from segdiff_core.data.synthetic import (
     HELDOUT_STYLES,
     STYLES,
@@ -20,6 +22,7 @@ from segdiff_core.data.synthetic import (
     generate_tile,
     iter_tiles,
     make_dataset,
+    parameter_table,
     pick_objects,
     style_parameter_names,
     tile_rng,
@@ -287,6 +290,31 @@ def test_style_parameter_names():
     assert "positive_fraction" in style_parameter_names("ihc")
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_every_table_row_is_drawn_and_nothing_else(style):
+    """The table is the whole truth: a tile reports exactly the table's parameters (both bit depths)."""
+    for depth in ((8, 16) if style in ("fluorescence", "confocal") else (None,)):
+        extra = {"bit_depth": depth} if depth else {}
+        params = set(generate_tile(style, 48, 0, **extra).params) - {"n_objects"}
+        assert params == set(style_parameter_names(style))
+
+
+def test_docs_list_every_parameter_as_the_tables_say():
+    """docs/synthetic-data.md carries each style's table as scripts/make_synthetic_examples.py writes it."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "synthetic-data.md").read_text()
+    for style in STYLES:
+        assert parameter_table(style) in doc, f"docs/synthetic-data.md is out of date for {style}: rerun the script"
+
+
+def test_override_is_checked_against_the_table_bounds():
+    with pytest.raises(SyntheticError, match="hematoxylin"):
+        generate_tile("he", 48, 0, hematoxylin=6.0)
+    with pytest.raises(SyntheticError, match="mean_radius"):
+        generate_tile("fluorescence", 48, 0, radius_range=(5, 8), mean_radius=9.0)
+    with pytest.raises(SyntheticError, match="radius_range"):
+        generate_tile("fluorescence", 48, 0, radius_range=(5, 30))  # high end beyond half the tile
+
+
 def _edge_levels(tile):
     """(inner-edge level, outer-edge level) of the single nucleus, relative to peak over background."""
     img = tile.image.astype(float)
@@ -334,7 +362,7 @@ def test_finalise_labels_reassigns_fragments_and_drops_specks():
         ],
         dtype=np.int32,
     )
-    out = syn._finalise_labels(lab, min_area=2)
+    out = finalise_labels(lab, min_area=2)
     expected = np.array(
         [
             [1, 1, 1, 2, 2, 0, 0],  # right piece of 1 joins the occluder 2 it touches
@@ -347,13 +375,13 @@ def test_finalise_labels_reassigns_fragments_and_drops_specks():
     np.testing.assert_array_equal(out, expected)
 
 
-def test_jpeg_like_error_grows_as_quality_drops():
+def test_jpeg_error_grows_as_quality_drops():
     rng = np.random.default_rng(0)
     img = np.clip(128 + 40 * ndi.gaussian_filter(rng.standard_normal((40, 56, 3)), (2, 2, 0)), 0, 255)
-    err = {q: np.abs(syn._jpeg_like(img, q) - img).mean() for q in (100, 75, 30)}
+    err = {q: np.abs(jpeg(img, q) - img).mean() for q in (100, 75, 30)}
     assert err[100] < 1.5  # near lossless (only chroma subsampling + rounding)
     assert err[100] < err[75] < err[30]
-    assert syn._jpeg_like(img, 50).shape == img.shape
+    assert jpeg(img, 50).shape == img.shape
 
 
 # --------------------------------------------------------------------------------------
