@@ -46,28 +46,45 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 class ModelConfig:
     """The denoiser eps_theta(x_t, I, t) = D(E(F(x_t) + G(I), t), t) (paper Eq. 17).
 
-    Attributes:
-        image_size: side of the square model input (pixels).
-        in_channels: channels of the conditioning image I (1 gray, 3 RGB, any n).
-        model_channels: C, the width of F, G's output and the U-Net's first level.
-        channel_mult: U-Net width multiplier per resolution level (one level per entry;
-            a stride-2 downsample between consecutive levels).
-        num_res_blocks: residual blocks per level in the encoder (the decoder has one more).
-        attention_resolutions: feature-map sides (pixels) at which self-attention is used
-            (paper: 16 and 8).
-        num_heads: attention heads.
-        dropout: dropout inside residual blocks.
-        rrdb_blocks: number of RRDBs in the image encoder G.
-        rrdb_features: G's internal width (reference: 64).
-        rrdb_growth: growth channels of G's dense blocks (reference: 32).
-        time_embedding: ``learned`` (paper: a shared learned look-up table) or ``sinusoidal``
-            (reference code).
-        conditioning: see :data:`CONDITIONING_RE`.
-        norm_groups: GroupNorm groups (reduced to a divisor of the channel count when needed).
-        num_timesteps: size of the learned time table; set from the diffusion config.
-        box_channel: feed the drawn prompt box as one extra input channel after the image
-            channels (see :mod:`segdiff_core.data.prompt`). Model files without the field
-            load with ``False`` (the old behaviour).
+    Attributes
+    ----------
+    image_size
+        side of the square model input (pixels).
+    in_channels
+        channels of the conditioning image I (1 gray, 3 RGB, any n).
+    model_channels
+        C, the width of F, G's output and the U-Net's first level.
+    channel_mult
+        U-Net width multiplier per resolution level (one level per entry;
+        a stride-2 downsample between consecutive levels).
+    num_res_blocks
+        residual blocks per level in the encoder (the decoder has one more).
+    attention_resolutions
+        feature-map sides (pixels) at which self-attention is used
+        (paper: 16 and 8).
+    num_heads
+        attention heads.
+    dropout
+        dropout inside residual blocks.
+    rrdb_blocks
+        number of RRDBs in the image encoder G.
+    rrdb_features
+        G's internal width (reference: 64).
+    rrdb_growth
+        growth channels of G's dense blocks (reference: 32).
+    time_embedding
+        ``learned`` (paper: a shared learned look-up table) or ``sinusoidal``
+        (reference code).
+    conditioning
+        see :data:`CONDITIONING_RE`.
+    norm_groups
+        GroupNorm groups (reduced to a divisor of the channel count when needed).
+    num_timesteps
+        size of the learned time table; set from the diffusion config.
+    box_channel
+        feed the drawn prompt box as one extra input channel after the image
+        channels (see :mod:`segdiff_core.data.prompt`). Model files without the field
+        load with ``False`` (the old behaviour).
     """
 
     image_size: int = 64

@@ -518,19 +518,19 @@ def error_rate_by_uncertainty(
 class SegmentationMetrics:
     """Accumulates per-sample metrics of binary segmentations and summarises them.
 
-    Example::
-
-        m = SegmentationMetrics()
-        for prob, gt, unc, cls in samples:
-            m.add(prob, gt, uncertainty=unc, class_name=cls)
-        m.summary()["iou"], m.per_sample[0]["boundf"]
-
     Parameters
     ----------
     n_bins
         probability bins for the calibration score and ECE.
     boundary_tolerances
         pixel tolerances averaged by BoundF.
+
+    Examples
+    --------
+    >>> m = SegmentationMetrics()
+    >>> for prob, gt, unc, cls in samples:  # doctest: +SKIP
+    ...     m.add(prob, gt, uncertainty=unc, class_name=cls)
+    >>> m.summary()["iou"], m.per_sample[0]["boundf"]  # doctest: +SKIP
     """
 
     def __init__(

@@ -77,19 +77,31 @@ class ProposalError(ValueError):
 class ProposalSettings:
     """Every setting of the automatic mode (one object, saved beside the outputs).
 
-    Attributes:
-        foreground: one of :data:`FOREGROUNDS`.
-        window_scale: image pixels per model pixel for the foreground windows.
-        window_overlap: half-window stride, overlaps averaged (no seams).
-        window_generations: ensemble size for the foreground windows (1 is enough for a mask).
-        window_steps: sampling steps for the foreground windows.
-        h: h-maxima height of the (smoothed) distance transform, in pixels; larger values
-            merge more, smaller split more.
-        smooth: Gaussian sigma (px) applied to the distance transform before the maxima.
-        min_area: objects (proposals and final masks) smaller than this are dropped (px).
-        margin: crop margin of the per-object prompts (the prompt protocol's expansion).
-        batch_size: prompts per network batch.
-        seed: seed of all random draws (foreground windows: ``seed``; objects: ``seed + 1``).
+    Attributes
+    ----------
+    foreground
+        one of :data:`FOREGROUNDS`.
+    window_scale
+        image pixels per model pixel for the foreground windows.
+    window_overlap
+        half-window stride, overlaps averaged (no seams).
+    window_generations
+        ensemble size for the foreground windows (1 is enough for a mask).
+    window_steps
+        sampling steps for the foreground windows.
+    h
+        h-maxima height of the (smoothed) distance transform, in pixels; larger values
+        merge more, smaller split more.
+    smooth
+        Gaussian sigma (px) applied to the distance transform before the maxima.
+    min_area
+        objects (proposals and final masks) smaller than this are dropped (px).
+    margin
+        crop margin of the per-object prompts (the prompt protocol's expansion).
+    batch_size
+        prompts per network batch.
+    seed
+        seed of all random draws (foreground windows: ``seed``; objects: ``seed + 1``).
     """
 
     foreground: str = "auto"
@@ -160,11 +172,16 @@ class ObjectRecord:
 class InstanceResult:
     """Instance segmentation of one image.
 
-    Attributes:
-        labels: (H, W) int32, 0 = background, objects ``1..N`` in ``objects`` order.
-        probability: (H, W) float32, the winning object's probability at each pixel.
-        uncertainty: (H, W) float32, the winning object's ensemble std at each pixel.
-        objects: one :class:`ObjectRecord` per label.
+    Attributes
+    ----------
+    labels
+        (H, W) int32, 0 = background, objects ``1..N`` in ``objects`` order.
+    probability
+        (H, W) float32, the winning object's probability at each pixel.
+    uncertainty
+        (H, W) float32, the winning object's ensemble std at each pixel.
+    objects
+        one :class:`ObjectRecord` per label.
     """
 
     labels: np.ndarray

@@ -91,16 +91,23 @@ def _check_threshold(threshold: float) -> float:
 class StoredObject:
     """One committed object's probability crop and the masks it was written with.
 
-    Attributes:
-        label: the object's label id.
-        plane: which 2D plane of the labels the object lies on: by default the leading
-            indices (``()`` for 2D labels, ``(z,)`` for a stack); any hashable key when the
-            caller passes ``plane_of``/``index_of`` (the plugin uses its ``PlaneSpec``).
-        offset: ``(row, col)`` of the crop's first pixel in the plane.
-        probability: ``(h, w)`` float16 foreground probability on the crop.
-        largest_only: the committed mask was the largest connected piece.
-        history: ``[(threshold, packed mask)]`` of the masks written for this object, oldest
-            first (at most :data:`HISTORY`); the last one is the current commit.
+    Attributes
+    ----------
+    label
+        the object's label id.
+    plane
+        which 2D plane of the labels the object lies on: by default the leading
+        indices (``()`` for 2D labels, ``(z,)`` for a stack); any hashable key when the
+        caller passes ``plane_of``/``index_of`` (the plugin uses its ``PlaneSpec``).
+    offset
+        ``(row, col)`` of the crop's first pixel in the plane.
+    probability
+        ``(h, w)`` float16 foreground probability on the crop.
+    largest_only
+        the committed mask was the largest connected piece.
+    history
+        ``[(threshold, packed mask)]`` of the masks written for this object, oldest
+        first (at most :data:`HISTORY`); the last one is the current commit.
     """
 
     label: int
@@ -247,11 +254,16 @@ class ProbabilityStore:
 class ObjectChange:
     """What a re-threshold does to one object.
 
-    Attributes:
-        obj: the stored object.
-        status: ``'changed'``, ``'unchanged'`` or ``'edited'`` (left alone).
-        new_mask: ``(h, w)`` bool mask it will carry (None when edited).
-        clear, paint: ``(rows, cols)`` plane pixels that lose / receive the label.
+    Attributes
+    ----------
+    obj
+        the stored object.
+    status
+        ``'changed'``, ``'unchanged'`` or ``'edited'`` (left alone).
+    new_mask
+        ``(h, w)`` bool mask it will carry (None when edited).
+    clear, paint
+        ``(rows, cols)`` plane pixels that lose / receive the label.
     """
 
     obj: StoredObject

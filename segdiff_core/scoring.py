@@ -187,13 +187,19 @@ def file_sha256(path: str | os.PathLike) -> str:
 class ScoreCalibration:
     """Predicted IoU = ``sigmoid(intercept + sum_k weights[k] * (f_k - centre[k]) / scale[k])``.
 
-    Attributes:
-        features: feature names (a subset of :data:`FEATURES`), in weight order.
-        weights, centre, scale: one number per feature (``centre``/``scale`` standardise the
-            features so the weights are comparable).
-        intercept: the constant term.
-        model_sha256: SHA-256 of the model file it was fitted for ("" = any model).
-        fitted_on: free text: data, protocols and sample counts of the fit.
+    Attributes
+    ----------
+    features
+        feature names (a subset of :data:`FEATURES`), in weight order.
+    weights, centre, scale
+        one number per feature (``centre``/``scale`` standardise the
+        features so the weights are comparable).
+    intercept
+        the constant term.
+    model_sha256
+        SHA-256 of the model file it was fitted for ("" = any model).
+    fitted_on
+        free text: data, protocols and sample counts of the fit.
     """
 
     features: tuple[str, ...]
@@ -332,10 +338,14 @@ def calibration_for(model_path: str | os.PathLike | None) -> tuple[ScoreCalibrat
 class ObjectScore:
     """The quality score of one object.
 
-    Attributes:
-        score: in ``[0, 1]``, higher = more likely correct (review the lowest first).
-        kind: ``'predicted_iou'`` (calibrated) or ``'agreement'`` (uncalibrated fallback).
-        features: every feature of :func:`object_features`.
+    Attributes
+    ----------
+    score
+        in ``[0, 1]``, higher = more likely correct (review the lowest first).
+    kind
+        ``'predicted_iou'`` (calibrated) or ``'agreement'`` (uncalibrated fallback).
+    features
+        every feature of :func:`object_features`.
     """
 
     score: float

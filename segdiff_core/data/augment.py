@@ -196,16 +196,23 @@ class RandomAffine:
     matrix and the same ``pad_mode``, so pixels brought in from outside the image carry matching
     image and mask values (with ``"constant"`` the image gets ``cval`` and the mask gets 0).
 
-    Args:
-        degrees: a number ``d`` (angle drawn uniformly from ``[-d, d]``) or a ``(low, high)``
-            range in degrees, e.g. ``(0, 360)``. Positive angles rotate counter-clockwise as
-            displayed (rows down), like ``np.rot90`` and torchvision.
-        scale: ``(low, high)`` zoom factor range, drawn uniformly; > 1 enlarges the content.
-        translate: maximum shift as a fraction of the image size (torchvision semantics: the
-            shift along x is drawn from ``[-translate * W, translate * W]``, likewise along y).
-        pad_mode: one of :data:`PAD_MODES` (scipy.ndimage boundary modes).
-        cval: image fill value for ``pad_mode="constant"``.
-        p: probability of applying the transform at all.
+    Parameters
+    ----------
+    degrees
+        a number ``d`` (angle drawn uniformly from ``[-d, d]``) or a ``(low, high)``
+        range in degrees, e.g. ``(0, 360)``. Positive angles rotate counter-clockwise as
+        displayed (rows down), like ``np.rot90`` and torchvision.
+    scale
+        ``(low, high)`` zoom factor range, drawn uniformly; > 1 enlarges the content.
+    translate
+        maximum shift as a fraction of the image size (torchvision semantics: the
+        shift along x is drawn from ``[-translate * W, translate * W]``, likewise along y).
+    pad_mode
+        one of :data:`PAD_MODES` (scipy.ndimage boundary modes).
+    cval
+        image fill value for ``pad_mode="constant"``.
+    p
+        probability of applying the transform at all.
     """
 
     degrees: float | tuple[float, float] = 0.0
@@ -346,10 +353,13 @@ class RandomRot90:
 class RandomCrop:
     """Crop a random ``size`` window (same window for image and mask).
 
-    Args:
-        size: ``int`` for a square crop or ``(height, width)``.
-        pad_if_needed: if the image is smaller than ``size`` along an axis, zero-pad image and
-            mask (mask with 0 = background) at the bottom/right first; otherwise that is an error.
+    Parameters
+    ----------
+    size
+        ``int`` for a square crop or ``(height, width)``.
+    pad_if_needed
+        if the image is smaller than ``size`` along an axis, zero-pad image and
+        mask (mask with 0 = background) at the bottom/right first; otherwise that is an error.
     """
 
     size: int | tuple[int, int]
@@ -581,8 +591,10 @@ def paper_augmentation(name: str) -> Compose:
       training protocol (0 .. 0.6) already varies the object's scale, and a free rotation would
       turn the drawn box into a rotated rectangle that no user draws.
 
-    Raises:
-        AugmentError: unknown ``name`` (the message lists :data:`PRESET_NAMES`).
+    Raises
+    ------
+    AugmentError
+        unknown ``name`` (the message lists :data:`PRESET_NAMES`).
     """
     key = str(name).strip().lower()
     if key == "cityscapes":

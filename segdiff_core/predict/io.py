@@ -93,10 +93,14 @@ def find_inputs(specs: Sequence[str | os.PathLike]) -> list[Path]:
 class ImageSource:
     """A 2D image read region by region.
 
-    Attributes:
-        path: where it came from.
-        array: a lazily indexed array (zarr / numpy) holding the image.
-        layout: ``"yx"``, ``"yxc"`` or ``"cyx"`` (channels first, moved last on read).
+    Attributes
+    ----------
+    path
+        where it came from.
+    array
+        a lazily indexed array (zarr / numpy) holding the image.
+    layout
+        ``"yx"``, ``"yxc"`` or ``"cyx"`` (channels first, moved last on read).
     """
 
     path: Path

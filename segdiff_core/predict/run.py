@@ -40,15 +40,24 @@ MAP_DTYPES = {"labels": np.int32, "probability": np.float32, "uncertainty": np.f
 class PredictConfig:
     """Settings of a ``segdiff-predict`` run (recorded beside every output).
 
-    Attributes:
-        model: model file path.
-        device: ``auto``/``cpu``/``cuda``/``mps``.
-        tile: core tile side (px); each tile is one task.
-        halo: context read around a tile (px); must exceed an object's size plus margin.
-        output_format: ``auto`` (TIFF up to ``zarr_above`` pixels, else OME-Zarr), ``tiff`` or ``zarr``.
-        zarr_above: pixel count above which ``auto`` writes OME-Zarr.
-        proposals: automatic-mode and batching settings (its ``seed`` is the run's seed).
-        inference: overrides of the model's inference settings (generations, steps, ...).
+    Attributes
+    ----------
+    model
+        model file path.
+    device
+        ``auto``/``cpu``/``cuda``/``mps``.
+    tile
+        core tile side (px); each tile is one task.
+    halo
+        context read around a tile (px); must exceed an object's size plus margin.
+    output_format
+        ``auto`` (TIFF up to ``zarr_above`` pixels, else OME-Zarr), ``tiff`` or ``zarr``.
+    zarr_above
+        pixel count above which ``auto`` writes OME-Zarr.
+    proposals
+        automatic-mode and batching settings (its ``seed`` is the run's seed).
+    inference
+        overrides of the model's inference settings (generations, steps, ...).
     """
 
     model: str

@@ -88,21 +88,35 @@ def make_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training pair.
 
-    Args:
-        image: (H, W) or (H, W, C), any dtype.
-        mask: (H, W) bool, the target object (prompt task) or all foreground (semantic task).
-        box: the object's tight box (prompt task), or None for the semantic task: a random
-            window of the image at ``work_size`` (see :func:`window_box`).
-        preprocess: the model's preprocessing (input size, channels, normalisation).
-        protocol: crop protocol for ``box`` (training jitter); ignored when ``box`` is None.
-        augment: joint augmentation of the normalised crop and its mask, or None.
-        rng: the generator for every random choice of this pair.
-        work_size: semantic task: working resolution (0: twice the model input).
-        with_box: append the prompt-box channel (the jittered, drawn box in the crop;
-            the whole window for the semantic task), see :mod:`segdiff_core.data.prompt`.
+    Parameters
+    ----------
+    image
+        (H, W) or (H, W, C), any dtype.
+    mask
+        (H, W) bool, the target object (prompt task) or all foreground (semantic task).
+    box
+        the object's tight box (prompt task), or None for the semantic task: a random
+        window of the image at ``work_size`` (see :func:`window_box`).
+    preprocess
+        the model's preprocessing (input size, channels, normalisation).
+    protocol
+        crop protocol for ``box`` (training jitter); ignored when ``box`` is None.
+    augment
+        joint augmentation of the normalised crop and its mask, or None.
+    rng
+        the generator for every random choice of this pair.
+    work_size
+        semantic task: working resolution (0: twice the model input).
+    with_box
+        append the prompt-box channel (the jittered, drawn box in the crop;
+        the whole window for the semantic task), see :mod:`segdiff_core.data.prompt`.
 
-    Returns:
-        image (in_channels [+ 1], S, S) float32 and mask (1, S, S) float32 in {-1, 1}.
+    Returns
+    -------
+    image : ndarray
+        ``(in_channels [+ 1], S, S)`` float32.
+    mask : ndarray
+        ``(1, S, S)`` float32 in {-1, 1}.
     """
     size = preprocess.input_size
     if box is None:

@@ -104,11 +104,16 @@ def models_dir(root: Path | None = None) -> Path:
 class TrainingImage:
     """One annotated 2D image.
 
-    Attributes:
-        image: ``(H, W)`` or ``(H, W, C)``, any real dtype.
-        labels: ``(H, W)`` integer instance labels, 0 = background.
-        name: a name for messages and the model's metadata (unique among the images).
-        keep: train only on these label ids (e.g. the objects a reviewer accepted); None = all.
+    Attributes
+    ----------
+    image
+        ``(H, W)`` or ``(H, W, C)``, any real dtype.
+    labels
+        ``(H, W)`` integer instance labels, 0 = background.
+    name
+        a name for messages and the model's metadata (unique among the images).
+    keep
+        train only on these label ids (e.g. the objects a reviewer accepted); None = all.
     """
 
     image: np.ndarray
@@ -191,9 +196,11 @@ def collect_objects(
     (``root/images`` + ``root/masks``, see ``napari_segdiff._writer.export_training_pair``),
     one box-prompt :class:`~segdiff_core.data.readers.Sample` each.
 
-    Raises:
-        FinetuneError: mismatched shapes or channels, unreadable folders, or fewer than
-            ``min_objects`` objects (the message names the minimum).
+    Raises
+    ------
+    FinetuneError
+        mismatched shapes or channels, unreadable folders, or fewer than
+        ``min_objects`` objects (the message names the minimum).
     """
     parts: list[Dataset] = []
     names = [it.name for it in images]
@@ -271,15 +278,23 @@ def recipe_run(base_config: Any, base_metadata: Mapping[str, Any], overrides: Ma
 class FinetuneRequest:
     """Everything a fine-tune needs (picklable: it crosses into the worker process).
 
-    Attributes:
-        base_model: the model file to start from.
-        images: the annotated images.
-        folders: exported training folders to add.
-        overrides: recipe overrides per section, e.g. ``{"train": {"steps": 20}}``.
-        base_digest: SHA-256 of ``base_model`` when the user chose it; a different file on disk
-            stops the run (see :func:`file_digest`). None: not checked.
-        out_root: data folder (None: :func:`data_dir`).
-        name: file name stem of the new model (None: from the date and the images).
+    Attributes
+    ----------
+    base_model
+        the model file to start from.
+    images
+        the annotated images.
+    folders
+        exported training folders to add.
+    overrides
+        recipe overrides per section, e.g. ``{"train": {"steps": 20}}``.
+    base_digest
+        SHA-256 of ``base_model`` when the user chose it; a different file on disk
+        stops the run (see :func:`file_digest`). None: not checked.
+    out_root
+        data folder (None: :func:`data_dir`).
+    name
+        file name stem of the new model (None: from the date and the images).
     """
 
     base_model: str
@@ -295,12 +310,17 @@ class FinetuneRequest:
 class FinetuneResult:
     """Outcome of :func:`run_finetune`.
 
-    Attributes:
-        model_path: the new model file (in the user's models folder).
-        metadata: what was saved with it (see the module docstring).
-        improved: the best validation IoU is above the base model's (noisy for few objects).
-        stop_reason: why training ended early ('cancelled', 'time budget',
-            'no better validation IoU') or None (all steps done).
+    Attributes
+    ----------
+    model_path
+        the new model file (in the user's models folder).
+    metadata
+        what was saved with it (see the module docstring).
+    improved
+        the best validation IoU is above the base model's (noisy for few objects).
+    stop_reason
+        why training ended early ('cancelled', 'time budget',
+        'no better validation IoU') or None (all steps done).
     """
 
     model_path: Path

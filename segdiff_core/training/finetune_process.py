@@ -76,11 +76,14 @@ def _read_events(stream: IO[str], events: "queue.Queue[dict[str, Any] | None]") 
 class FinetuneProcess:
     """One fine-tune run in a spawned worker process (see the module docstring).
 
-    Args:
-        request: what to fine-tune (its ``out_root`` or :func:`data_dir` holds the lock).
-        threads: torch threads of the worker; None: all cores but one (one core stays with the
-            GUI; on a loaded 2-core machine one thread trained 7x faster than two, see
-            docs/fine-tuning.md).
+    Parameters
+    ----------
+    request
+        what to fine-tune (its ``out_root`` or :func:`data_dir` holds the lock).
+    threads
+        torch threads of the worker; None: all cores but one (one core stays with the
+        GUI; on a loaded 2-core machine one thread trained 7x faster than two, see
+        docs/fine-tuning.md).
     """
 
     def __init__(self, request: FinetuneRequest, threads: int | None = None) -> None:
