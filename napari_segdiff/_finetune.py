@@ -24,17 +24,18 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QProgressBar, QPush
 
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.checkpoint import CheckpointError, load_model
+from segdiff_core.checkpoint import file_sha256
 from segdiff_core.training.finetune import (
     FinetuneError,
     FinetuneRequest,
     TrainingImage,
     accepted_ids,
-    file_digest,
     list_finetuned,
 )
 from segdiff_core.training.finetune_process import FinetuneProcess
 
 from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, image_data, spatial_shape
+from napari_segdiff._jobs import JobHandle
 
 __all__ = ["FinetuneWidget", "training_images", "POLL_MS"]
 
@@ -68,9 +69,11 @@ def _planes(viewer: Any, image: Image, scope: str) -> list[PlaneSpec]:
 def training_images(viewer: Any, image: Image, labels: Labels, scope: str = "current", accepted_only: bool = False) -> list[TrainingImage]:
     """The annotated planes of ``labels`` over ``image`` as :class:`TrainingImage` objects.
 
-    Raises:
-        FinetuneError: labels of another shape than the image, no 'accepted' information
-            when ``accepted_only``, or a slice the viewer cannot show.
+    Raises
+    ------
+    FinetuneError
+        labels of another shape than the image, no 'accepted' information
+        when ``accepted_only``, or a slice the viewer cannot show.
     """
     if tuple(labels.data.shape) != spatial_shape(image):
         raise FinetuneError(
@@ -100,18 +103,6 @@ def training_images(viewer: Any, image: Image, labels: Labels, scope: str = "cur
 
 
 # ------------------------------------------------------------------------------ the widget
-class _JobHandle:
-    """Holds the worker apart from the widget, so it is stopped even when Qt deletes the widget."""
-
-    def __init__(self) -> None:
-        self.job: FinetuneProcess | None = None
-
-    def stop(self, *_: Any) -> None:
-        if self.job is not None:
-            self.job.stop(timeout=5.0)
-            self.job = None
-
-
 class _LivePlot:
     """Loss and validation IoU against the step (matplotlib canvas)."""
 
@@ -159,7 +150,7 @@ class FinetuneWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._handle = _JobHandle()
+        self._handle = JobHandle(lambda job: job.stop(timeout=5.0))
         self.destroyed.connect(self._handle.stop)
         self._pbar: progress | None = None
         self._previous: Path | None = None
@@ -322,7 +313,7 @@ class FinetuneWidget(QWidget):
             raise FinetuneError("choose an image and its labels layer (or add an exported folder)")
         base = self.base_model()
         overrides = {"train": {"steps": int(self.steps.value), "max_minutes": float(self.minutes.value)}}
-        return FinetuneRequest(str(base), tuple(images), folders, overrides=overrides, base_digest=file_digest(base))
+        return FinetuneRequest(str(base), tuple(images), folders, overrides=overrides, base_digest=file_sha256(base))
 
     def start(self) -> FinetuneProcess | None:
         """Start a fine-tune in a worker process; bad input is reported and nothing changes."""

@@ -65,15 +65,23 @@ SIDECAR_SUFFIX = ".objects.csv"
 class ReviewRow:
     """One object of a labels layer.
 
-    Attributes:
-        label_id: its label.
-        slice: indices along the leading (non-displayed) axes of its first pixel (``()`` in 2D).
-        box: ``(y0, x0, y1, x1)`` bounding box over the last two data axes (ends exclusive).
-        area: pixel count (0 for a rejected object).
-        score: quality score in ``[0, 1]`` (higher = more certain), None = no score.
-        status: one of :data:`STATUSES`.
-        score_kind, source, model, settings, seed: where the object came from ('hand' for
-            objects painted by hand).
+    Attributes
+    ----------
+    label_id
+        its label.
+    slice
+        indices along the leading (non-displayed) axes of its first pixel (``()`` in 2D).
+    box
+        ``(y0, x0, y1, x1)`` bounding box over the last two data axes (ends exclusive).
+    area
+        pixel count (0 for a rejected object).
+    score
+        quality score in ``[0, 1]`` (higher = more certain), None = no score.
+    status
+        one of :data:`STATUSES`.
+    score_kind, source, model, settings, seed
+        where the object came from ('hand' for
+        objects painted by hand).
     """
 
     label_id: int

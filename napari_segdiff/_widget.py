@@ -36,6 +36,7 @@ from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._geometry import PromptError
 from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
 from napari_segdiff._find import FIND_AREAS
+from napari_segdiff._jobs import JobHandle
 from napari_segdiff._layers import role_of
 from napari_segdiff._settings import SCHEMA, SETTINGS, AnnotatorSettings, Setting
 from napari_segdiff._store import SettingsStore
@@ -47,6 +48,13 @@ SHORTCUTS = {"segment": "Shift-S", "segment_all": "Shift-G", "cancel": "Shift-C"
 
 NEW_BOXES = "<new boxes layer>"
 NEW_LABELS = "<new labels layer>"
+
+
+def _button(text: str, tooltip: str) -> QPushButton:
+    """A push button with its tooltip."""
+    button = QPushButton(text)
+    button.setToolTip(tooltip)
+    return button
 
 
 def _layer_choices(viewer: Any, kind: type, new_text: str | None, own: bool = True) -> Callable[[Any], list]:
@@ -84,17 +92,6 @@ def make_control(setting: Setting, values: list | None = None) -> Any:
     return control
 
 
-class _WorkerHandle:
-    """Holds the running worker apart from the widget, so it can be stopped on destruction."""
-
-    def __init__(self) -> None:
-        self.worker: GeneratorWorker | None = None
-
-    def stop(self, *_: Any) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-
-
 class AnnotatorWidget(QWidget):
     """Box-prompted SegDiff annotation with live denoising preview, uncertainty and cancel."""
 
@@ -106,7 +103,7 @@ class AnnotatorWidget(QWidget):
         self._closed = False
         self._docked = False
         # if Qt deletes this widget (the viewer closes), stop a running worker
-        self._handle = _WorkerHandle()
+        self._handle = JobHandle(lambda worker: worker.quit())
         self.destroyed.connect(self._handle.stop)
         self.destroyed.connect(self.controller.detach_view)  # the viewer closed under us
         self._store = SettingsStore()
@@ -127,6 +124,14 @@ class AnnotatorWidget(QWidget):
     # ---------------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        layers_box = self._build_layer_pickers()
+        setting_boxes = self._build_settings()
+        self._build_run_controls()
+        export_box = self._build_export()
+        self._lay_out(layers_box, *setting_boxes, export_box)
+        self._containers = [layers_box, *setting_boxes, export_box]
+
+    def _build_layer_pickers(self) -> Container:
         v = self.viewer
         self.image_combo = ComboBox(
             label="image", choices=_layer_choices(v, Image, None, own=False),
@@ -141,8 +146,10 @@ class AnnotatorWidget(QWidget):
             label="labels", choices=_layer_choices(v, Labels, NEW_LABELS),
             tooltip="Labels layer that receives one new label per object ('<new labels layer>' makes one)",
         )
-        layers_box = Container(widgets=[self.image_combo, self.boxes_combo, self.labels_combo])
+        return Container(widgets=[self.image_combo, self.boxes_combo, self.labels_combo])
 
+    def _build_settings(self) -> tuple[Container, Container, Container, Container]:
+        """One control per setting (from the settings schema), grouped: model, prompt, sampling, output."""
         here = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
         controls = {st.name: make_control(st, here if st.name == "device" else None) for st in SETTINGS}
         self.controls = controls
@@ -151,49 +158,40 @@ class AnnotatorWidget(QWidget):
         )
         self.model_label = QLabel("model not loaded yet")
         self.model_label.setWordWrap(True)
-        model_box = Container(widgets=[self.model_source, self.model_file, self.device])
-
         self.protocol, self.margin = controls["protocol"], controls["margin"]
         self.window_scale, self.window_overlap = controls["window_scale"], controls["window_overlap"]
-        prompt_box = Container(widgets=[self.protocol, self.margin, self.window_scale, self.window_overlap])
-
         self.sampler, self.steps, self.generations = controls["sampler"], controls["steps"], controls["generations"]
         self.threshold, self.seed = controls["threshold"], controls["seed"]
-        sampling_box = Container(widgets=[self.sampler, self.steps, self.generations, self.threshold, self.seed])
-
         self.preview, self.uncertainty, self.overwrite = controls["preview"], controls["uncertainty"], controls["overwrite"]
         self.largest_only, self.skip_empty = controls["largest_object_only"], controls["skip_empty"]
-        output_box = Container(
-            widgets=[self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty]
+        groups = (
+            (self.model_source, self.model_file, self.device),
+            (self.protocol, self.margin, self.window_scale, self.window_overlap),
+            (self.sampler, self.steps, self.generations, self.threshold, self.seed),
+            (self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty),
         )
+        model_box, prompt_box, sampling_box, output_box = (Container(widgets=list(g)) for g in groups)
+        return model_box, prompt_box, sampling_box, output_box
 
+    def _build_run_controls(self) -> None:
         k = SHORTCUTS
-        self.segment_button = QPushButton(f"Segment  [{k['segment']}]")
-        self.segment_button.setToolTip(
-            f"Segment the selected box(es), or else the newest box ({k['segment']})"
-        )
-        self.segment_all_button = QPushButton(f"Segment all  [{k['segment_all']}]")
-        self.segment_all_button.setToolTip(f"Segment every box that has no label yet ({k['segment_all']})")
-        self.cancel_button = QPushButton(f"Cancel  [{k['cancel']}]")
-        self.cancel_button.setToolTip(
-            f"Stop after the current denoising step; the unfinished box writes nothing ({k['cancel']})"
-        )
+        self.segment_button = _button(f"Segment  [{k['segment']}]",
+                                      f"Segment the selected box(es), or else the newest box ({k['segment']})")
+        self.segment_all_button = _button(f"Segment all  [{k['segment_all']}]",
+                                          f"Segment every box that has no label yet ({k['segment_all']})")
+        self.cancel_button = _button(f"Cancel  [{k['cancel']}]",
+                                     f"Stop after the current denoising step; the unfinished box writes nothing "
+                                     f"({k['cancel']})")
         self.find_area = ComboBox(
             label="find in", choices=list(FIND_AREAS), value="visible area",
             tooltip="Where Find all objects looks: the visible area, the selected drawn box, or the whole image",
         )
-        self.find_button = QPushButton("Find all objects")
-        self.find_button.setToolTip(
-            "Propose one box per object (Otsu + watershed) and segment them all; the boxes can be "
-            "edited, redone or deleted like drawn ones"
+        self.find_button = _button("Find all objects", "Propose one box per object (Otsu + watershed) and segment "
+                                   "them all; the boxes can be edited, redone or deleted like drawn ones")
+        self.draw_button = _button("Draw boxes", "Select the boxes layer (made if needed) with the rectangle tool")
+        self.reset_settings_button = _button(
+            "Reset settings", "Back to the defaults (settings are remembered between napari sessions)"
         )
-        self.draw_button = QPushButton("Draw boxes")
-        self.draw_button.setToolTip("Select the boxes layer (made if needed) with the rectangle tool")
-        self.reset_settings_button = QPushButton("Reset settings")
-        self.reset_settings_button.setToolTip(
-            "Back to the defaults (settings are remembered between napari sessions)"
-        )
-
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -201,28 +199,28 @@ class AnnotatorWidget(QWidget):
         self.status = QLabel("Draw a box around an object, then press Segment.")
         self.status.setWordWrap(True)
 
+    def _build_export(self) -> Container:
         self.labels_file = FileEdit(
             label="labels file", mode="w", filter="*.tif", nullable=True,
             tooltip="TIFF file for the whole labels layer (uint8/16/32 instance labels)",
         )
-        self.export_labels_button = QPushButton("Export labels")
-        self.export_labels_button.setToolTip("Write the labels layer to the TIFF file above")
+        self.export_labels_button = _button("Export labels", "Write the labels layer to the TIFF file above")
         self.training_dir = FileEdit(
             label="training folder", mode="d", nullable=True,
             tooltip="Folder for training pairs: images/<name>.tif + masks/<name>.tif, as read by "
             "segdiff-train --data.source instances --data.root <folder>",
         )
-        self.export_pair_button = QPushButton("Export training pair (current slice)")
-        self.export_pair_button.setToolTip(
-            "Write the current 2D slice and its instance labels to the training folder"
-        )
+        self.export_pair_button = _button("Export training pair (current slice)",
+                                          "Write the current 2D slice and its instance labels to the training folder")
         self.export_accepted_only = CheckBox(
             text="accepted objects only",
             tooltip="Export only the objects accepted in the SegDiff review panel; the others become background",
         )
-        export_box = Container(widgets=[self.labels_file, self.training_dir, self.export_accepted_only])
+        return Container(widgets=[self.labels_file, self.training_dir, self.export_accepted_only])
 
-        # layout -----------------------------------------------------------------------------
+    def _lay_out(self, layers_box: Container, model_box: Container, prompt_box: Container,
+                 sampling_box: Container, output_box: Container, export_box: Container) -> None:
+        """Settings in a scroll area; the run controls and the status below it, always visible."""
         inner = QWidget()
         lay = QVBoxLayout(inner)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -230,52 +228,42 @@ class AnnotatorWidget(QWidget):
         lay.addWidget(self.draw_button)
         lay.addWidget(model_box.native)
         lay.addWidget(self.model_label)
-
         self.prompt_section = self._section("Prompt", prompt_box, expanded=False)
         self.sampling_section = self._section("Sampling", sampling_box, expanded=True)
         self.output_section = self._section("Preview and output", output_box, expanded=True)
         for sec in (self.prompt_section, self.sampling_section, self.output_section):
             lay.addWidget(sec)
         lay.addWidget(self.reset_settings_button)
-
         export_inner = QWidget()
         ex = QVBoxLayout(export_inner)
         ex.setContentsMargins(0, 0, 0, 0)
-        ex.addWidget(export_box.native)
-        ex.addWidget(self.export_labels_button)
-        ex.addWidget(self.export_pair_button)
+        for w in (export_box.native, self.export_labels_button, self.export_pair_button):
+            ex.addWidget(w)
         self.export_section = QCollapsible("Export (fine-tune loop)")
         self.export_section.addWidget(export_inner)
         self.export_section.expand(animate=False)
         lay.addWidget(self.export_section)
         lay.addStretch(1)
-
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        # the run controls and the status stay below the scrolling settings, always visible
         bottom = QWidget()
         run_lay = QVBoxLayout(bottom)
         run_lay.setContentsMargins(4, 2, 4, 4)
-        row = QHBoxLayout()
-        row.addWidget(self.segment_button)
-        row.addWidget(self.segment_all_button)
-        run_lay.addLayout(row)
-        find_row = QHBoxLayout()
-        find_row.addWidget(self.find_area.native)
-        find_row.addWidget(self.find_button)
-        run_lay.addLayout(find_row)
-        run_lay.addWidget(self.cancel_button)
-        run_lay.addWidget(self.progress_bar)
-        run_lay.addWidget(self.status)
+        for pair in ((self.segment_button, self.segment_all_button), (self.find_area.native, self.find_button)):
+            row = QHBoxLayout()
+            for w in pair:
+                row.addWidget(w)
+            run_lay.addLayout(row)
+        for w in (self.cancel_button, self.progress_bar, self.status):
+            run_lay.addWidget(w)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll, 1)
         outer.addWidget(bottom, 0)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.setMinimumWidth(300)
-        self._containers = [layers_box, model_box, prompt_box, sampling_box, output_box, export_box]
 
     @staticmethod
     def _section(title: str, box: Container, expanded: bool) -> QCollapsible:
@@ -388,7 +376,7 @@ class AnnotatorWidget(QWidget):
     @property
     def worker(self) -> GeneratorWorker | None:
         """The worker of the running segmentation (None when idle)."""
-        return self._handle.worker
+        return self._handle.job
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh the layer lists (napari calls this when layers change)."""
@@ -449,7 +437,7 @@ class AnnotatorWidget(QWidget):
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self.controller.cancelled)
         worker.finished.connect(self._on_finished)
-        self._handle.worker = worker
+        self._handle.job = worker
         self._sync_enabled()
         worker.start()
         return worker
@@ -473,7 +461,7 @@ class AnnotatorWidget(QWidget):
         self.controller.finish(summary)
 
     def _on_finished(self) -> None:
-        self._handle.worker = None
+        self._handle.job = None
         self.controller.worker_finished()
         if not self._closed:
             self._sync_enabled()
