@@ -16,6 +16,7 @@ same folder, fsync, rename): a crash leaves either the old file or the new one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -35,6 +36,16 @@ MODEL_VERSION = 1
 
 class CheckpointError(ValueError):
     """A model file that cannot be used: unreadable, corrupt, truncated or mismatched."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes: identifies a model file (score calibrations name their model by it;
+    fine-tuning notices a base model that changed on disk)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:

@@ -33,7 +33,6 @@ and why, is measured by ``python -m benchmarks.report --parts review`` (docs/eva
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from segdiff_core.checkpoint import file_sha256  # re-exported: the calibration names its model by it
 from segdiff_core.ensemble import EnsembleResult
 
 __all__ = [
@@ -172,15 +172,6 @@ def prompt_box_in_model(geometry: Any, box: Any) -> tuple[float, float, float, f
 # --------------------------------------------------------------------------------------------
 # calibration: predicted IoU
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (identifies the model a calibration was fitted for)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

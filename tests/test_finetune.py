@@ -10,6 +10,7 @@ import torch
 
 from segdiff_core.checkpoint import load_model
 from segdiff_core.segmenter import Segmenter
+from segdiff_core.checkpoint import file_sha256
 from segdiff_core.training.finetune import (
     MIN_OBJECTS,
     FinetuneError,
@@ -17,7 +18,6 @@ from segdiff_core.training.finetune import (
     TrainingImage,
     accepted_ids,
     collect_objects,
-    file_digest,
     list_finetuned,
     models_dir,
     recipe_run,
@@ -134,7 +134,7 @@ def test_exported_folder_adds_objects(base, tmp_path):
 
 
 def test_changed_or_broken_base_model_is_refused(base, tmp_path):
-    digest = file_digest(base)
+    digest = file_sha256(base)
     model, cfg, meta = load_model(base)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)

@@ -31,7 +31,6 @@ The recipe is the ordinary training loop (:class:`~segdiff_core.training.trainer
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -43,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from segdiff_core.checkpoint import CheckpointError, atomic_write, load_model, safe_load
+from segdiff_core.checkpoint import CheckpointError, atomic_write, file_sha256, load_model, safe_load
 from segdiff_core.data.readers import InstancePromptDataset
 from segdiff_core.data.readers._base import Dataset, DatasetError, Sample
 from segdiff_core.data.readers.splits import Subset, split_dataset
@@ -63,7 +62,6 @@ __all__ = [
     "collect_objects",
     "run_finetune",
     "list_finetuned",
-    "file_digest",
     "accepted_ids",
 ]
 
@@ -243,15 +241,6 @@ class _InOrder:
 
 
 # ------------------------------------------------------------------------------------ recipe
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (to notice a model file that changed on disk)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def recipe_run(base_config: Any, base_metadata: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]] | None = None):
     """The :class:`~segdiff_core.training.config.RunConfig` of a fine-tune of a base model.
 
@@ -290,7 +279,7 @@ class FinetuneRequest:
         recipe overrides per section, e.g. ``{"train": {"steps": 20}}``.
     base_digest
         SHA-256 of ``base_model`` when the user chose it; a different file on disk
-        stops the run (see :func:`file_digest`). None: not checked.
+        stops the run (see :func:`segdiff_core.checkpoint.file_sha256`). None: not checked.
     out_root
         data folder (None: :func:`data_dir`).
     name
@@ -349,7 +338,7 @@ def _load_base(request: FinetuneRequest):
         model, config, meta = load_model(request.base_model)
     except CheckpointError as exc:
         raise FinetuneError(f"the base model cannot be used: {exc}") from exc
-    if request.base_digest is not None and file_digest(request.base_model) != request.base_digest:
+    if request.base_digest is not None and file_sha256(request.base_model) != request.base_digest:
         raise FinetuneError(
             f"the model file {request.base_model} changed on disk after it was chosen; choose it again "
             "(or restart the annotator) before fine-tuning"
