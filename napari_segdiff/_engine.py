@@ -5,7 +5,8 @@
 
 * :class:`RunStarted` once the model is ready (the total number of denoising steps),
 * :class:`StepUpdate` after *every* denoising step (so a cancel request is honoured within one
-  step), carrying a :class:`PreviewPatch` at most every ``preview_interval`` seconds,
+  step), carrying a :class:`PreviewPatch` at most every ``preview_interval`` seconds, and never
+  at a box's last step (its result follows at once; with a one-step sampler there is no preview),
 * :class:`JobFinished` with the maps of a finished box, in the image plane's pixel grid,
 
 and returns a :class:`RunSummary`. Every failure (bad model file, channels that do not fit
@@ -43,7 +44,13 @@ from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.device import resolve_device
 from segdiff_core.ensemble import EnsembleResult, to_probability
 from segdiff_core.objectness import assess_object, box_covers_image
-from segdiff_core.scoring import ScoreCalibration, calibration_for, prompt_box_in_model, score_object
+from segdiff_core.scoring import (
+    ScoreCalibration,
+    calibration_for,
+    calibration_path,
+    prompt_box_in_model,
+    score_object,
+)
 from segdiff_core.segmenter import Segmenter
 
 from napari_segdiff._geometry import PlaneSpec
@@ -104,6 +111,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._key: Hashable | None = None
         self._segmenter: Segmenter | None = None
+        self._calibration: tuple[tuple, ScoreCalibration | None] | None = None
         self.loads = 0  # how many times a model file was actually read
 
     @staticmethod
@@ -131,10 +139,28 @@ class ModelCache:
                 self.loads += 1
             return self._segmenter
 
+    def calibration(self, path: Path) -> ScoreCalibration | None:
+        """The score calibration beside ``path`` (:func:`~segdiff_core.scoring.calibration_for`),
+        read again only when the model or calibration file changes: checking it hashes the model
+        file, which took 20 ms of every one-box run."""
+        stamps = []
+        for p in (Path(path), calibration_path(path)):
+            try:
+                st = p.stat()
+                stamps.append((str(p.resolve()), st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((str(p), None, None))
+        key = tuple(stamps)
+        with self._lock:
+            if self._calibration is None or self._calibration[0] != key:
+                self._calibration = (key, calibration_for(path)[0])
+            return self._calibration[1]
+
     def clear(self) -> None:
         with self._lock:
             self._segmenter = None
             self._key = None
+            self._calibration = None
 
 
 def model_info(seg: Segmenter) -> ModelInfo:
@@ -436,7 +462,7 @@ def _run(
         n_windows = [_count_windows(job, size, settings) for job in request.jobs]
         total = sum(n * inference.steps for n in n_windows)
         yield RunStarted(info, inference, total)
-        calibration, _ = calibration_for(request.model_path)  # None: the score is the agreement
+        calibration = cache.calibration(request.model_path)  # None: the score is the agreement
 
         done = 0
         last_preview = -float("inf")
@@ -457,7 +483,8 @@ def _run(
                     done += 1
                     preview = None
                     now = clock()
-                    if now - last_preview >= request.preview_interval:
+                    final = step.is_last and w == len(plan.windows) - 1  # the result follows at once
+                    if not final and now - last_preview >= request.preview_interval:
                         kind = request.preview_kind()
                         x = step.pred_x0 if kind == "pred_x0" else step.x_t
                         preview = _preview(x, window.geometry, job.job_id, kind)

@@ -46,6 +46,12 @@ __all__ = ["AnnotatorWidget", "SHORTCUTS"]
 #: viewer key bindings (none of them is a napari default)
 SHORTCUTS = {"segment": "Shift-S", "segment_all": "Shift-G", "cancel": "Shift-C"}
 
+UI_DELAY_MS = 400
+"""While a run is going, the progress bar and status line are redrawn at most once per this many
+milliseconds, and not at all for a run that ends sooner (the end of a run shows at once). Each
+redraw of a widget makes Qt recompose the whole window, OpenGL canvas included, which on a
+software-rendered screen took CPU from the model: a one-box run drew the window 6 times."""
+
 NEW_BOXES = "<new boxes layer>"
 NEW_LABELS = "<new labels layer>"
 
@@ -109,6 +115,12 @@ class AnnotatorWidget(QWidget):
         self._store = SettingsStore()
         self._saving = False  # off while saved settings are being shown
         self._save_failed = False
+        self._model_info: ModelInfo | None = None
+        self._pending_view: dict[str, Any] = {}  # status/progress held back while a run is going
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(UI_DELAY_MS)
+        self._view_timer.timeout.connect(self._show_pending_view)
         configure_torch_threads()  # once per process, on the GUI thread (never from a run)
 
         self._build()
@@ -296,7 +308,7 @@ class AnnotatorWidget(QWidget):
         c.progress_changed.connect(self._on_progress)
         c.running_changed.connect(self._on_running_changed)
         c.model_loaded.connect(self._on_model_loaded)
-        c.status_changed.connect(lambda text: self.status.setText(text))
+        c.status_changed.connect(self._on_status)
 
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layers_changed)
@@ -455,6 +467,7 @@ class AnnotatorWidget(QWidget):
         """Ask the running segmentation to stop after its current denoising step."""
         if self.worker is not None:
             self.worker.quit()
+            self._pending_view.pop("status", None)
             self.status.setText("cancelling ...")
 
     def _on_returned(self, summary: RunSummary) -> None:
@@ -467,21 +480,48 @@ class AnnotatorWidget(QWidget):
             self._sync_enabled()
 
     def _on_progress(self, done: int, total: int, text: str) -> None:
-        bar = self.progress_bar
-        # QProgressBar.setValue repaints synchronously, which recomposes the whole window
-        # (OpenGL canvas included); with updates off, one asynchronous update is queued instead
-        bar.setUpdatesEnabled(False)
-        bar.setRange(0, max(total, 1))
-        bar.setValue(done)
-        bar.setFormat(f"%p%  {text}" if text else "%p%")
-        bar.setUpdatesEnabled(True)
+        self._view_update("progress", (done, total, text))
+
+    def _on_status(self, text: str) -> None:
+        self._view_update("status", text)
+
+    def _view_update(self, what: str, value: Any) -> None:
+        """Show a status/progress change now when idle, else with the next delayed redraw."""
+        self._pending_view[what] = value
+        if not self.controller.is_running:
+            self._show_pending_view()
+        elif not self._view_timer.isActive():
+            self._view_timer.start()
+
+    def _show_pending_view(self) -> None:
+        self._view_timer.stop()
+        pending, self._pending_view = self._pending_view, {}
+        if self._closed:
+            return
+        if "status" in pending:
+            self.status.setText(pending["status"])
+        if "progress" in pending:
+            done, total, text = pending["progress"]
+            bar = self.progress_bar
+            # QProgressBar.setValue repaints synchronously, which recomposes the whole window
+            # (OpenGL canvas included); with updates off, one asynchronous update is queued instead
+            bar.setUpdatesEnabled(False)
+            bar.setRange(0, max(total, 1))
+            bar.setValue(done)
+            bar.setFormat(f"%p%  {text}" if text else "%p%")
+            bar.setUpdatesEnabled(True)
 
     def _on_running_changed(self, running: bool) -> None:
-        if not running and self.worker is not None:
-            self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
+        if not running:
+            self._show_pending_view()  # the run's last status and progress, at once
+            if self.worker is not None:
+                self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
         self._sync_enabled()
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        if info == self._model_info:
+            return  # the same model as the last run: nothing to redraw
+        self._model_info = info
         self.model_label.setText(info.describe())
         d = info.defaults
         for name, value in (("steps", d.steps), ("generations", d.generations)):
@@ -506,6 +546,7 @@ class AnnotatorWidget(QWidget):
         except FileNotFoundError as exc:
             self.model_source.value = "file"
             self.model_label.setText("bundled model missing: choose a checkpoint file")
+            self._model_info = None
             show_warning(f"SegDiff: {exc}. Choose a checkpoint file (.pt) under 'checkpoint'.")
 
     # ---------------------------------------------------------------------------------------

@@ -208,6 +208,9 @@ def test_run_yields_every_step_and_bounds_the_preview_rate(model_file):
         assert p.preview.values.min() >= 0 and p.preview.values.max() <= 1
     results = [e for e in events if isinstance(e, JobFinished)]
     assert [r.job_id for r in results] == [0, 1]
+    # a box's last step never carries a preview (its result follows at once): a one-step run has none
+    one = list(run_segmentation(_request(model_file, image, [Box(10, 10, 30, 30)], steps=1, generations=2), cache))
+    assert [isinstance(e, StepUpdate) and e.preview is None for e in one] == [False, True, False]
     # crop of Box(10, 10, 30, 30) at 15 %: 23 px centred on 20 -> [8.5, 31.5) -> pixels 8..30
     assert results[0].region == (slice(8, 31), slice(8, 31))
     assert results[0].probability.shape == (23, 23)
@@ -240,6 +243,26 @@ def test_model_cache_reloads_only_when_file_or_device_changes(model_file, tmp_pa
     st = copy.stat()
     os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was retrained
     assert cache.get(copy, "cpu") is not b and cache.loads == 3
+
+
+def test_model_cache_reads_the_score_calibration_once_per_file_version(model_file, tmp_path):
+    from segdiff_core.scoring import ScoreCalibration, calibration_path, file_sha256
+
+    import os
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(model_file.read_bytes())
+    cache = ModelCache()
+    assert cache.calibration(model) is None  # no calibration file: the score is the agreement
+    cal_file = calibration_path(model)
+    cal = ScoreCalibration(("agreement",), (1.0,), 0.0, (0.5,), (0.1,), model_sha256=file_sha256(model))
+    cal.save(cal_file)
+    first = cache.calibration(model)  # the new file is seen
+    assert isinstance(first, ScoreCalibration) and cache.calibration(model) is first  # then cached
+    st = model.stat()
+    model.write_bytes(model.read_bytes() + b"\0")  # the model changed: its calibration no longer fits
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert cache.calibration(model) is None
 
 
 def test_failures_end_the_run_with_a_message(model_file, tmp_path):
@@ -345,3 +368,35 @@ def test_a_box_reads_only_its_crop_of_a_huge_lazy_image(model_file):
         (result,) = [e for e in events if isinstance(e, JobFinished)]
         rows, cols = result.region
         assert rows.stop - rows.start < 64 and cols.stop - cols.start < 64  # maps cover the crop
+
+
+def test_map_layers_grow_in_blocks_and_write_in_place_within_them():
+    """A map layer covers the written crops rounded out to MAP_BLOCK pixels: a second box in
+    the same block is written in place (no new data, no move); a far box grows the data."""
+    from napari.layers import Image
+
+    from napari_segdiff._layers import MAP_BLOCK, make_map_layer, map_origin, write_map
+
+    image = Image(np.zeros((1000, 3000), np.uint8), scale=(0.5, 2.0), translate=(10.0, -5.0))
+    plane = PlaneSpec(2, (0, 1), (), (1000, 3000))
+    layer = make_map_layer(image, "probability")
+    write_map(layer, image, plane, (slice(300, 323), slice(140, 163)), np.full((23, 23), 0.25, np.float32))
+    assert MAP_BLOCK == 256 and map_origin(layer) == (256, 0) and layer.data.shape == (256, 256)
+    np.testing.assert_allclose(layer.translate, (10.0 + 0.5 * 256, -5.0))
+    data = layer.data
+    write_map(layer, image, plane, (slice(330, 350), slice(200, 220)), np.full((20, 20), 0.75, np.float32))
+    assert layer.data is data and map_origin(layer) == (256, 0)  # in place
+    write_map(layer, image, plane, (slice(900, 910), slice(2990, 3000)), np.ones((10, 10), np.float32))
+    assert map_origin(layer) == (256, 0) and layer.data.shape == (1000 - 256, 3000)  # clipped to the image
+    full = np.zeros((1000, 3000), np.float32)
+    full[256:, :] = layer.data
+    assert full[300:323, 140:163].min() == 0.25 and full[330:350, 200:220].min() == 0.75
+    assert full[900:910, 2990:3000].min() == 1.0
+    assert np.count_nonzero(full) == 23 * 23 + 20 * 20 + 100
+    preview = make_map_layer(image, "preview")  # reset: only the newest crop stays
+    write_map(preview, image, plane, (slice(300, 323), slice(140, 163)), np.ones((23, 23), np.float32), reset=True)
+    kept = preview.data
+    write_map(preview, image, plane, (slice(330, 340), slice(200, 210)), np.ones((10, 10), np.float32), reset=True)
+    assert preview.data is kept and np.count_nonzero(preview.data) == 100
+    write_map(preview, image, plane, (slice(900, 910), slice(0, 10)), np.ones((10, 10), np.float32), reset=True)
+    assert map_origin(preview) == (768, 0) and np.count_nonzero(preview.data) == 100

@@ -119,14 +119,15 @@ def _check_maps_equal_the_library_on_the_crop(image, prob_layer, unc_layer, mode
     outside = np.ones(image.shape, bool)
     outside[region] = False
     assert not prob_map[outside].any() and not unc_map[outside].any()
-    # the maps hold only the crop (memory follows the box, not the image)
-    assert prob_layer.data.shape == (23, 23) and map_origin(prob_layer) == (19, 29)
+    # the maps hold the crop rounded out to MAP_BLOCK blocks, within the image (64 x 64 here)
+    assert prob_layer.data.shape == (64, 64) and map_origin(prob_layer) == (0, 0)
     return prob_map, outside
 
 
 def _check_world_extent_is_the_expanded_box(prob_layer, unc_layer, labels) -> None:
-    top_left = np.asarray(prob_layer.data_to_world((0 - 0.5, 0 - 0.5)))
-    bottom_right = np.asarray(prob_layer.data_to_world((23 - 0.5, 23 - 0.5)))
+    r0, c0 = map_origin(prob_layer)  # the crop is image pixels 19..41 x 29..51
+    top_left = np.asarray(prob_layer.data_to_world((19 - r0 - 0.5, 29 - c0 - 0.5)))
+    bottom_right = np.asarray(prob_layer.data_to_world((42 - r0 - 0.5, 52 - c0 - 0.5)))
     world_box = np.array([[20 * 0.5 + 10, 30 * 2 - 5], [40 * 0.5 + 10, 50 * 2 - 5]])  # (20, 55)-(30, 95)
     centre, half = world_box.mean(0), (world_box[1] - world_box[0]) * 1.15 / 2
     np.testing.assert_allclose(top_left, centre - half, atol=1e-9)
