@@ -7,15 +7,27 @@ committed, maps and preview drawn). The library path (``prompt_crop`` + ``Segmen
 same model, same settings and seed, same torch threads) segments the same boxes, alternating with
 the GUI so both see the same machine load. Reports medians and the GUI / library ratio.
 
-    xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts 6
+    xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts 12 --markdown docs/benchmarks.md
+
+``--markdown`` writes the numbers into that file's ``bench_annotator_speed`` section, with the
+machine load average at the start and the end of the run.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prompt import write_section  # noqa: E402 (the one writer of benchmark doc sections)
+
+BEGIN, END = "<!-- bench_annotator_speed: begin -->", "<!-- bench_annotator_speed: end -->"
 
 
 def _boxes(labels: np.ndarray, n: int) -> list[tuple[float, float, float, float]]:
@@ -35,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--markdown", type=Path, help="write the result into this file's bench_annotator_speed section")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()[0]
 
     import napari
     import torch
@@ -93,13 +107,50 @@ def main(argv: list[str] | None = None) -> int:
         g.append(gui(box))
         l_.append(lib(box))
     n_objects = len(np.unique(widget.controller.labels_layer.data)) - 1
+    renderer = _renderer(viewer)
     viewer.close()
     gm, lm = statistics.median(g), statistics.median(l_)
-    print(f"torch threads {torch.get_num_threads()}, {len(g)} prompts, image {image.data.shape}")
-    print(f"GUI (visible viewer): median {gm:.3f} s  (min {min(g):.3f}, max {max(g):.3f})")
-    print(f"library             : median {lm:.3f} s  (min {min(l_):.3f}, max {max(l_):.3f})")
-    print(f"GUI / library = {gm / lm:.2f}   ({n_objects} objects committed)")
+    load_end = os.getloadavg()[0]
+    lines = [
+        f"torch threads {torch.get_num_threads()}, {len(g)} prompts, image {image.data.shape}, "
+        f"OpenGL {renderer}, load average {load_start:.1f} at the start, {load_end:.1f} at the end",
+        f"GUI (visible viewer): median {gm:.3f} s  (min {min(g):.3f}, max {max(g):.3f})",
+        f"library             : median {lm:.3f} s  (min {min(l_):.3f}, max {max(l_):.3f})",
+        f"GUI / library = {gm / lm:.2f}   ({n_objects} objects committed)",
+    ]
+    print("\n".join(lines))
+    if args.markdown:
+        write_section(args.markdown, _markdown(args, lines, seg), BEGIN, END)
     return 0
+
+
+def _renderer(viewer) -> str:
+    """The OpenGL renderer drawing the canvas (e.g. llvmpipe: software rendering)."""
+    try:
+        from vispy.gloo import gl
+
+        viewer.window._qt_viewer.canvas._scene_canvas.set_current()
+        return gl.glGetParameter(gl.GL_RENDERER)
+    except Exception as exc:  # only a label for the report
+        return f"unknown ({type(exc).__name__})"
+
+
+def _markdown(args: argparse.Namespace, lines: list[str], seg) -> str:
+    inf = seg.inference
+    return "\n".join([
+        BEGIN, "",
+        "## Seconds per box in the annotator, against the library (issue 10, fault 7)", "",
+        f"Written by `xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts {args.prompts} "
+        f"--markdown docs/benchmarks.md`. A visible napari viewer with the annotator docked segments "
+        f"{args.prompts} boxes of a {args.size} px synthetic fluorescence tile one at a time through "
+        "the Segment button, timed until the run has ended and the window is redrawn; the library "
+        "(`prompt_crop` + `Segmenter.segment`) segments the same boxes with the same model and seed, "
+        f"alternating with the GUI. Model default sampler {inf.sampler.upper()} {inf.steps} step(s) x "
+        f"{inf.generations} generations; {platform.machine()}, {os.cpu_count()} cores shared with other "
+        "work (absolute times move with the load; the ratio compares both in the same run). "
+        "Target: GUI / library <= 1.3.", "",
+        "```", *lines, "```", "", END,
+    ])
 
 
 if __name__ == "__main__":
