@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report.common import write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.crops import CropProtocol  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -251,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = {r["method"] for r in result["rows"]}
         result["rows"] = [r for r in other["rows"] if r["method"] not in mine] + result["rows"]
         result["methods"] = {**{k: v for k, v in other["methods"].items() if k not in mine}, **result["methods"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "box-robustness.json").write_text(json.dumps(result, indent=1))
-    (args.out / "box-robustness.md").write_text(render(result))
-    plot(result, args.out / "images" / "box-robustness.png")
-    print(f"wrote {args.out / 'box-robustness.md'}")
+    write_outputs(args.out, "box-robustness", result, render, plot)
     return 0
 
 

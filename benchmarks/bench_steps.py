@@ -15,7 +15,6 @@ Writes ``<out>/steps-generations.json``, ``<out>/steps-generations.md`` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report.common import write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
 from segdiff_core.evaluation.runner import EvalProtocol, prepare_items, synthetic_items  # noqa: E402
@@ -169,11 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"margin {margin}", flush=True)
         prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), seg.input_size)
         result["margins"][f"{margin:g}"] = sweep(seg, prepared, args.steps, args.generations, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "steps-generations.json").write_text(json.dumps(result, indent=1))
-    (args.out / "steps-generations.md").write_text(render(result))
-    plot(result, args.out / "images" / "steps-generations.png")
-    print(f"wrote {args.out / 'steps-generations.md'}")
+    write_outputs(args.out, "steps-generations", result, render, plot)
     return 0
 
 

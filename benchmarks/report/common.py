@@ -597,6 +597,16 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def write_outputs(out: Path, stem: str, result: Mapping[str, Any], render: Callable[[Mapping[str, Any]], str],
+                  plot: Callable[[Mapping[str, Any], Path], Any]) -> None:
+    """Write a benchmark's ``<stem>.json``, its page ``<stem>.md`` (``render``) and ``images/<stem>.png`` (``plot``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.md").write_text(render(result))
+    plot(result, out / "images" / f"{stem}.png")
+    print(f"wrote {out / f'{stem}.md'}")
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None if the file does not exist."""
     if not path.is_file():
