@@ -19,7 +19,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, SpinBo
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from segdiff_core.bundled import bundled_model_path
@@ -35,7 +35,7 @@ from segdiff_core.training.finetune import (
 from segdiff_core.training.finetune_process import FinetuneProcess
 
 from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, image_data, spatial_shape
-from napari_segdiff._jobs import JobHandle
+from napari_segdiff._lifecycle import ClosesWithItsDock, JobHandle
 
 __all__ = ["FinetuneWidget", "training_images", "POLL_MS"]
 
@@ -144,7 +144,7 @@ class _LivePlot:
         self.canvas.draw_idle()
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(ClosesWithItsDock, QWidget):
     """Fine-tune the annotator's model on your labels, in a background process."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -155,7 +155,6 @@ class FinetuneWidget(QWidget):
         self._pbar: progress | None = None
         self._previous: Path | None = None
         self._closed = False
-        self._docked = False
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self.poll)
@@ -419,15 +418,5 @@ class FinetuneWidget(QWidget):
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.disconnect(self.reset_choices)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+    def close_dock_widget(self) -> None:
         self.close_panel()
-        super().closeEvent(event)
-
-    def event(self, ev: QEvent) -> bool:
-        # napari's remove_dock_widget un-parents the widget instead of closing it
-        if ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is not None:
-                self._docked = True
-            elif self._docked:
-                self.close_panel()
-        return super().event(ev)

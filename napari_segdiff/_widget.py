@@ -16,7 +16,7 @@ from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -36,8 +36,8 @@ from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._geometry import PromptError
 from napari_segdiff._engine import ModelInfo, RunSummary, configure_torch_threads, run_segmentation
 from napari_segdiff._find import FIND_AREAS
-from napari_segdiff._jobs import JobHandle
 from napari_segdiff._layers import role_of
+from napari_segdiff._lifecycle import ClosesWithItsDock, JobHandle
 from napari_segdiff._settings import SCHEMA, SETTINGS, AnnotatorSettings, Setting
 from napari_segdiff._store import SettingsStore
 
@@ -98,7 +98,7 @@ def make_control(setting: Setting, values: list | None = None) -> Any:
     return control
 
 
-class AnnotatorWidget(QWidget):
+class AnnotatorWidget(ClosesWithItsDock, QWidget):
     """Box-prompted SegDiff annotation with live denoising preview, uncertainty and cancel."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -107,7 +107,6 @@ class AnnotatorWidget(QWidget):
         self.controller = AnnotatorController(napari_viewer)
         self._bound_keys: dict[str, Callable] = {}
         self._closed = False
-        self._docked = False
         # if Qt deletes this widget (the viewer closes), stop a running worker
         self._handle = JobHandle(lambda worker: worker.quit())
         self.destroyed.connect(self._handle.stop)
@@ -599,15 +598,5 @@ class AnnotatorWidget(QWidget):
             ev.disconnect(self._on_layers_changed)
         self.controller.close()
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+    def close_dock_widget(self) -> None:
         self.close_annotator()
-        super().closeEvent(event)
-
-    def event(self, ev: QEvent) -> bool:
-        # napari's remove_dock_widget (the dock's 'x') un-parents the widget instead of closing it
-        if ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is not None:
-                self._docked = True
-            elif self._docked:
-                self.close_annotator()
-        return super().event(ev)
