@@ -1,31 +1,28 @@
 """Synthetic nucleus microscopy tiles with exact instance labels, drawn from declared parameter tables.
 
-Four style families: ``"fluorescence"`` (widefield DAPI/Hoechst, ``(H, W)`` uint8/uint16, labels at
-half maximum), ``"confocal"`` (the same nuclei with confocal optics), ``"he"`` (H&E brightfield
-``(H, W, 3)`` uint8) and ``"ihc"`` (DAB immunohistochemistry, held out of training). Each style's
-parameters are one table (:data:`PARAMETERS`) that draws them, checks overrides and documents them
-(docs/synthetic-data.md). A seed reproduces a tile exactly. Labels are ``int32 (H, W)``, 0
-background, objects ``1..N``, each one 4-connected region of at least ``min_area`` px.
+Styles: ``"fluorescence"`` (widefield DAPI, ``(H, W)`` uint8/uint16, labels at half maximum),
+``"confocal"`` (the same nuclei, confocal optics), ``"he"`` (H&E, ``(H, W, 3)`` uint8) and ``"ihc"``
+(DAB, held out of training). Each style's :data:`PARAMETERS` table draws, checks and documents its
+parameters (docs/synthetic-data.md). A seed reproduces a tile exactly. Labels are ``int32 (H, W)``,
+0 background, objects ``1..N``, each one 4-connected region of at least ``min_area`` px.
 
-Examples
---------
->>> tile = generate_tile("he", 256, rng=0, architecture="gland")
->>> tile.image.shape, tile.labels.dtype
-((256, 256, 3), dtype('int32'))
+>>> generate_tile("he", 256, rng=0, architecture="gland").image.shape
+(256, 256, 3)
 """
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segdiff_core.validation import check_int, check_shape2, is_int
+from segdiff_core.validation import check_int, check_shape2
 
-from ._brightfield import HE, IHC, render_he, render_ihc
+from ._brightfield import HE, IHC, render_brightfield
 from ._fluorescence import CONFOCAL, FLUORESCENCE, render_fluorescence
 from ._params import Param, Params, SyntheticError, markdown_table
 
@@ -33,22 +30,15 @@ __all__ = ["STYLES", "TRAIN_STYLES", "HELDOUT_STYLES", "PARAMETERS", "SyntheticE
            "generate_tile", "iter_tiles", "make_dataset", "style_parameter_names", "parameter_table",
            "tile_rng", "pick_objects"]
 
-STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc", "confocal")
-"""All style families (new ones are appended: the index of a style seeds its evaluation streams)."""
-TRAIN_STYLES: tuple[str, ...] = ("fluorescence", "he", "confocal")
-"""Styles meant for training the bundled model."""
-HELDOUT_STYLES: tuple[str, ...] = ("ihc",)
-"""Styles kept out of training to measure generalisation to an unseen stain."""
-MIN_SIZE = 16
-"""Smallest tile side length accepted, in pixels."""
-
-PARAMETERS: dict[str, tuple[Param, ...]] = {"fluorescence": FLUORESCENCE, "he": HE, "ihc": IHC, "confocal": CONFOCAL}
+STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc", "confocal")  # appended only: the index seeds streams
+TRAIN_STYLES: tuple[str, ...] = ("fluorescence", "he", "confocal")  # for training the bundled model
+HELDOUT_STYLES: tuple[str, ...] = ("ihc",)  # kept out of training: generalisation to an unseen stain
+MIN_SIZE = 16  # smallest tile side (px)
+PARAMETERS: dict[str, tuple[Param, ...]] = {"fluorescence": FLUORESCENCE, "he": HE, "ihc": IHC,
+                                            "confocal": CONFOCAL}
 """Each style's parameter table (name, draw distribution, override check, meaning)."""
-
-_RENDERERS: dict[str, Callable[[tuple[int, int], Params], tuple[np.ndarray, np.ndarray]]] = {
-    "fluorescence": render_fluorescence, "he": render_he, "ihc": render_ihc,
-    "confocal": lambda shape, p: render_fluorescence(shape, p, confocal=True),
-}
+_RENDERERS = {"fluorescence": render_fluorescence, "he": render_brightfield, "ihc": render_brightfield,
+              "confocal": render_fluorescence}
 
 
 @dataclass(frozen=True)
@@ -62,7 +52,7 @@ class SyntheticTile:
     labels : ndarray
         ``(H, W)`` int32 instance labels, 0 = background, objects ``1..N``.
     style : str
-        The style family (one of :data:`STYLES`).
+        One of :data:`STYLES`.
     params : dict
         The parameters used (JSON-serialisable), overrides included, plus ``n_objects``.
     """
@@ -78,31 +68,18 @@ class SyntheticTile:
         return int(self.labels.max(initial=0))
 
 
-def _check_styles(styles: str | Iterable[str]) -> tuple[str, ...]:
+def _check(styles: str | Iterable[str], size: Any = MIN_SIZE) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """Validated styles and ``(h, w)`` size."""
     out = (styles,) if isinstance(styles, str) else tuple(styles)
     if not out:
         raise SyntheticError("styles is empty; pass at least one of " + ", ".join(STYLES))
     for s in out:
         if s not in STYLES:
             raise SyntheticError(f"unknown style {s!r}; choose one of {', '.join(STYLES)}")
-    return out
-
-
-def _parse_size(size: Any) -> tuple[int, int]:
     shape = check_shape2(size, "size", error=SyntheticError)
     if min(shape) < MIN_SIZE:
         raise SyntheticError(f"tile size {shape} is too small; use at least {MIN_SIZE} px per side")
-    return shape
-
-
-def _as_rng(rng: Any) -> np.random.Generator:
-    try:
-        if isinstance(rng, (bool, float, str)):
-            raise TypeError(rng)
-        return np.random.default_rng(rng)
-    except (TypeError, ValueError):
-        raise SyntheticError(f"rng must be a numpy.random.Generator, a non-negative int seed or None, got {rng!r}"
-                             ) from None
+    return out, shape
 
 
 def generate_tile(style: str, size: int | tuple[int, int] = 256, rng: np.random.Generator | int | None = None,
@@ -116,10 +93,9 @@ def generate_tile(style: str, size: int | tuple[int, int] = 256, rng: np.random.
     size : int or (int, int)
         Tile side in px, or ``(height, width)``; at least :data:`MIN_SIZE`.
     rng : numpy.random.Generator, int or None
-        A generator (consumed), a non-negative int seed, or None for fresh OS entropy. The
-        same seed always gives the same tile.
+        A generator (consumed), a non-negative int seed (same seed, same tile) or None.
     **overrides
-        Fix any parameter of the style's table (:data:`PARAMETERS`) instead of drawing it, e.g.
+        Fixed values for parameters of the style's table (:data:`PARAMETERS`), e.g.
         ``radius_range=(6, 12)``, ``n_nuclei=20``, ``bit_depth=16``, ``architecture="gland"``.
 
     Returns
@@ -132,10 +108,16 @@ def generate_tile(style: str, size: int | tuple[int, int] = 256, rng: np.random.
     SyntheticError
         Unknown style or parameter name, bad size, seed or override value.
     """
-    (style,) = _check_styles(style)
-    shape = _parse_size(size)
-    params = Params(style, PARAMETERS[style], shape, _as_rng(rng), overrides)
-    image, labels = _RENDERERS[style](shape, params)
+    (style,), shape = _check(style, size)
+    try:
+        if isinstance(rng, (bool, float, str)):
+            raise TypeError(rng)
+        rng = np.random.default_rng(rng)
+    except (TypeError, ValueError):
+        raise SyntheticError(f"rng must be a numpy.random.Generator, a non-negative int seed or None, got {rng!r}"
+                             ) from None
+    params = Params(style, PARAMETERS[style], shape, rng, overrides)
+    image, labels = _RENDERERS[style](shape, params, style)
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.values.items()}
     values["n_objects"] = int(labels.max(initial=0))
     return SyntheticTile(image=image, labels=labels.astype(np.int32, copy=False), style=style, params=values)
@@ -143,12 +125,12 @@ def generate_tile(style: str, size: int | tuple[int, int] = 256, rng: np.random.
 
 def style_parameter_names(style: str) -> tuple[str, ...]:
     """Names of the parameters of ``style`` that :func:`generate_tile` accepts as overrides."""
-    return tuple(sorted(row.name for row in PARAMETERS[_check_styles(style)[0]]))
+    return tuple(sorted(row.name for row in PARAMETERS[_check(style)[0][0]]))
 
 
 def parameter_table(style: str) -> str:
     """``style``'s parameter table as Markdown (written into docs/synthetic-data.md)."""
-    return markdown_table(PARAMETERS[_check_styles(style)[0]])
+    return markdown_table(PARAMETERS[_check(style)[0][0]])
 
 
 def tile_rng(seed: int, style: str, index: int) -> np.random.Generator:
@@ -177,34 +159,30 @@ def iter_tiles(styles: str | Iterable[str] = TRAIN_STYLES, n: int | None = None,
                size: int | tuple[int, int] = 256, seed: int = 0, **overrides: Any) -> Iterator[SyntheticTile]:
     """Stream tiles, cycling through ``styles`` (tile ``k`` has style ``styles[k % len]``).
 
-    The ``j``-th tile of a style is drawn from ``tile_rng(seed, style, j)``: the stream is
-    reproducible, any prefix of it is the same whatever ``n`` is (``None`` streams forever), and
-    it matches the tiles :func:`make_dataset` writes. ``overrides`` go to every
-    :func:`generate_tile` call.
+    The ``j``-th tile of a style is drawn from ``tile_rng(seed, style, j)``, so any prefix of the
+    stream is the same whatever ``n`` is (``None`` streams forever) and matches
+    :func:`make_dataset`. ``overrides`` go to every :func:`generate_tile` call.
 
     Yields
     ------
     SyntheticTile
     """
-    styles_t = _check_styles(styles)
-    _parse_size(size)
+    styles_t, _ = _check(styles, size)
     if n is not None:
         check_int(n, "n", 0, error=SyntheticError)
     check_int(seed, "seed", 0, error=SyntheticError)
-    k = 0
-    while n is None or k < n:
+    for k in range(n) if n is not None else itertools.count():
         style = styles_t[k % len(styles_t)]
         yield generate_tile(style, size, tile_rng(int(seed), style, k // len(styles_t)), **overrides)
-        k += 1
 
 
 def make_dataset(root: str | Path, n_per_style: int, styles: str | Iterable[str] = TRAIN_STYLES,
                  size: int | tuple[int, int] = 256, seed: int = 0, **overrides: Any) -> list[str]:
     """Write a folder dataset of synthetic tiles.
 
-    Layout: ``root/images/<style>_<index:05d>.tif`` (the image) and ``root/masks/<same>.tif``
-    (``int32`` labels), plus ``root/synthetic_manifest.json`` with each tile's style, seed and
-    parameters. Tile ``i`` of a style is the ``i``-th tile of that style in
+    Layout: ``root/images/<style>_<index:05d>.tif`` (the image), ``root/masks/<same>.tif``
+    (``int32`` labels) and ``root/synthetic_manifest.json`` (each tile's style, seed and
+    parameters). Tile ``i`` of a style is the ``i``-th tile of that style in
     ``iter_tiles(styles, seed=seed)``.
 
     Returns
@@ -214,21 +192,19 @@ def make_dataset(root: str | Path, n_per_style: int, styles: str | Iterable[str]
     """
     import tifffile
 
-    styles_t = _check_styles(styles)
+    styles_t, shape = _check(styles, size)
     check_int(n_per_style, "n_per_style", 1, error=SyntheticError)
-    shape = _parse_size(size)
     root = Path(root)
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    names, manifest = [], []
+    manifest = []
     for style in dict.fromkeys(styles_t):
         for i in range(int(n_per_style)):
             tile = generate_tile(style, shape, tile_rng(int(seed), style, i), **overrides)
             name = f"{style}_{i:05d}"
-            photometric = "rgb" if tile.image.ndim == 3 else "minisblack"
-            tifffile.imwrite(root / "images" / f"{name}.tif", tile.image, photometric=photometric, compression="zlib")
-            tifffile.imwrite(root / "masks" / f"{name}.tif", tile.labels, photometric="minisblack", compression="zlib")
-            names.append(name)
+            for sub, data in (("images", tile.image), ("masks", tile.labels)):
+                tifffile.imwrite(root / sub / f"{name}.tif", data, compression="zlib",
+                                 photometric="rgb" if data.ndim == 3 else "minisblack")
             manifest.append({"name": name, "style": style, "seed": int(seed), "index": i, "params": tile.params})
     (root / "synthetic_manifest.json").write_text(json.dumps(manifest, indent=1))
-    return names
+    return [m["name"] for m in manifest]

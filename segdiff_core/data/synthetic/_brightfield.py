@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -71,28 +71,14 @@ IHC: tuple[Param, ...] = SCENE + (
 """DAB immunohistochemistry: brown positive and pale blue negative nuclei."""
 
 
-@dataclass
-class _Scene:
+class _Scene(SimpleNamespace):
     """A brightfield tile's tissue: float32 ``(H, W)`` maps in [0, 1] and its nuclei.
 
     ``white`` empty space (lumen, fat, tears), ``epi`` cellular/epithelial cytoplasm, ``stroma``
     the rest, ``fibres`` collagen texture, ``membranes`` faint cell borders; ``territories`` (int32)
-    the nearest nucleus label within 3 radii and ``nucleus_distance`` the distance to a nucleus (px).
+    the nearest nucleus label within 3 radii and ``nucleus_distance`` the distance to a nucleus (px);
+    gland tiles add ``lumen``, ``dist_out`` and ``angle_field``; then ``nuclei``, ``footprints``, ``labels``.
     """
-
-    white: np.ndarray
-    epi: np.ndarray
-    stroma: np.ndarray
-    angle_field: np.ndarray | None = None
-    lumen: np.ndarray | None = None
-    dist_out: np.ndarray | None = None
-    nuclei: np.recarray | None = None
-    footprints: list[Footprint] | None = None
-    labels: np.ndarray | None = None
-    fibres: np.ndarray | None = None
-    membranes: np.ndarray | None = None
-    territories: np.ndarray | None = None
-    nucleus_distance: np.ndarray | None = None
 
 
 def _glands(shape: tuple[int, int], mean_r: float, rng: np.random.Generator):
@@ -120,7 +106,7 @@ def _regions(shape: tuple[int, int], p: Params) -> _Scene:
         scale = float(rng.uniform(10, 30))
         wf = noise_field(shape, scale, rng) + 0.3 * noise_field(shape, scale / 5, rng)
         white = blur(soft_threshold(wf, float(np.quantile(wf, 1 - p.white_fraction)), 0.015), 0.6)
-    scene = _Scene(white, np.zeros(shape, np.float32), None)
+    scene = _Scene(white=white, epi=np.zeros(shape, np.float32), angle_field=None)
     if arch == "epithelium":
         scene.epi[:] = 1.0
     elif arch in ("mixed", "lymphoid"):
@@ -217,8 +203,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _stain_vectors(rng: np.random.Generator, jitter: float) -> tuple[np.ndarray, np.ndarray]:
-    """H and E optical density unit vectors between the Ruifrok and Macenko references."""
+def _stain_vectors(rng: np.random.Generator, jitter: float, dab: bool) -> tuple[np.ndarray, np.ndarray]:
+    """H and E (or, with ``dab``, DAB) optical density unit vectors near the Ruifrok/Macenko references."""
     t = rng.uniform(0.0, 1.0)
     out = []
     for k, (ref_a, ref_b) in enumerate(((_H_OD, _MACENKO_H), (_E_OD, _MACENKO_E))):
@@ -226,6 +212,8 @@ def _stain_vectors(rng: np.random.Generator, jitter: float) -> tuple[np.ndarray,
         if k == 0:  # haematoxylin stays blue-purple: absorbs red clearly more than blue
             v[2] = min(v[2], v[0] - 0.12)
         out.append(_unit(v).astype(np.float32))
+    if dab:
+        out[1] = _unit(np.clip(_unit(_DAB_OD) + rng.normal(0, jitter, 3), 0.02, None)).astype(np.float32)
     return out[0], out[1]
 
 
@@ -297,8 +285,9 @@ def _red_blood_cells(s: _Scene, fraction: float, rng: np.random.Generator) -> np
     return out * (s.nucleus_distance > 1.0)
 
 
-def _he_nuclei(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Haematoxylin density of the nuclei (dense, vesicular, lymphocytes, spindles) and nucleoli."""
+def _he_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Haematoxylin and eosin: nuclei (dense, vesicular, lymphocytes, spindles), nucleoli, fibrous
+    stroma, cells with their own cytoplasm tone, retraction halos and red blood cells."""
     rng, nuc, n = p.rng, s.nuclei, len(s.nuclei)
     dens = rng.uniform(1.1, 1.9, n)
     vesicular = (rng.random(n) < p.vesicular_fraction) & (nuc.kind == NORMAL)
@@ -312,12 +301,7 @@ def _he_nuclei(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray
     nuc_h = _nucleus_profiles(s, dens, vesicular, centre, tex_amp, _chromatin(shape, p.mean_radius, rng)[1])
     # nucleoli: prominent in vesicular nuclei (dark magenta dots)
     ys, xs, amps, _ = spots_in(nuc, np.flatnonzero(vesicular), rng, count_mean=1.2, spread=0.35)
-    return nuc_h, spot_map(shape, ys, xs, amps, max(0.6, 0.1 * p.mean_radius)) * (s.labels > 0)
-
-
-def _he_tissue(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Haematoxylin and eosin of the tissue: fibrous stroma, cells with their own cytoplasm tone."""
-    rng = p.rng
+    nucleoli = spot_map(shape, ys, xs, amps, max(0.6, 0.1 * p.mean_radius)) * (s.labels > 0)
     grain = float(rng.uniform(0.1, 0.3))
     fine_t = noise_field(shape, 0.8, rng)
     e_stroma = 0.55 * (0.3 + 0.7 * s.fibres) * (1 + grain * fine_t)
@@ -333,34 +317,19 @@ def _he_tissue(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray
         halo = float(rng.uniform(0.3, 0.8)) * np.exp(-s.nucleus_distance / float(rng.uniform(0.8, 2.0)))
         halo *= s.nucleus_distance > 0
         E, H = E * (1 - halo), H * (1 - halo)
-    return H, E + p.eosin * 0.02 * s.white
-
-
-def render_he(shape: tuple[int, int], p: Params) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W, 3)`` uint8 and labels of an H&E tile drawn with ``p``."""
-    s = _scene(shape, p)
-    p.draw("stain")
-    vectors = _stain_vectors(p.rng, p.stain_jitter)
-    nuc_h, nucleoli = _he_nuclei(shape, p, s)
-    H, E = _he_tissue(shape, p, s)
+    E = E + p.eosin * 0.02 * s.white
     p.draw("rbc")
     if p.rbc > 0:
         E = E + p.eosin * _red_blood_cells(s, p.rbc, p.rng)
     E = np.where(nuc_h > 0, E * 0.5 + 0.15 * p.eosin, E) + p.eosin * 0.5 * nucleoli  # nuclei hold little eosin
-    H = H + p.hematoxylin * (nuc_h + 0.6 * nucleoli)
-    return _finish(p, (H, E), vectors), s.labels
+    return H + p.hematoxylin * (nuc_h + 0.6 * nucleoli), E
 
 
-def render_ihc(shape: tuple[int, int], p: Params) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W, 3)`` uint8 and labels of a DAB IHC tile drawn with ``p``."""
-    s = _scene(shape, p)
-    p.draw("stain")
+def _ihc_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Haematoxylin and DAB: weak, moderate or strong positive nuclei, pale blue negative ones."""
     rng, nuc, n = p.rng, s.nuclei, len(s.nuclei)
-    h_vec, _ = _stain_vectors(rng, p.stain_jitter)
-    dab_vec = _unit(np.clip(_unit(_DAB_OD) + rng.normal(0, p.stain_jitter, 3), 0.02, None)).astype(np.float32)
     pos = rng.random(n) < p.positive_fraction
     pos &= nuc.kind != LYMPHO if rng.random() < 0.5 else np.ones(n, bool)
-    # weak / moderate / strong positivity, as scored in IHC
     level = np.where(pos, rng.choice([0.35, 0.7, 1.1], n, p=[0.3, 0.4, 0.3]) * rng.uniform(0.75, 1.2, n), 0.0)
     h_dens = rng.uniform(0.7, 1.4, n) * np.where(pos, 0.5, 1.0)
     h_dens[nuc.kind == LYMPHO] *= 1.5
@@ -375,4 +344,12 @@ def render_ihc(shape: tuple[int, int], p: Params) -> tuple[np.ndarray, np.ndarra
     H = H + p.hematoxylin * (0.05 * stroma_w * (0.4 + 0.6 * s.fibres) + 0.08 * s.epi * (1 + 0.3 * fine_t)
                              + 0.1 * s.membranes)
     D = D + p.dab * p.dab_background * (s.epi + 0.4 * stroma_w) * (1 + 0.3 * fine_t)
-    return _finish(p, (H, D), (h_vec, dab_vec)), s.labels
+    return H, D
+
+
+def render_brightfield(shape: tuple[int, int], p: Params, style: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(H, W, 3)`` uint8 and labels of an H&E or DAB IHC tile drawn with ``p``."""
+    s = _scene(shape, p)
+    p.draw("stain")
+    vectors = _stain_vectors(p.rng, p.stain_jitter, style == "ihc")
+    return _finish(p, (_he_stains if style == "he" else _ihc_stains)(shape, p, s), vectors), s.labels

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import namedtuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -119,15 +119,7 @@ def _populations(p: Params) -> list[Population]:
     return pops
 
 
-@dataclass
-class _Look:
-    """Per-nucleus appearance: brightness, dome flatness, rim, texture amplitude, focus level 0..2."""
-
-    intensity: np.ndarray
-    flat: np.ndarray
-    rim: np.ndarray
-    texture: np.ndarray
-    focus: np.ndarray
+_Look = namedtuple("_Look", "intensity flat rim texture focus")  # per nucleus; focus level 0..2
 
 
 def _appearance(p: Params, nuclei: np.recarray, confocal: bool) -> _Look:
@@ -223,14 +215,10 @@ def _surroundings(p: Params, signal: np.ndarray, labels: np.ndarray, n: int, ref
     bgf = 1.0 + 0.35 * noise_field(shape, float(rng.uniform(15, 60)), rng)
     img = img + p.background * ref * np.clip(bgf, 0.2, None)
     if p.debris:
-        h, w = shape
         k = rng.binomial(p.debris, 0.7)  # sharp bright specks, the rest dim out-of-focus blobs
-        debris = spot_map(shape, rng.uniform(0, h, k), rng.uniform(0, w, k), ref * rng.uniform(0.2, 1.5, k),
-                          float(rng.uniform(0.5, 1.2)))
-        k = p.debris - k
-        debris += spot_map(shape, rng.uniform(0, h, k), rng.uniform(0, w, k), ref * rng.uniform(0.05, 0.3, k),
-                           float(rng.uniform(3, 8)))
-        img = img + debris
+        img = img + sum(spot_map(shape, rng.uniform(0, shape[0], n), rng.uniform(0, shape[1], n),
+                                 ref * rng.uniform(*amp, n), float(rng.uniform(*sig)))
+                        for n, amp, sig in ((k, (0.2, 1.5), (0.5, 1.2)), (p.debris - k, (0.05, 0.3), (3, 8))))
     if p.global_blur > 0:
         img = blur(img, p.global_blur)
     return img * illumination(shape, p.vignetting, p.gradient, rng)
@@ -254,13 +242,13 @@ def _camera(p: Params, img: np.ndarray) -> np.ndarray:
     return np.round(np.clip((electrons - black) / max(white - black, 1e-6), 0, 1) ** gamma * 255).astype(np.uint8)
 
 
-def render_fluorescence(shape: tuple[int, int], p: Params, confocal: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W)`` uint8/uint16 and labels of a fluorescence tile drawn with ``p``."""
+def render_fluorescence(shape: tuple[int, int], p: Params, style: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(H, W)`` uint8/uint16 and labels of a fluorescence or confocal tile drawn with ``p``."""
     p.draw()
     rr = p.radius_range
     nuclei, fps, labels = layout(_populations(p), shape, (min(rr[0], p.mean_radius * 0.3), rr[1]), p.overlap,
                                  p.min_area, p.rng)
-    look = _appearance(p, nuclei, confocal)
+    look = _appearance(p, nuclei, style == "confocal")
     layers, profiles = _paint(p, shape, fps, look)
     blur_of_focus = p.psf_sigma + p.defocus_sigma * np.array([0.0, 0.6, 1.0])
     if p.label_convention == "half_max" and fps:
