@@ -13,12 +13,12 @@ from ._fields import bandpass_field, blur, illumination, noise_field, spot_map
 from ._layout import APOPTOTIC, DAUGHTERS, METAPHASE, NORMAL, Footprint, Population, count_for
 from ._layout import finalise_labels, layout, spots_in
 from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, number, one_of, pair, uniform
-from ._params import loguniform, with_draws
+from ._params import with_draws
 
 
 def _mean_radius(p: Params) -> float:
     lo, hi = p.radius_range
-    return loguniform(p.rng, lo * 1.15, max(hi * 0.6, lo * 1.2)) if hi > lo else lo
+    return log_uniform(lo * 1.15, max(hi * 0.6, lo * 1.2))(p) if hi > lo else lo
 
 
 def radius_rows(lo: float, hi: float) -> tuple[Param, Param]:
@@ -60,7 +60,7 @@ FLUORESCENCE: tuple[Param, ...] = radius_rows(4.0, 40.0) + (
           "fraction of metaphase, daughter-pair and apoptotic nuclei"),
     Param("bit_depth", choice((8, 16)), one_of((8, 16)), "image type: uint8 or uint16"),
     Param("peak_photons", log_uniform(20, 3000), number(1, 1e6), "photons at the 99.5th percentile of the signal"),
-    Param("read_noise", Rule(lambda p: min(loguniform(p.rng, 0.5, 6.0), 0.15 * p.peak_photons),
+    Param("read_noise", Rule(lambda p: min(log_uniform(0.5, 6.0)(p), 0.15 * p.peak_photons),
                                "min(logU(0.5, 6), 0.15 peak_photons)"), number(0, 1000),
           "camera read noise (electrons)"),
     Param("psf_sigma", uniform(0.7, 2.5), number(0, 10), "sigma of the in-focus PSF core (px)"),

@@ -11,17 +11,12 @@ from scipy.spatial import cKDTree
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential
 
-NORMAL, METAPHASE, DAUGHTERS, APOPTOTIC, SPINDLE, LYMPHO = range(6)
-"""Kinds of nuclei."""
-
-
-CANDIDATE_FIELDS = ("cy", "cx", "r", "elong", "theta", "irregularity", "kind", "pop")
+NORMAL, METAPHASE, DAUGHTERS, APOPTOTIC, SPINDLE, LYMPHO = range(6)  # kinds of nuclei
 
 
 def candidates(*arrays: np.ndarray) -> np.recarray:
-    """Nuclei as a record array of :data:`CANDIDATE_FIELDS`: centre, radius, elongation, angle,
-    outline irregularity, kind and population index (``take``: ``c[idx]``; joined by ``np.concatenate``)."""
-    return np.rec.fromarrays([np.asarray(a) for a in arrays], names=CANDIDATE_FIELDS)
+    """Nuclei as a record array: centre, radius, elongation, angle, irregularity, kind, population."""
+    return np.rec.fromarrays([np.asarray(a) for a in arrays], names="cy,cx,r,elong,theta,irregularity,kind,pop")
 
 
 @dataclass
@@ -68,11 +63,7 @@ def _pixel(c: np.ndarray, n: int) -> np.ndarray:
 
 def draw_population(pop: Population, pop_index: int, shape: tuple[int, int], radius_range: tuple[float, float],
                     rng: np.random.Generator) -> np.recarray:
-    """About ``4 n`` candidate nuclei of a population (placement rejects some).
-
-    Radii are log-normal around ``mean_radius`` clipped to ``radius_range``; elongations
-    follow a Beta law within ``elong_range``; orientations are uniform or follow ``angle_field``.
-    """
+    """About ``4 n`` candidates: log-normal radii, Beta elongations, random or field-guided angles."""
     cy, cx = _centres(pop, max(8, int(pop.n * 4 + 20)), shape, rng)
     m = len(cy)
     sigma = math.sqrt(math.log1p(pop.radius_cv**2))
@@ -100,12 +91,8 @@ def _sample_density(density: np.ndarray, m: int, jitter: float, rng: np.random.G
 
 
 def select_nuclei(cands: np.recarray, targets: Sequence[int], overlap: float, rng: np.random.Generator) -> np.recarray:
-    """Greedy random sequential placement.
-
-    Candidates are visited in random order; one is accepted if its population is not full
-    and its centre is at least ``overlap * (r_i + r_j)`` and ``0.8 * max(r_i, r_j)`` away
-    from every accepted nucleus (``overlap`` < 1 lets nuclei overlap, > 1 keeps gaps).
-    """
+    """Random sequential placement: a candidate is taken if its population has room and it is at
+    least ``overlap (r_i + r_j)`` and ``0.8 max(r_i, r_j)`` away from every taken one."""
     m = len(cands)
     if m == 0:
         return cands
@@ -158,15 +145,6 @@ class Footprint:
     inside: np.ndarray  # bool, pixel centre inside the boundary
 
 
-def _fourier_coefficients(c: np.recarray, rng: np.random.Generator) -> np.ndarray:
-    """Complex boundary coefficients ``(n, 6)`` for harmonics ``k = 1..6``."""
-    ks = np.arange(1, 7)
-    amp = rng.standard_normal((len(c), ks.size)) / ks**1.4
-    amp[:, 0] *= 0.35  # k = 1 only makes egg shapes, keep it weak
-    phase = np.exp(1j * rng.uniform(0, 2 * math.pi, (len(c), ks.size)))
-    return ((c.irregularity[:, None] * amp) * phase).astype(np.complex64)
-
-
 def _window_shapes(c: np.recarray, idx: np.ndarray, hb: int, coeff: np.ndarray, a: np.ndarray, b: np.ndarray):
     """Normalised radius ``d`` and soft coverage of nuclei ``idx`` on ``(2 hb + 1)^2`` windows."""
     win = np.arange(-hb, hb + 1, dtype=np.float32)
@@ -190,17 +168,18 @@ def _window_shapes(c: np.recarray, idx: np.ndarray, hb: int, coeff: np.ndarray, 
 
 
 def rasterise(c: np.recarray, shape: tuple[int, int], rng: np.random.Generator) -> list[Footprint]:
-    """Rasterise star-shaped nuclei: ellipses with a smooth Fourier radial perturbation.
+    """Footprints of star-shaped nuclei ``c`` in their order (those off the tile dropped).
 
-    In ellipse-normalised coordinates the boundary radius at polar angle ``phi`` is
-    ``1 + sum_k a_k cos(k phi + p_k)``, ``k = 1..6``, amplitudes decaying as ``k^-1.4``
-    (clipped to [0.45, 1.8], so every nucleus is star-shaped about its centre). Nuclei are
-    processed in batches of equal window size. Returns footprints in the order of ``c``
-    (nuclei with no pixel in the tile are dropped).
+    The boundary radius in ellipse-normalised coordinates is ``1 + sum_k a_k cos(k phi + p_k)``,
+    ``k = 1..6``, ``a_k ~ k^-1.4``, clipped to [0.45, 1.8]; batches share a window size.
     """
     if len(c) == 0:
         return []
-    coeff = _fourier_coefficients(c, rng)
+    ks = np.arange(1, 7)  # complex boundary coefficients (n, 6) of harmonics 1..6
+    amp = rng.standard_normal((len(c), ks.size)) / ks**1.4
+    amp[:, 0] *= 0.35  # k = 1 only makes egg shapes, keep it weak
+    phase = np.exp(1j * rng.uniform(0, 2 * math.pi, (len(c), ks.size)))
+    coeff = ((c.irregularity[:, None] * amp) * phase).astype(np.complex64)
     a, b = c.r * np.sqrt(c.elong), c.r / np.sqrt(c.elong)
     half = np.ceil(a * np.minimum(1.0 + np.abs(coeff).sum(axis=1), 1.8) + 1.5).astype(int)
     # bucket window half-sizes so that batches share an array shape (<= ~25% padding)
@@ -219,14 +198,6 @@ def rasterise(c: np.recarray, shape: tuple[int, int], rng: np.random.Generator) 
             if yb > ya and xb > xa and (dj <= 1.0).any():
                 found[i] = Footprint(i, (slice(ya, yb), slice(xa, xb)), cover[j][loc], dj, dj <= 1.0)
     return [found[i] for i in range(len(c)) if i in found]
-
-
-def paint_labels(footprints: Sequence[Footprint], shape: tuple[int, int]) -> np.ndarray:
-    """Paint footprints in order (later ones occlude earlier ones); ids are 1 + list position."""
-    labels = np.zeros(shape, np.int32)
-    for k, fp in enumerate(footprints):
-        labels[fp.sl][fp.inside] = k + 1
-    return labels
 
 
 def _neighbour_label(labels: np.ndarray, region: np.ndarray, exclude: int) -> int:
@@ -248,12 +219,8 @@ def _components(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Make every object one 4-connected region of at least ``min_area`` px, ids ``1..N``.
-
-    Fragments of an object beyond its largest piece (an occluded nucleus cut in two, or a
-    nucleus cut by the tile border) go to the adjacent object they touch most, else to
-    background; objects smaller than ``min_area`` are treated the same way.
-    """
+    """Make every object one 4-connected region of at least ``min_area`` px, ids ``1..N``: smaller
+    pieces go to the adjacent object they touch most, else to background."""
     labels = labels.copy()
     for _ in range(4):
         comp, owner, size = _components(labels)
@@ -283,17 +250,15 @@ def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
 
 def layout(pops: Sequence[Population], shape: tuple[int, int], radius_range: tuple[float, float],
            overlap: float, min_area: int, rng: np.random.Generator) -> tuple[np.recarray, list[Footprint], np.ndarray]:
-    """Place, rasterise and label all populations.
-
-    Returns the accepted nuclei, their footprints in (random) z-order, only those with
-    visible pixels, and the final ``int32`` labels of :func:`finalise_labels`.
-    """
+    """Accepted nuclei, their visible footprints in (random) z-order and final ``int32 (H, W)`` labels."""
     parts = [draw_population(p, k, shape, radius_range, rng) for k, p in enumerate(pops)]
     cands = np.concatenate(parts).view(np.recarray) if parts else candidates(*[np.zeros(0)] * 8)
     nuclei = _expand_daughters(select_nuclei(cands, [p.n for p in pops], overlap, rng), rng)
     nuclei = nuclei[rng.permutation(len(nuclei))]
-    footprints = rasterise(nuclei, shape, rng)
-    return nuclei, footprints, finalise_labels(paint_labels(footprints, shape), min_area)
+    footprints, labels = rasterise(nuclei, shape, rng), np.zeros(shape, np.int32)
+    for k, fp in enumerate(footprints):  # later footprints occlude earlier ones
+        labels[fp.sl][fp.inside] = k + 1
+    return nuclei, footprints, finalise_labels(labels, min_area)
 
 
 def count_for(coverage: float, area: float, mean_r: float) -> int:
@@ -302,10 +267,7 @@ def count_for(coverage: float, area: float, mean_r: float) -> int:
 
 
 def spots_in(nuclei: np.recarray, idx: np.ndarray, rng: np.random.Generator, count_mean: float, spread: float):
-    """Random spots inside nuclei ``idx`` (within ``spread`` of their radius).
-
-    Returns ``(ys, xs, amplitudes, owner)`` where ``owner`` indexes ``nuclei``.
-    """
+    """``(ys, xs, amplitudes, owner)`` of random spots within ``spread`` radii of nuclei ``idx``."""
     owner = np.repeat(idx, rng.poisson(count_mean, len(idx)))
     if owner.size == 0:
         z = np.zeros(0)

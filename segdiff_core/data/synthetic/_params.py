@@ -1,11 +1,6 @@
-"""Tile parameters declared as tables: one row per parameter draws it, checks overrides, documents it.
-
-A style's table is a tuple of :class:`Param` rows. A row's ``draw`` is a :class:`Rule` built by
-the small distribution functions below (called with the :class:`Params` being drawn, so it can
-read the values drawn before it), its ``check`` a :class:`Rule` that validates a user override,
-and its ``stage`` says when the renderer draws it (rows of a stage are drawn in table order,
-which fixes the random stream).
-"""
+"""Parameter tables: a style is a tuple of :class:`Param` rows, each of which draws its value (from
+the values drawn before it), checks an override and documents itself. Rows of a ``stage`` are drawn
+in table order when the renderer asks for that stage, which fixes the random stream."""
 from __future__ import annotations
 
 import math
@@ -24,7 +19,7 @@ class SyntheticError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """A callable with the text that documents it."""
+    """A callable (a draw ``fn(p)`` or a check ``fn(name, value, p)``) with the text documenting it."""
 
     fn: Callable[..., Any]
     text: str
@@ -36,17 +31,12 @@ class Rule:
         return self.text
 
 
-def loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """One draw uniform in ``log`` between ``lo`` and ``hi``."""
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
 def uniform(lo: float, hi: float) -> Rule:
     return Rule(lambda p: float(p.rng.uniform(lo, hi)), f"U({lo:g}, {hi:g})")
 
 
 def log_uniform(lo: float, hi: float) -> Rule:
-    return Rule(lambda p: loguniform(p.rng, lo, hi), f"logU({lo:g}, {hi:g})")
+    return Rule(lambda p: float(math.exp(p.rng.uniform(math.log(lo), math.log(hi)))), f"logU({lo:g}, {hi:g})")
 
 
 def const(value: Any) -> Rule:
@@ -54,8 +44,8 @@ def const(value: Any) -> Rule:
 
 
 def choice(values: Sequence[Any], probs: Sequence[float] | None = None) -> Rule:
-    shown = probs or [1 / len(values)] * len(values)
-    return Rule(lambda p: p.rng.choice(list(values), p=probs), ", ".join(f"{v} ({q:.2g})" for v, q in zip(values, shown)))
+    shown = ", ".join(f"{v} ({q:.2g})" for v, q in zip(values, probs or [1 / len(values)] * len(values)))
+    return Rule(lambda p: p.rng.choice(list(values), p=probs), shown)
 
 
 def maybe(p_zero: float, dist: Rule) -> Rule:
@@ -69,31 +59,24 @@ def by(key: str, cases: Mapping[Any, Rule], default: Rule | None = None) -> Rule
     return Rule(lambda p: cases.get(p.values[key], default)(p), f"by {key}: {text}")
 
 
-_BOUNDS: dict[str, Callable[[Params], float]] = {
-    "side/2": lambda p: min(p.shape) / 2,
-    "radius low": lambda p: p.values["radius_range"][0],
-    "radius high": lambda p: p.values["radius_range"][1],
-}
+_BOUNDS: dict[str, Callable[[Params], float]] = {"side/2": lambda p: min(p.shape) / 2,
+                                                  "radius low": lambda p: p.values["radius_range"][0],
+                                                  "radius high": lambda p: p.values["radius_range"][1]}
 
 
 def number(lo: float | str, hi: float | str, integer: bool = False, none_ok: bool = False) -> Rule:
-    """Override check: a number (an int with ``integer``) in ``[lo, hi]``; a str bound is one of
-    ``_BOUNDS``, a quantity of the tile."""
+    """Override check: a number (int with ``integer``) in ``[lo, hi]``; str bounds are ``_BOUNDS`` keys."""
     def check(name: str, value: Any, p: Params) -> Any:
         if value is None and none_ok:
             return None
         low, high = (_BOUNDS[b](p) if isinstance(b, str) else b for b in (lo, hi))
         return (check_int if integer else check_float)(value, name, low, high, error=SyntheticError)
 
-    text = f"{'int' if integer else 'number'} in [{_fmt(lo)}, {_fmt(hi)}]"
-    return Rule(check, text + (" or None" if none_ok else ""))
+    text = f"{'int' if integer else 'number'} in [{lo if isinstance(lo, str) else f'{lo:g}'}, "
+    return Rule(check, text + f"{hi if isinstance(hi, str) else f'{hi:g}'}]" + (" or None" if none_ok else ""))
 
 
-def _fmt(bound: float | str) -> str:
-    return bound if isinstance(bound, str) else f"{bound:g}"
-
-
-def pair(lo: float, hi: float | str) -> Rule:
+def pair(lo: float, hi: str) -> Rule:
     """Override check: a ``(low, high)`` pair with ``lo <= low <= high <= hi``."""
     def check(name: str, value: Any, p: Params) -> tuple[float, float]:
         try:
@@ -103,7 +86,7 @@ def pair(lo: float, hi: float | str) -> Rule:
         bound = number(lo, hi)
         return (bound(name, low, p), bound(name, high, p)) if low <= high else bound(f"{name} low <= high", math.nan, p)
 
-    return Rule(check, f"(low, high), {_fmt(lo)} <= low <= high <= {_fmt(hi)}")
+    return Rule(check, f"(low, high), {lo:g} <= low <= high <= {hi}")
 
 
 def one_of(choices: Sequence[Any]) -> Rule:
