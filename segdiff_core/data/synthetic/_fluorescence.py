@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from collections import namedtuple
 
 import numpy as np
@@ -10,10 +9,10 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ._fields import bandpass_field, blur, illumination, noise_field, spot_map
-from ._layout import APOPTOTIC, DAUGHTERS, METAPHASE, NORMAL, Footprint, Population, count_for
-from ._layout import finalise_labels, layout, spots_in
-from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, number, one_of, pair, uniform
-from ._params import with_draws
+from ._layout import APOPTOTIC, DAUGHTERS, METAPHASE, NORMAL, Population, count_for, finalise_labels, layout
+from ._layout import spots_in
+from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, number, one_of, pair, table
+from ._params import uniform, with_draws
 
 
 def _mean_radius(p: Params) -> float:
@@ -22,75 +21,68 @@ def _mean_radius(p: Params) -> float:
 
 
 def radius_rows(lo: float, hi: float) -> tuple[Param, Param]:
-    """The ``radius_range`` (default ``(lo, hi)``, high end clipped to half the tile) and
-    ``mean_radius`` rows."""
-    text = f"({lo:g}, {hi:g}), high clipped to side/2"
-    return (Param("radius_range", Rule(lambda p: (lo, min(hi, min(p.shape) / 2)), text), pair(1.5, "side/2"),
-                  "smallest and largest nucleus radius (px)"),
-            Param("mean_radius", Rule(_mean_radius, "logU(1.15 low, max(0.6 high, 1.2 low))"),
-                  number("radius low", "radius high"), "typical nucleus radius (px)"))
+    """The ``radius_range`` (default ``(lo, hi)``, high end clipped to side/2) and ``mean_radius`` rows."""
+    return table(("radius_range", Rule(lambda p: (lo, min(hi, min(p.shape) / 2)),
+                                       f"({lo:g}, {hi:g}), high clipped to side/2"),
+                  pair(1.5, "side/2"), "smallest and largest nucleus radius (px)"),
+                 ("mean_radius", Rule(_mean_radius, "logU(1.15 low, max(0.6 high, 1.2 low))"),
+                  ("radius low", "radius high"), "typical nucleus radius (px)"))
 
 
-def _by_context(culture, tissue) -> Rule:
+def _by_context(culture: Rule, tissue: Rule) -> Rule:
     return by("context", {"culture": culture, "tissue": tissue})
 
 
-def _offset(p: Params) -> float:
-    return float(p.rng.choice([100.0, 200.0, 500.0, p.rng.uniform(90, 600)]))
-
-
 _HAZE = _by_context(log_uniform(0.02, 0.15), log_uniform(0.02, 0.3))
-FLUORESCENCE: tuple[Param, ...] = radius_rows(4.0, 40.0) + (
-    Param("context", choice(("culture", "tissue"), (0.6, 0.4)), one_of(("culture", "tissue")),
-          "cultured cells (sparse, round) or a tissue section (crowded, irregular)"),
-    Param("coverage", _by_context(log_uniform(0.03, 0.45), log_uniform(0.2, 0.65)), number(0.001, 0.9),
-          "fraction of the tile covered by nuclei"),
-    Param("n_nuclei", Rule(lambda p: count_for(p.coverage, p.shape[0] * p.shape[1], p.mean_radius),
-                             "coverage x area / (pi mean_radius^2)"), number(0, 5000, integer=True),
-          "number of nuclei placed"),
-    Param("arrangement", choice(("uniform", "clustered"), (0.55, 0.45)), one_of(("uniform", "clustered")),
-          "nuclei spread uniformly or gathered in clusters"),
-    Param("overlap", _by_context(uniform(0.72, 1.05), uniform(0.62, 0.92)), number(0.3, 2.0),
-          "least centre distance over the sum of radii (< 1: nuclei overlap)"),
-    Param("radius_cv", uniform(0.08, 0.3), number(0, 1), "coefficient of variation of the radii"),
-    Param("max_elongation", _by_context(uniform(1.2, 2.4), uniform(1.2, 3.0)), number(1, 6), "largest axis ratio"),
-    Param("irregularity", _by_context(uniform(0.02, 0.12), uniform(0.06, 0.25)), number(0, 0.5),
-          "amplitude of the outlines' Fourier perturbation"),
-    Param("mitotic_fraction", maybe(0.3, uniform(0.01, 0.08)), number(0, 1),
-          "fraction of metaphase, daughter-pair and apoptotic nuclei"),
-    Param("bit_depth", choice((8, 16)), one_of((8, 16)), "image type: uint8 or uint16"),
-    Param("peak_photons", log_uniform(20, 3000), number(1, 1e6), "photons at the 99.5th percentile of the signal"),
-    Param("read_noise", Rule(lambda p: min(log_uniform(0.5, 6.0)(p), 0.15 * p.peak_photons),
-                               "min(logU(0.5, 6), 0.15 peak_photons)"), number(0, 1000),
-          "camera read noise (electrons)"),
-    Param("psf_sigma", uniform(0.7, 2.5), number(0, 10), "sigma of the in-focus PSF core (px)"),
-    Param("halo_fraction", maybe(0.25, uniform(0.1, 0.45)), number(0, 0.9), "share of the light in the PSF halo"),
-    Param("halo_sigma", uniform(3.0, 10.0), number(0, 50), "sigma of the PSF halo (px)"),
-    Param("defocus_fraction", maybe(0.35, uniform(0.05, 0.5)), number(0, 1), "fraction of nuclei out of focus"),
-    Param("defocus_sigma", uniform(1.5, 6.0), number(0, 20), "extra blur of the deepest focus level (px)"),
-    Param("bright_fraction", maybe(0.3, uniform(0.03, 0.2)), number(0, 1), "fraction of 1.8-4x brighter nuclei"),
-    Param("label_convention", const("half_max"), one_of(("half_max", "geometric")),
-          "outline at half of each nucleus' blurred peak, or the drawn shape"),
-    Param("global_blur", maybe(0.7, uniform(0.5, 2.0)), number(0, 10), "blur of the whole image (px)"),
-    Param("intensity_cv", uniform(0.1, 0.45), number(0, 2), "coefficient of variation of nucleus brightness"),
-    Param("texture", uniform(0.05, 0.45), number(0, 1), "chromatin texture amplitude"),
-    Param("rim_fraction", maybe(0.5, uniform(0.2, 1.0)), number(0, 1), "probability of a bright rim"),
-    Param("nucleoli", uniform(0.0, 0.7), number(0, 1), "dark nucleoli, 2x this per nucleus on average"),
-    Param("chromocentres", maybe(0.65, uniform(0.2, 0.8)), number(0, 1),
-          "bright chromocentres, 8x this per nucleus on average"),
-    Param("background", log_uniform(0.01, 0.15), number(0, 1), "background, relative to the median nucleus"),
-    Param("haze", _HAZE, number(0, 2), "out-of-focus haze, relative to the signal"),
-    Param("cytoplasm", maybe(0.6, uniform(0.02, 0.12)), number(0, 1), "cytoplasm autofluorescence"),
-    Param("vignetting", uniform(0.0, 0.6), number(0, 1), "illumination fall-off towards an off-centre edge"),
-    Param("gradient", uniform(0.0, 0.5), number(0, 1.5), "linear illumination ramp"),
-    Param("debris", Rule(lambda p: int(p.rng.poisson(p.rng.uniform(0, 12) * p.shape[0] * p.shape[1] / 65536)),
-                           "Poisson(U(0, 12) per 256 x 256 px)"), number(0, 100000, integer=True),
-          "unlabelled specks and blobs"),
-    Param("min_area", const(5), number(1, 10000, integer=True), "smallest labelled object (px)"),
-    Param("camera_offset", by("bit_depth", {8: const(0.0), 16: Rule(_offset, "one of 100, 200, 500, U(90, 600)")}),
-          number(0, 60000), "camera offset of 16-bit tiles (ADU)", "camera"),
-    Param("max_adu", by("bit_depth", {8: const(255.0), 16: log_uniform(600, 4000)}), number(1, 65535),
-          "level of the brightest 16-bit pixels (ADU)", "camera"),
+_OFFSET = Rule(lambda p: float(p.rng.choice([100.0, 200.0, 500.0, p.rng.uniform(90, 600)])),
+               "one of 100, 200, 500, U(90, 600)")
+FLUORESCENCE: tuple[Param, ...] = radius_rows(4.0, 40.0) + table(
+    ("context", choice(("culture", "tissue"), (0.6, 0.4)), one_of(("culture", "tissue")),
+     "cultured cells (sparse, round) or a tissue section (crowded, irregular)"),
+    ("coverage", _by_context(log_uniform(0.03, 0.45), log_uniform(0.2, 0.65)), (0.001, 0.9),
+     "fraction of the tile covered by nuclei"),
+    ("n_nuclei", Rule(lambda p: count_for(p.coverage, p.shape[0] * p.shape[1], p.mean_radius),
+                      "coverage x area / (pi mean_radius^2)"), (0, 5000, True), "number of nuclei placed"),
+    ("arrangement", choice(("uniform", "clustered"), (0.55, 0.45)), one_of(("uniform", "clustered")),
+     "nuclei spread uniformly or gathered in clusters"),
+    ("overlap", _by_context(uniform(0.72, 1.05), uniform(0.62, 0.92)), (0.3, 2.0),
+     "least centre distance over the sum of radii (< 1: nuclei overlap)"),
+    ("radius_cv", uniform(0.08, 0.3), (0, 1), "coefficient of variation of the radii"),
+    ("max_elongation", _by_context(uniform(1.2, 2.4), uniform(1.2, 3.0)), (1, 6), "largest axis ratio"),
+    ("irregularity", _by_context(uniform(0.02, 0.12), uniform(0.06, 0.25)), (0, 0.5),
+     "amplitude of the outlines' Fourier perturbation"),
+    ("mitotic_fraction", maybe(0.3, uniform(0.01, 0.08)), (0, 1),
+     "fraction of metaphase, daughter-pair and apoptotic nuclei"),
+    ("bit_depth", choice((8, 16)), one_of((8, 16)), "image type: uint8 or uint16"),
+    ("peak_photons", log_uniform(20, 3000), (1, 1e6), "photons at the 99.5th percentile of the signal"),
+    ("read_noise", Rule(lambda p: min(log_uniform(0.5, 6.0)(p), 0.15 * p.peak_photons),
+                        "min(logU(0.5, 6), 0.15 peak_photons)"), (0, 1000), "camera read noise (electrons)"),
+    ("psf_sigma", uniform(0.7, 2.5), (0, 10), "sigma of the in-focus PSF core (px)"),
+    ("halo_fraction", maybe(0.25, uniform(0.1, 0.45)), (0, 0.9), "share of the light in the PSF halo"),
+    ("halo_sigma", uniform(3.0, 10.0), (0, 50), "sigma of the PSF halo (px)"),
+    ("defocus_fraction", maybe(0.35, uniform(0.05, 0.5)), (0, 1), "fraction of nuclei out of focus"),
+    ("defocus_sigma", uniform(1.5, 6.0), (0, 20), "extra blur of the deepest focus level (px)"),
+    ("bright_fraction", maybe(0.3, uniform(0.03, 0.2)), (0, 1), "fraction of 1.8-4x brighter nuclei"),
+    ("label_convention", const("half_max"), one_of(("half_max", "geometric")),
+     "outline at half of each nucleus' blurred peak, or the drawn shape"),
+    ("global_blur", maybe(0.7, uniform(0.5, 2.0)), (0, 10), "blur of the whole image (px)"),
+    ("intensity_cv", uniform(0.1, 0.45), (0, 2), "coefficient of variation of nucleus brightness"),
+    ("texture", uniform(0.05, 0.45), (0, 1), "chromatin texture amplitude"),
+    ("rim_fraction", maybe(0.5, uniform(0.2, 1.0)), (0, 1), "probability of a bright rim"),
+    ("nucleoli", uniform(0.0, 0.7), (0, 1), "dark nucleoli, 2x this per nucleus on average"),
+    ("chromocentres", maybe(0.65, uniform(0.2, 0.8)), (0, 1), "bright chromocentres, 8x this per nucleus on average"),
+    ("background", log_uniform(0.01, 0.15), (0, 1), "background, relative to the median nucleus"),
+    ("haze", _HAZE, (0, 2), "out-of-focus haze, relative to the signal"),
+    ("cytoplasm", maybe(0.6, uniform(0.02, 0.12)), (0, 1), "cytoplasm autofluorescence"),
+    ("vignetting", uniform(0.0, 0.6), (0, 1), "illumination fall-off towards an off-centre edge"),
+    ("gradient", uniform(0.0, 0.5), (0, 1.5), "linear illumination ramp"),
+    ("debris", Rule(lambda p: int(p.rng.poisson(p.rng.uniform(0, 12) * p.shape[0] * p.shape[1] / 65536)),
+                    "Poisson(U(0, 12) per 256 x 256 px)"), (0, 100000, True), "unlabelled specks and blobs"),
+    ("min_area", const(5), (1, 10000, True), "smallest labelled object (px)"),
+    ("camera_offset", by("bit_depth", {8: const(0.0), 16: _OFFSET}), (0, 60000),
+     "camera offset of 16-bit tiles (ADU)", "camera"),
+    ("max_adu", by("bit_depth", {8: const(255.0), 16: log_uniform(600, 4000)}), (1, 65535),
+     "level of the brightest 16-bit pixels (ADU)", "camera"),
 )
 """Widefield DAPI/Hoechst: PSF with a sharp core and a wide halo, three focus depths."""
 
@@ -99,30 +91,29 @@ CONFOCAL: tuple[Param, ...] = with_draws(
     defocus_sigma=uniform(1.0, 3.0), haze=Rule(lambda p: _HAZE(p) * 0.2, f"0.2 x ({_HAZE})"))
 """Confocal optics: thin PSF, no halo, dim out-of-focus nuclei (optical sectioning), few photons."""
 
-# metaphase plates, daughter pairs and apoptotic bodies: radius (x mean), radius cv, elongation, irregularity
+# metaphase plates, daughter pairs, apoptotic bodies: radius (x mean), radius cv, elongation, irregularity
 _MITOTIC = {METAPHASE: (0.7, 0.15, (2.2, 3.8), 0.15), DAUGHTERS: (0.9, 0.1, (1.0, 1.0), 0.05),
             APOPTOTIC: (0.45, 0.25, (1.0, 1.3), 0.05)}
+_Look = namedtuple("_Look", "intensity flat rim texture focus")  # per nucleus; focus level 0..2
 
 
 def _populations(p: Params) -> list[Population]:
+    """The main population (uniform or clustered) and the mitotic ones."""
     rng, n_target = p.rng, p.n_nuclei
     n_mit = int(rng.binomial(n_target, min(p.mitotic_fraction, 1.0))) if n_target else 0
     n_main = max(n_target - n_mit, 0)
     clusters = max(1, int(round(n_main / rng.uniform(4, 25)))) if p.arrangement == "clustered" else 0
     pops = [Population(n_main, p.mean_radius, p.radius_cv, (1.0, p.max_elongation), p.irregularity,
                        clusters=clusters, cluster_spread=float(rng.uniform(1.5, 4.0)))]
-    if n_mit:
-        kinds = rng.choice(list(_MITOTIC), size=n_mit, p=[0.35, 0.35, 0.3])
-        for kind, (rel_r, cv, elong, irr) in _MITOTIC.items():
-            if (kinds == kind).any():
-                pops.append(Population(int((kinds == kind).sum()), p.mean_radius * rel_r, cv, elong, irr, kind=kind))
+    kinds = rng.choice(list(_MITOTIC), size=n_mit, p=[0.35, 0.35, 0.3]) if n_mit else np.zeros(0)
+    for kind, (rel_r, cv, elong, irr) in _MITOTIC.items():
+        if (kinds == kind).any():
+            pops.append(Population(int((kinds == kind).sum()), p.mean_radius * rel_r, cv, elong, irr, kind=kind))
     return pops
 
 
-_Look = namedtuple("_Look", "intensity flat rim texture focus")  # per nucleus; focus level 0..2
-
-
 def _appearance(p: Params, nuclei: np.recarray, confocal: bool) -> _Look:
+    """Brightness, dome flatness, rim, texture amplitude and focus level of each nucleus."""
     rng, n = p.rng, len(nuclei)
     sig = math.sqrt(math.log1p(p.intensity_cv**2))
     inten = rng.lognormal(-sig**2 / 2, sig, n)
@@ -144,48 +135,38 @@ def _appearance(p: Params, nuclei: np.recarray, confocal: bool) -> _Look:
     return _Look(inten, flat, rim, tex, focus)
 
 
-def _paint(p: Params, shape: tuple[int, int], fps: Sequence[Footprint], look: _Look):
-    """Textured nuclei summed per focus level (3 layers), and each nucleus' smooth profile."""
-    rng, mean_r = p.rng, p.mean_radius
-    fine = bandpass_field(shape, 0.6, float(rng.uniform(1.2, 2.2)), rng)
-    coarse = bandpass_field(shape, float(mean_r * 0.12 + 0.8), float(mean_r * 0.35 + 1.5), rng)
+def _paint(p: Params, fps: list, look: _Look, labels: np.ndarray, sigmas: np.ndarray):
+    """Textured nuclei summed per focus level (3 layers), and the labels.
+
+    With ``label_convention="half_max"`` the labels are drawn the way people annotate
+    fluorescence: each nucleus' smooth profile (no texture) blurred with its own optical blur
+    ``sigmas[i]`` (PSF core, defocus, global blur; not the halo, which only lifts the local
+    background), cut at half of its maximum, hole-filled, painted in z-order and cleaned.
+    """
+    rng, mean_r, (h, w) = p.rng, p.mean_radius, labels.shape
+    fine = bandpass_field((h, w), 0.6, float(rng.uniform(1.2, 2.2)), rng)
+    coarse = bandpass_field((h, w), float(mean_r * 0.12 + 0.8), float(mean_r * 0.35 + 1.5), rng)
     mix = float(rng.uniform(0.2, 0.8))
     chroma = (mix * fine + (1 - mix) * coarse).astype(np.float32)
-    layers, profiles = [np.zeros(shape, np.float32) for _ in range(3)], []
-    for fp in fps:
-        i, d = fp.index, np.minimum(fp.d, 1.0)
+    layers, half_max = [np.zeros((h, w), np.float32) for _ in range(3)], np.zeros((h, w), np.int32)
+    for k, fp in enumerate(fps):
+        i, d, (ys, xs) = fp.index, np.minimum(fp.d, 1.0), fp.sl
         prof = (1.0 - d * d) ** look.flat[i]
         if look.rim[i]:
             prof = prof + look.rim[i] * np.exp(-(((1.0 - d) / 0.17) ** 2))
         t = 1.0 + look.texture[i] * chroma[fp.sl]
         layers[look.focus[i]][fp.sl] += (look.intensity[i] * fp.cover) * prof * np.clip(t, 0.2, None)
-        profiles.append(fp.cover * prof)
-    return layers, profiles
-
-
-def _half_max_labels(fps: Sequence[Footprint], profiles: Sequence[np.ndarray], sigmas: np.ndarray,
-                     shape: tuple[int, int], min_area: int) -> np.ndarray:
-    """Labels drawn the way people annotate fluorescence: at half the nucleus' own peak.
-
-    Each nucleus' smooth intensity profile (``profiles[k]`` on ``fps[k].sl``, no texture) is
-    blurred with its own optical blur ``sigmas[k]`` (in-focus PSF, defocus and global blur; the
-    wide halo is left out: it lifts the local background, against which people judge the
-    edge), and the label is the hole-filled region at or above half of its maximum, painted in
-    z-order and cleaned like the geometric labels.
-    """
-    h, w = shape
-    labels = np.zeros(shape, np.int32)
-    for k, (fp, prof) in enumerate(zip(fps, profiles)):
-        pad = int(math.ceil(3.0 * float(sigmas[k]))) + 1
-        ys, xs = fp.sl
+        pad = int(math.ceil(3.0 * float(sigmas[i]))) + 1
         ya, yb, xa, xb = max(ys.start - pad, 0), min(ys.stop + pad, h), max(xs.start - pad, 0), min(xs.stop + pad, w)
         win = np.zeros((yb - ya, xb - xa), np.float32)
-        win[ys.start - ya : ys.stop - ya, xs.start - xa : xs.stop - xa] = prof
-        if sigmas[k] > 0.05:
-            win = ndi.gaussian_filter(win, float(sigmas[k]), mode="nearest", truncate=3.0)
+        win[ys.start - ya : ys.stop - ya, xs.start - xa : xs.stop - xa] = fp.cover * prof
+        if sigmas[i] > 0.05:
+            win = ndi.gaussian_filter(win, float(sigmas[i]), mode="nearest", truncate=3.0)
         if win.max() > 0:
-            labels[ya:yb, xa:xb][ndi.binary_fill_holes(win >= 0.5 * float(win.max()))] = k + 1
-    return finalise_labels(labels, min_area)
+            half_max[ya:yb, xa:xb][ndi.binary_fill_holes(win >= 0.5 * float(win.max()))] = k + 1
+    if p.label_convention == "half_max" and fps:
+        labels = finalise_labels(half_max, p.min_area)
+    return layers, labels
 
 
 def _add_spots(p: Params, nuclei: np.recarray, inten: np.ndarray, layers: list, labels: np.ndarray) -> None:
@@ -198,8 +179,7 @@ def _add_spots(p: Params, nuclei: np.recarray, inten: np.ndarray, layers: list, 
             lay *= 1.0 - np.clip(holes, 0, 0.85)
     if p.chromocentres > 0 and len(normal):
         ys, xs, amps, owner = spots_in(nuclei, normal, rng, count_mean=8.0 * p.chromocentres, spread=0.75)
-        amps = amps * inten[owner]
-        foci = spot_map(shape, ys, xs, amps * rng.uniform(0.4, 1.0), max(0.6, 0.07 * p.mean_radius))
+        foci = spot_map(shape, ys, xs, amps * inten[owner] * rng.uniform(0.4, 1.0), max(0.6, 0.07 * p.mean_radius))
         layers[0] += foci * (labels > 0)
 
 
@@ -219,8 +199,7 @@ def _surroundings(p: Params, signal: np.ndarray, labels: np.ndarray, n: int, ref
         img = img + sum(spot_map(shape, rng.uniform(0, shape[0], n), rng.uniform(0, shape[1], n),
                                  ref * rng.uniform(*amp, n), float(rng.uniform(*sig)))
                         for n, amp, sig in ((k, (0.2, 1.5), (0.5, 1.2)), (p.debris - k, (0.05, 0.3), (3, 8))))
-    if p.global_blur > 0:
-        img = blur(img, p.global_blur)
+    img = blur(img, p.global_blur) if p.global_blur > 0 else img
     return img * illumination(shape, p.vignetting, p.gradient, rng)
 
 
@@ -238,8 +217,8 @@ def _camera(p: Params, img: np.ndarray) -> np.ndarray:
         return np.clip(np.round(p.camera_offset + gain * electrons), 0, 65535).astype(np.uint16)
     black = float(np.percentile(electrons, rng.uniform(0.5, 30)))
     white = float(np.percentile(electrons, 99.7)) * rng.uniform(0.75, 1.25)
-    gamma = rng.uniform(0.75, 1.25)
-    return np.round(np.clip((electrons - black) / max(white - black, 1e-6), 0, 1) ** gamma * 255).astype(np.uint8)
+    scaled = np.clip((electrons - black) / max(white - black, 1e-6), 0, 1) ** rng.uniform(0.75, 1.25)
+    return np.round(scaled * 255).astype(np.uint8)
 
 
 def render_fluorescence(shape: tuple[int, int], p: Params, style: str) -> tuple[np.ndarray, np.ndarray]:
@@ -249,11 +228,8 @@ def render_fluorescence(shape: tuple[int, int], p: Params, style: str) -> tuple[
     nuclei, fps, labels = layout(_populations(p), shape, (min(rr[0], p.mean_radius * 0.3), rr[1]), p.overlap,
                                  p.min_area, p.rng)
     look = _appearance(p, nuclei, style == "confocal")
-    layers, profiles = _paint(p, shape, fps, look)
     blur_of_focus = p.psf_sigma + p.defocus_sigma * np.array([0.0, 0.6, 1.0])
-    if p.label_convention == "half_max" and fps:
-        sigmas = np.hypot(blur_of_focus[look.focus[[fp.index for fp in fps]]], p.global_blur)
-        labels = _half_max_labels(fps, profiles, sigmas, shape, p.min_area)
+    layers, labels = _paint(p, fps, look, labels, np.hypot(blur_of_focus[look.focus], p.global_blur))
     _add_spots(p, nuclei, look.intensity, layers, labels)
     signal = blur(layers[0], p.psf_sigma)
     if p.defocus_fraction > 0:

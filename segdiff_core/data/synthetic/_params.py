@@ -144,3 +144,9 @@ def markdown_table(table: Sequence[Param]) -> str:
     """The table as Markdown: parameter, default distribution, accepted override, meaning."""
     rows = ["| parameter | drawn from | an override must be | meaning |", "|---|---|---|---|"]
     return "\n".join(rows + [f"| `{r.name}` | {r.draw} | {r.check} | {r.doc} |" for r in table])
+
+
+def table(*rows: tuple) -> tuple[Param, ...]:
+    """Rows ``(name, draw, check, doc[, stage])`` as :class:`Param`; a tuple check means :func:`number`."""
+    return tuple(Param(name, draw, number(*check) if isinstance(check, tuple) else check, doc, *stage)
+                 for name, draw, check, doc, *stage in rows)
