@@ -16,57 +16,55 @@ from ._fields import spot_map
 from ._fluorescence import radius_rows
 from ._layout import LYMPHO, METAPHASE, NORMAL, SPINDLE, candidates, Footprint, Population, count_for, layout
 from ._layout import select_nuclei, draw_population, rasterise, spots_in
-from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, number, one_of, uniform
+from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, one_of, table, uniform
 
 ARCHITECTURES = ("epithelium", "stroma", "mixed", "gland", "lymphoid")
-
-SCENE: tuple[Param, ...] = radius_rows(3.0, 22.0) + (
-    Param("architecture", choice(ARCHITECTURES, (0.27, 0.15, 0.25, 0.2, 0.13)), one_of(ARCHITECTURES),
-          "tissue layout"),
-    Param("coverage", by("architecture", {"epithelium": log_uniform(0.25, 0.6)}, log_uniform(0.15, 0.6)),
-          number(0.001, 0.9), "fraction of the cellular tissue covered by nuclei"),
-    Param("overlap", uniform(0.75, 1.0), number(0.3, 2.0),
-          "least centre distance over the sum of radii (< 1: nuclei overlap)"),
-    Param("radius_cv", uniform(0.1, 0.3), number(0, 1), "coefficient of variation of the radii"),
-    Param("max_elongation", uniform(1.3, 2.3), number(1, 6), "largest axis ratio of epithelial nuclei"),
-    Param("irregularity", uniform(0.04, 0.2), number(0, 0.5), "amplitude of the outlines' Fourier perturbation"),
-    Param("white_fraction", maybe(0.35, uniform(0.02, 0.3)), number(0, 0.9), "white space: tears, fat, lumen"),
-    Param("fibre_angle", uniform(0, math.pi), number(-10, 10), "main direction of the collagen fibres (rad)"),
-    Param("lymphocyte_fraction", by("architecture", {"lymphoid": const(0.85)}, maybe(0.4, uniform(0.03, 0.25))),
-          number(0, 1), "lymphocytes per other nucleus"),
-    Param("min_area", const(5), number(1, 10000, integer=True), "smallest labelled object (px)"),
-    Param("n_nuclei", const(None), number(0, 5000, integer=True, none_ok=True),
-          "number of nuclei (None: from coverage)"),
+_BLUR = Rule(lambda p: float(p.rng.choice([p.rng.uniform(0.3, 1.0), p.rng.uniform(1.0, 2.2)], p=[0.8, 0.2])),
+             "U(0.3, 1) (0.8), U(1, 2.2) (0.2)")
+_STAIN_JITTER, _TEXTURE = "random change of the stain colours", "chromatin texture amplitude"
+SCENE: tuple[Param, ...] = radius_rows(3.0, 22.0) + table(
+    ("architecture", choice(ARCHITECTURES, (0.27, 0.15, 0.25, 0.2, 0.13)), one_of(ARCHITECTURES), "tissue layout"),
+    ("coverage", by("architecture", {"epithelium": log_uniform(0.25, 0.6)}, log_uniform(0.15, 0.6)),
+     (0.001, 0.9), "fraction of the cellular tissue covered by nuclei"),
+    ("overlap", uniform(0.75, 1.0), (0.3, 2.0), "least centre distance over the sum of radii (< 1: nuclei overlap)"),
+    ("radius_cv", uniform(0.1, 0.3), (0, 1), "coefficient of variation of the radii"),
+    ("max_elongation", uniform(1.3, 2.3), (1, 6), "largest axis ratio of epithelial nuclei"),
+    ("irregularity", uniform(0.04, 0.2), (0, 0.5), "amplitude of the outlines' Fourier perturbation"),
+    ("white_fraction", maybe(0.35, uniform(0.02, 0.3)), (0, 0.9), "white space: tears, fat, lumen"),
+    ("fibre_angle", uniform(0, math.pi), (-10, 10), "main direction of the collagen fibres (rad)"),
+    ("lymphocyte_fraction", by("architecture", {"lymphoid": const(0.85)}, maybe(0.4, uniform(0.03, 0.25))),
+     (0, 1), "lymphocytes per other nucleus"),
+    ("min_area", const(5), (1, 10000, True), "smallest labelled object (px)"),
+    ("n_nuclei", const(None), (0, 5000, True, True), "number of nuclei (None: from coverage)"),
 )
 """Tissue architecture shared by H&E and IHC."""
 
 
 def _finish_rows(jpeg: Rule) -> tuple[Param, ...]:
-    blur_draw = Rule(lambda p: float(p.rng.choice([p.rng.uniform(0.3, 1.0), p.rng.uniform(1.0, 2.2)], p=[0.8, 0.2])),
-                       "U(0.3, 1) (0.8), U(1, 2.2) (0.2)")
-    return (Param("blur", blur_draw, number(0, 10), "optical blur (px)", "finish"),
-            Param("noise", uniform(0.5, 4.0), number(0, 50), "camera noise std (of 255)", "finish"),
-            Param("jpeg_quality", jpeg, number(0, 100), "JPEG quality (0: not compressed)", "finish"),
-            Param("vignetting", maybe(0.6, uniform(0.02, 0.25)), number(0, 1), "vignetting and ramp", "finish"))
+    """The blur, noise, JPEG and vignetting rows (drawn at the ``"finish"`` stage)."""
+    return table(("blur", _BLUR, (0, 10), "optical blur (px)", "finish"),
+                 ("noise", uniform(0.5, 4.0), (0, 50), "camera noise std (of 255)", "finish"),
+                 ("jpeg_quality", jpeg, (0, 100), "JPEG quality (0: not compressed)", "finish"),
+                 ("vignetting", maybe(0.6, uniform(0.02, 0.25)), (0, 1), "vignetting and ramp", "finish"))
 
 
-HE: tuple[Param, ...] = SCENE + (
-    Param("hematoxylin", log_uniform(0.7, 1.5), number(0, 5), "haematoxylin amount", "stain"),
-    Param("eosin", log_uniform(0.35, 1.4), number(0, 5), "eosin amount", "stain"),
-    Param("stain_jitter", uniform(0.0, 0.08), number(0, 0.5), "random change of the stain colours", "stain"),
-    Param("vesicular_fraction", uniform(0.0, 1.0), number(0, 1), "fraction of vesicular (open) nuclei", "stain"),
-    Param("texture", uniform(0.1, 0.5), number(0, 1), "chromatin texture amplitude", "stain"),
-    Param("rbc", maybe(0.55, uniform(0.02, 0.2)), number(0, 0.8), "area fraction of red blood cells", "rbc"),
+HE: tuple[Param, ...] = SCENE + table(
+    ("hematoxylin", log_uniform(0.7, 1.5), (0, 5), "haematoxylin amount", "stain"),
+    ("eosin", log_uniform(0.35, 1.4), (0, 5), "eosin amount", "stain"),
+    ("stain_jitter", uniform(0.0, 0.08), (0, 0.5), _STAIN_JITTER, "stain"),
+    ("vesicular_fraction", uniform(0.0, 1.0), (0, 1), "fraction of vesicular (open) nuclei", "stain"),
+    ("texture", uniform(0.1, 0.5), (0, 1), _TEXTURE, "stain"),
+    ("rbc", maybe(0.55, uniform(0.02, 0.2)), (0, 0.8), "area fraction of red blood cells", "rbc"),
 ) + _finish_rows(maybe(0.2, uniform(55, 95)))
 """H&E: haematoxylin nuclei on eosin stroma and cytoplasm, red blood cells."""
 
-IHC: tuple[Param, ...] = SCENE + (
-    Param("positive_fraction", uniform(0.05, 0.9), number(0, 1), "fraction of DAB-positive nuclei", "stain"),
-    Param("hematoxylin", log_uniform(0.35, 0.9), number(0, 5), "haematoxylin counterstain amount", "stain"),
-    Param("dab", log_uniform(0.6, 1.3), number(0, 5), "DAB amount", "stain"),
-    Param("dab_background", uniform(0.0, 0.12), number(0, 2), "unspecific DAB in the tissue", "stain"),
-    Param("stain_jitter", uniform(0.0, 0.06), number(0, 0.5), "random change of the stain colours", "stain"),
-    Param("texture", uniform(0.15, 0.5), number(0, 1), "chromatin texture amplitude", "stain"),
+IHC: tuple[Param, ...] = SCENE + table(
+    ("positive_fraction", uniform(0.05, 0.9), (0, 1), "fraction of DAB-positive nuclei", "stain"),
+    ("hematoxylin", log_uniform(0.35, 0.9), (0, 5), "haematoxylin counterstain amount", "stain"),
+    ("dab", log_uniform(0.6, 1.3), (0, 5), "DAB amount", "stain"),
+    ("dab_background", uniform(0.0, 0.12), (0, 2), "unspecific DAB in the tissue", "stain"),
+    ("stain_jitter", uniform(0.0, 0.06), (0, 0.5), _STAIN_JITTER, "stain"),
+    ("texture", uniform(0.15, 0.5), (0, 1), _TEXTURE, "stain"),
 ) + _finish_rows(maybe(0.3, uniform(60, 95)))
 """DAB immunohistochemistry: brown positive and pale blue negative nuclei."""
 
@@ -159,32 +157,27 @@ def _populations(shape: tuple[int, int], p: Params, s: _Scene) -> list[Populatio
     return pops
 
 
-def _fibres(shape: tuple[int, int], angle: float, rng: np.random.Generator) -> np.ndarray:
-    """Collagen: anisotropic noise in one or two directions, domain-warped into wavy bundles."""
-    across = float(rng.uniform(1.0, 3.0))
+def _scene(shape: tuple[int, int], p: Params) -> _Scene:
+    """Draw the scene parameters, then the tissue, its nuclei, collagen fibres and cells."""
+    p.draw()
+    s = _regions(shape, p)
+    rr = p.radius_range
+    s.nuclei, s.footprints, s.labels = layout(_populations(shape, p, s), shape, (min(rr[0], 2.0), rr[1]),
+                                              p.overlap, p.min_area, p.rng)
+    rng, angle, across = p.rng, p.fibre_angle, float(p.rng.uniform(1.0, 3.0))  # collagen: wavy fibre bundles
     fib = anisotropic_field(shape, float(rng.uniform(8, 30)), across, angle, rng)
     if rng.random() < 0.6:  # a second bundle direction, blended in patches
         other = anisotropic_field(shape, float(rng.uniform(8, 30)), across, angle + float(rng.uniform(0.4, 1.4)), rng)
         blend = soft_threshold(noise_field(shape, float(rng.uniform(20, 50)), rng), 0.0, 0.3)
         fib = fib * blend + other * (1 - blend)
     fib = warp(fib, float(rng.uniform(4, 15)), float(rng.uniform(15, 40)), rng)
-    return soft_threshold(fib, float(rng.uniform(-0.8, 0.4)), float(rng.uniform(0.2, 0.6)))
-
-
-def _scene(shape: tuple[int, int], p: Params) -> _Scene:
-    """Draw the scene parameters, then the tissue, its nuclei and their cells."""
-    p.draw()
-    s = _regions(shape, p)
-    rr = p.radius_range
-    s.nuclei, s.footprints, s.labels = layout(_populations(shape, p, s), shape, (min(rr[0], 2.0), rr[1]),
-                                              p.overlap, p.min_area, p.rng)
-    s.fibres = _fibres(shape, p.fibre_angle, p.rng)
+    s.fibres = soft_threshold(fib, float(rng.uniform(-0.8, 0.4)), float(rng.uniform(0.2, 0.6)))
     # cell borders in cellular regions: Voronoi edges of nucleus territories
     s.territories = expand_labels(s.labels, p.mean_radius * 3.0)
     any_nucleus = s.labels.max() > 0
     s.nucleus_distance = (ndi.distance_transform_edt(s.labels == 0) if any_nucleus
                           else np.full(shape, np.inf)).astype(np.float32)
-    s.membranes = np.zeros(shape, np.float32)
+    s.membranes, s.stroma_w = np.zeros(shape, np.float32), np.clip(1 - s.epi - s.white, 0, 1)
     if any_nucleus and s.epi.max() > 0:
         edge = np.zeros(shape, bool)
         edge[:-1] |= s.territories[:-1] != s.territories[1:]
@@ -310,9 +303,8 @@ def _he_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray
     cyto_tex = noise_field(shape, float(rng.uniform(0.8, 2.0)), rng)
     e_cyto = 0.45 * cell_tone[s.territories] * (1 + 1.2 * grain * cyto_tex) + 0.25 * s.membranes
     h_cyto = float(rng.uniform(0.03, 0.15)) * (1 + 0.3 * fine_t)
-    stroma_w = np.clip(1 - s.epi - s.white, 0, 1)
-    E = p.eosin * (stroma_w * e_stroma + s.epi * e_cyto)
-    H = p.hematoxylin * (s.epi * h_cyto + stroma_w * 0.04)
+    E = p.eosin * (s.stroma_w * e_stroma + s.epi * e_cyto)
+    H = p.hematoxylin * (s.epi * h_cyto + s.stroma_w * 0.04)
     if rng.random() < 0.4:  # retraction artefact: a clear halo around nuclei
         halo = float(rng.uniform(0.3, 0.8)) * np.exp(-s.nucleus_distance / float(rng.uniform(0.8, 2.0)))
         halo *= s.nucleus_distance > 0
@@ -340,10 +332,9 @@ def _ihc_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarra
     H = p.hematoxylin * _nucleus_profiles(s, h_dens, vesicular, centre, tex, chroma)
     D = p.dab * _nucleus_profiles(s, level, np.zeros(n, bool), centre, tex * 1.2, fine)
     fine_t = noise_field(shape, 1.5, rng)
-    stroma_w = np.clip(1 - s.epi - s.white, 0, 1)
-    H = H + p.hematoxylin * (0.05 * stroma_w * (0.4 + 0.6 * s.fibres) + 0.08 * s.epi * (1 + 0.3 * fine_t)
+    H = H + p.hematoxylin * (0.05 * s.stroma_w * (0.4 + 0.6 * s.fibres) + 0.08 * s.epi * (1 + 0.3 * fine_t)
                              + 0.1 * s.membranes)
-    D = D + p.dab * p.dab_background * (s.epi + 0.4 * stroma_w) * (1 + 0.3 * fine_t)
+    D = D + p.dab * p.dab_background * (s.epi + 0.4 * s.stroma_w) * (1 + 0.3 * fine_t)
     return H, D
 
 
