@@ -114,8 +114,8 @@ def generate_tile(style: str, size: int | tuple[int, int] = 256, rng: np.random.
             raise TypeError(rng)
         rng = np.random.default_rng(rng)
     except (TypeError, ValueError):
-        raise SyntheticError(f"rng must be a numpy.random.Generator, a non-negative int seed or None, got {rng!r}"
-                             ) from None
+        raise SyntheticError("rng must be a numpy.random.Generator, a non-negative int seed or None, "
+                             f"got {rng!r}") from None
     params = Params(style, PARAMETERS[style], shape, rng, overrides)
     image, labels = _RENDERERS[style](shape, params, style)
     values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.values.items()}
@@ -205,6 +205,6 @@ def make_dataset(root: str | Path, n_per_style: int, styles: str | Iterable[str]
             for sub, data in (("images", tile.image), ("masks", tile.labels)):
                 tifffile.imwrite(root / sub / f"{name}.tif", data, compression="zlib",
                                  photometric="rgb" if data.ndim == 3 else "minisblack")
-            manifest.append({"name": name, "style": style, "seed": int(seed), "index": i, "params": tile.params})
+            manifest.append(dict(name=name, style=style, seed=int(seed), index=i, params=tile.params))
     (root / "synthetic_manifest.json").write_text(json.dumps(manifest, indent=1))
     return [m["name"] for m in manifest]

@@ -14,7 +14,7 @@ from skimage.segmentation import expand_labels
 from ._fields import anisotropic_field, bandpass_field, blur, illumination, noise_field, soft_threshold, warp
 from ._fields import spot_map
 from ._fluorescence import radius_rows
-from ._layout import LYMPHO, METAPHASE, NORMAL, SPINDLE, candidates, Footprint, Population, count_for, layout
+from ._layout import LYMPHO, METAPHASE, NORMAL, SPINDLE, Population, candidates, count_for, layout
 from ._layout import select_nuclei, draw_population, rasterise, spots_in
 from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, one_of, table, uniform
 
@@ -23,10 +23,12 @@ _BLUR = Rule(lambda p: float(p.rng.choice([p.rng.uniform(0.3, 1.0), p.rng.unifor
              "U(0.3, 1) (0.8), U(1, 2.2) (0.2)")
 _STAIN_JITTER, _TEXTURE = "random change of the stain colours", "chromatin texture amplitude"
 SCENE: tuple[Param, ...] = radius_rows(3.0, 22.0) + table(
-    ("architecture", choice(ARCHITECTURES, (0.27, 0.15, 0.25, 0.2, 0.13)), one_of(ARCHITECTURES), "tissue layout"),
+    ("architecture", choice(ARCHITECTURES, (0.27, 0.15, 0.25, 0.2, 0.13)), one_of(ARCHITECTURES),
+     "tissue layout"),
     ("coverage", by("architecture", {"epithelium": log_uniform(0.25, 0.6)}, log_uniform(0.15, 0.6)),
      (0.001, 0.9), "fraction of the cellular tissue covered by nuclei"),
-    ("overlap", uniform(0.75, 1.0), (0.3, 2.0), "least centre distance over the sum of radii (< 1: nuclei overlap)"),
+    ("overlap", uniform(0.75, 1.0), (0.3, 2.0),
+     "least centre distance over the sum of radii (< 1: nuclei overlap)"),
     ("radius_cv", uniform(0.1, 0.3), (0, 1), "coefficient of variation of the radii"),
     ("max_elongation", uniform(1.3, 2.3), (1, 6), "largest axis ratio of epithelial nuclei"),
     ("irregularity", uniform(0.04, 0.2), (0, 0.5), "amplitude of the outlines' Fourier perturbation"),
@@ -84,8 +86,9 @@ def _glands(shape: tuple[int, int], mean_r: float, rng: np.random.Generator):
     h, w = shape
     n = int(rng.integers(1, 4))
     size = rng.uniform(2.5, 7.0, n) * mean_r
-    lum = candidates(rng.uniform(0.1 * h, 0.9 * h, n), rng.uniform(0.1 * w, 0.9 * w, n), size, rng.uniform(1.0, 2.5, n),
-                     rng.uniform(0, math.pi, n), rng.uniform(0.1, 0.3, n), np.zeros(n, int), np.zeros(n, int))
+    lum = candidates(rng.uniform(0.1 * h, 0.9 * h, n), rng.uniform(0.1 * w, 0.9 * w, n), size,
+                     rng.uniform(1.0, 2.5, n), rng.uniform(0, math.pi, n), rng.uniform(0.1, 0.3, n),
+                     np.zeros(n, int), np.zeros(n, int))
     mask = np.zeros(shape, bool)
     for fp in rasterise(lum, shape, rng):
         mask[fp.sl] |= fp.inside
@@ -109,12 +112,14 @@ def _regions(shape: tuple[int, int], p: Params) -> _Scene:
         scene.epi[:] = 1.0
     elif arch in ("mixed", "lymphoid"):
         rf = noise_field(shape, float(rng.uniform(20, 50)), rng)
-        scene.epi = soft_threshold(rf, float(np.quantile(rf, rng.uniform(0.3, 0.7))), 0.08) * (arch == "mixed")
+        level = float(np.quantile(rf, rng.uniform(0.3, 0.7)))
+        scene.epi = soft_threshold(rf, level, 0.08) * (arch == "mixed")
     elif arch == "gland":
         scene.lumen, scene.dist_out, scene.angle_field = _glands(shape, p.mean_radius, rng)
         scene.white = np.maximum(white * (scene.dist_out > 6 * p.mean_radius), scene.lumen)
         band = float(rng.uniform(2.5, 4.5)) * p.mean_radius
-        scene.epi = soft_threshold(-scene.dist_out, -band, 0.5 * p.mean_radius / max(band, 1)) * (1 - scene.lumen)
+        scene.epi = (soft_threshold(-scene.dist_out, -band, 0.5 * p.mean_radius / max(band, 1))
+                     * (1 - scene.lumen))
     scene.stroma = np.clip(1.0 - scene.epi, 0, 1) * (1 - scene.white)
     scene.epi = scene.epi * (1 - scene.white)
     return scene
@@ -141,13 +146,14 @@ def _populations(shape: tuple[int, int], p: Params, s: _Scene) -> list[Populatio
         pops.append(Population(n_epi, mean_r, p.radius_cv, (1.3, max(p.max_elongation, 1.8)), p.irregularity,
                                angle_field=s.angle_field, angle_jitter=0.25, region=ring))
     elif n_epi:
-        pops.append(Population(n_epi, mean_r, p.radius_cv, (1.0, p.max_elongation), p.irregularity, region=s.epi))
+        pops.append(Population(n_epi, mean_r, p.radius_cv, (1.0, p.max_elongation), p.irregularity,
+                               region=s.epi))
     fib_angle = (p.fibre_angle + 0.6 * noise_field(shape, 60.0, rng)).astype(np.float32)
     if n_str:
         pops.append(Population(n_str, mean_r * rng.uniform(0.7, 0.9), 0.2, (2.5, 5.5), 0.08, kind=SPINDLE,
                                angle_field=fib_angle, angle_jitter=0.2, region=s.stroma))
     if n_lym:
-        lym_region = np.clip(1 - s.white, 0, 1) if arch == "lymphoid" else np.clip(s.stroma + 0.3 * s.epi, 0, 1)
+        lym_region = np.clip((1 - s.white) if arch == "lymphoid" else (s.stroma + 0.3 * s.epi), 0, 1)
         clusters = 0 if arch == "lymphoid" else (0 if rng.random() < 0.5 else max(1, n_lym // 12))
         pops.append(Population(n_lym, max(p.radius_range[0], min(mean_r * 0.65, 7.0)), 0.1, (1.0, 1.25), 0.05,
                                kind=LYMPHO, region=lym_region, clusters=clusters, cluster_spread=2.5))
@@ -167,7 +173,8 @@ def _scene(shape: tuple[int, int], p: Params) -> _Scene:
     rng, angle, across = p.rng, p.fibre_angle, float(p.rng.uniform(1.0, 3.0))  # collagen: wavy fibre bundles
     fib = anisotropic_field(shape, float(rng.uniform(8, 30)), across, angle, rng)
     if rng.random() < 0.6:  # a second bundle direction, blended in patches
-        other = anisotropic_field(shape, float(rng.uniform(8, 30)), across, angle + float(rng.uniform(0.4, 1.4)), rng)
+        along = float(rng.uniform(8, 30))
+        other = anisotropic_field(shape, along, across, angle + float(rng.uniform(0.4, 1.4)), rng)
         blend = soft_threshold(noise_field(shape, float(rng.uniform(20, 50)), rng), 0.0, 0.3)
         fib = fib * blend + other * (1 - blend)
     fib = warp(fib, float(rng.uniform(4, 15)), float(rng.uniform(15, 40)), rng)
@@ -187,7 +194,8 @@ def _scene(shape: tuple[int, int], p: Params) -> _Scene:
 
 
 # Ruifrok & Johnston optical density vectors (RGB) and Macenko's H&E references
-_H_OD, _E_OD, _DAB_OD = np.array([0.650, 0.704, 0.286]), np.array([0.072, 0.990, 0.105]), np.array([0.268, 0.570, 0.776])
+_H_OD, _E_OD = np.array([0.650, 0.704, 0.286]), np.array([0.072, 0.990, 0.105])
+_DAB_OD = np.array([0.268, 0.570, 0.776])
 _MACENKO_H, _MACENKO_E = np.array([0.5626, 0.7201, 0.4062]), np.array([0.2159, 0.8012, 0.5581])
 _LOG_ADJUST = -np.log(1e-6)  # combine_stains scales its input by this
 
@@ -213,11 +221,12 @@ def _stain_vectors(rng: np.random.Generator, jitter: float, dab: bool) -> tuple[
 def jpeg(rgb: np.ndarray, quality: float) -> np.ndarray:
     """``rgb`` ``(H, W, 3)`` float 0..255 after a round trip through Pillow's JPEG encoder."""
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=round(quality))
+    image = Image.fromarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
+    image.save(buffer, "JPEG", quality=round(quality))
     return np.asarray(Image.open(buffer), dtype=np.float32)
 
 
-def _finish(p: Params, densities: tuple[np.ndarray, np.ndarray], vectors: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _finish(p: Params, densities: tuple[np.ndarray, ...], vectors: tuple[np.ndarray, ...]) -> np.ndarray:
     """Blur, Beer-Lambert colour (``combine_stains``), white balance, illumination, noise, JPEG; uint8 RGB."""
     rng, shape = p.rng, densities[0].shape
     p.draw("finish")
@@ -252,7 +261,7 @@ def _nucleus_profiles(s: _Scene, dens: np.ndarray, vesicular: np.ndarray, centre
     return out
 
 
-def _chromatin(shape: tuple[int, int], mean_r: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _chromatin(shape: tuple[int, int], mean_r: float, rng: np.random.Generator):
     """Fine chromatin texture, and its mix with coarse clumps of the nuclei's size."""
     fine = bandpass_field(shape, 0.5, float(rng.uniform(1.0, 2.0)), rng)
     clumps = bandpass_field(shape, 0.8 + 0.1 * mean_r, 1.5 + 0.3 * mean_r, rng)
@@ -270,7 +279,8 @@ def _red_blood_cells(s: _Scene, fraction: float, rng: np.random.Generator) -> np
     if n == 0:
         return out
     pop = Population(n, r_rbc, 0.08, (1.0, 1.3), 0.03, clusters=max(1, n // 25), cluster_spread=3.0)
-    cells = select_nuclei(draw_population(pop, 0, shape, (1.5, 8.0), rng), [n], float(rng.uniform(0.6, 0.95)), rng)
+    cands = draw_population(pop, 0, shape, (1.5, 8.0), rng)
+    cells = select_nuclei(cands, [n], float(rng.uniform(0.6, 0.95)), rng)
     dens = rng.uniform(0.9, 1.5, len(cells))
     for fp in rasterise(cells, shape, rng):
         d = np.minimum(fp.d, 1.0)
@@ -313,7 +323,8 @@ def _he_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray
     p.draw("rbc")
     if p.rbc > 0:
         E = E + p.eosin * _red_blood_cells(s, p.rbc, p.rng)
-    E = np.where(nuc_h > 0, E * 0.5 + 0.15 * p.eosin, E) + p.eosin * 0.5 * nucleoli  # nuclei hold little eosin
+    E = np.where(nuc_h > 0, E * 0.5 + 0.15 * p.eosin, E)  # nuclei hold little eosin
+    E = E + p.eosin * 0.5 * nucleoli
     return H + p.hematoxylin * (nuc_h + 0.6 * nucleoli), E
 
 

@@ -10,9 +10,15 @@ from scipy.special import expit
 
 
 def _freq_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    fy = sfft.fftfreq(shape[0]).astype(np.float32)[:, None]
-    fx = sfft.rfftfreq(shape[1]).astype(np.float32)[None, :]
-    return fy, fx
+    """rfft frequencies ``(H, 1)`` and ``(1, W // 2 + 1)`` (cycles per px), float32."""
+    fy, fx = sfft.fftfreq(shape[0]).astype(np.float32), sfft.rfftfreq(shape[1]).astype(np.float32)
+    return fy[:, None], fx[None, :]
+
+
+def _gaussian_tf(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """rfft transfer function of a Gaussian blur of ``sigma`` px."""
+    fy, fx = _freq_grid(shape)
+    return np.exp(-2.0 * (math.pi * sigma) ** 2 * (fy**2 + fx**2))
 
 
 def _spectral_field(shape: tuple[int, int], envelope: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -27,26 +33,20 @@ def _spectral_field(shape: tuple[int, int], envelope: np.ndarray, rng: np.random
 
 def noise_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Smooth isotropic noise, correlation length ~``sigma`` px, zero mean, unit std."""
-    fy, fx = _freq_grid(shape)
-    return _spectral_field(shape, np.exp(-2.0 * (math.pi * sigma) ** 2 * (fy**2 + fx**2)), rng)
+    return _spectral_field(shape, _gaussian_tf(shape, sigma), rng)
 
 
-def bandpass_field(shape: tuple[int, int], sigma_lo: float, sigma_hi: float, rng: np.random.Generator) -> np.ndarray:
+def bandpass_field(shape: tuple[int, int], sigma_lo: float, sigma_hi: float, rng: np.random.Generator):
     """Band-pass noise: structures between ``sigma_lo`` and ``sigma_hi`` px."""
-    fy, fx = _freq_grid(shape)
-    f2 = fy**2 + fx**2
-    env = np.exp(-2.0 * (math.pi * sigma_lo) ** 2 * f2) - np.exp(-2.0 * (math.pi * sigma_hi) ** 2 * f2)
-    return _spectral_field(shape, env, rng)
+    return _spectral_field(shape, _gaussian_tf(shape, sigma_lo) - _gaussian_tf(shape, sigma_hi), rng)
 
 
-def anisotropic_field(
-    shape: tuple[int, int], along: float, across: float, angle: float, rng: np.random.Generator
-) -> np.ndarray:
+def anisotropic_field(shape: tuple[int, int], along: float, across: float, angle: float,
+                      rng: np.random.Generator) -> np.ndarray:
     """Fibre-like noise elongated along ``angle`` (radians, from the +x axis towards +y)."""
     fy, fx = _freq_grid(shape)
     c, s = math.cos(angle), math.sin(angle)
-    f_along, f_across = fx * c + fy * s, -fx * s + fy * c
-    env = np.exp(-2.0 * math.pi**2 * ((along * f_along) ** 2 + (across * f_across) ** 2))
+    env = np.exp(-2.0 * math.pi**2 * ((along * (fx * c + fy * s)) ** 2 + (across * (-fx * s + fy * c)) ** 2))
     return _spectral_field(shape, env, rng)
 
 
@@ -58,9 +58,8 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
         return ndi.gaussian_filter(img, sigma, mode="reflect", truncate=3.0)
     pad = int(math.ceil(2.5 * sigma))
     padded = np.pad(img, pad, mode="reflect")
-    fy, fx = _freq_grid(padded.shape)
-    tf = np.exp(-2.0 * (math.pi * sigma) ** 2 * (fy**2 + fx**2))
-    out = sfft.irfft2(sfft.rfft2(padded, workers=1) * tf, s=padded.shape, workers=1)
+    spec = sfft.rfft2(padded, workers=1) * _gaussian_tf(padded.shape, sigma)
+    out = sfft.irfft2(spec, s=padded.shape, workers=1)
     return out[pad:-pad, pad:-pad].astype(np.float32)
 
 
@@ -72,7 +71,7 @@ def warp(img: np.ndarray, amplitude: float, scale: float, rng: np.random.Generat
     return ndi.map_coordinates(img, [yy + dy, xx + dx], order=1, mode="mirror").astype(np.float32)
 
 
-def illumination(shape: tuple[int, int], vignetting: float, gradient: float, rng: np.random.Generator) -> np.ndarray:
+def illumination(shape: tuple[int, int], vignetting: float, gradient: float, rng: np.random.Generator):
     """Multiplicative illumination field (max 1): off-centre vignetting times a linear ramp."""
     yy = np.linspace(-1, 1, shape[0], dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, shape[1], dtype=np.float32)[None, :]
@@ -83,7 +82,7 @@ def illumination(shape: tuple[int, int], vignetting: float, gradient: float, rng
     return (field / field.max()).astype(np.float32)
 
 
-def spot_map(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, amps: np.ndarray, sigma: float) -> np.ndarray:
+def spot_map(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, amps: np.ndarray, sigma: float):
     """Sum of Gaussian spots of peak ~``amps`` at the nearest pixels to ``(ys, xs)``."""
     out = np.zeros(shape, np.float32)
     if len(ys) == 0:

@@ -11,7 +11,7 @@ from skimage.segmentation import expand_labels
 from ._fields import bandpass_field, blur, illumination, noise_field, spot_map
 from ._layout import APOPTOTIC, DAUGHTERS, METAPHASE, NORMAL, Population, count_for, finalise_labels, layout
 from ._layout import spots_in
-from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, number, one_of, pair, table
+from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, one_of, pair, table
 from ._params import uniform, with_draws
 
 
@@ -70,7 +70,8 @@ FLUORESCENCE: tuple[Param, ...] = radius_rows(4.0, 40.0) + table(
     ("texture", uniform(0.05, 0.45), (0, 1), "chromatin texture amplitude"),
     ("rim_fraction", maybe(0.5, uniform(0.2, 1.0)), (0, 1), "probability of a bright rim"),
     ("nucleoli", uniform(0.0, 0.7), (0, 1), "dark nucleoli, 2x this per nucleus on average"),
-    ("chromocentres", maybe(0.65, uniform(0.2, 0.8)), (0, 1), "bright chromocentres, 8x this per nucleus on average"),
+    ("chromocentres", maybe(0.65, uniform(0.2, 0.8)), (0, 1),
+     "bright chromocentres, 8x this per nucleus on average"),
     ("background", log_uniform(0.01, 0.15), (0, 1), "background, relative to the median nucleus"),
     ("haze", _HAZE, (0, 2), "out-of-focus haze, relative to the signal"),
     ("cytoplasm", maybe(0.6, uniform(0.02, 0.12)), (0, 1), "cytoplasm autofluorescence"),
@@ -108,7 +109,8 @@ def _populations(p: Params) -> list[Population]:
     kinds = rng.choice(list(_MITOTIC), size=n_mit, p=[0.35, 0.35, 0.3]) if n_mit else np.zeros(0)
     for kind, (rel_r, cv, elong, irr) in _MITOTIC.items():
         if (kinds == kind).any():
-            pops.append(Population(int((kinds == kind).sum()), p.mean_radius * rel_r, cv, elong, irr, kind=kind))
+            pops.append(Population(int((kinds == kind).sum()), p.mean_radius * rel_r, cv, elong, irr,
+                                   kind=kind))
     return pops
 
 
@@ -157,7 +159,8 @@ def _paint(p: Params, fps: list, look: _Look, labels: np.ndarray, sigmas: np.nda
         t = 1.0 + look.texture[i] * chroma[fp.sl]
         layers[look.focus[i]][fp.sl] += (look.intensity[i] * fp.cover) * prof * np.clip(t, 0.2, None)
         pad = int(math.ceil(3.0 * float(sigmas[i]))) + 1
-        ya, yb, xa, xb = max(ys.start - pad, 0), min(ys.stop + pad, h), max(xs.start - pad, 0), min(xs.stop + pad, w)
+        ya, yb = max(ys.start - pad, 0), min(ys.stop + pad, h)
+        xa, xb = max(xs.start - pad, 0), min(xs.stop + pad, w)
         win = np.zeros((yb - ya, xb - xa), np.float32)
         win[ys.start - ya : ys.stop - ya, xs.start - xa : xs.stop - xa] = fp.cover * prof
         if sigmas[i] > 0.05:
@@ -179,7 +182,8 @@ def _add_spots(p: Params, nuclei: np.recarray, inten: np.ndarray, layers: list, 
             lay *= 1.0 - np.clip(holes, 0, 0.85)
     if p.chromocentres > 0 and len(normal):
         ys, xs, amps, owner = spots_in(nuclei, normal, rng, count_mean=8.0 * p.chromocentres, spread=0.75)
-        foci = spot_map(shape, ys, xs, amps * inten[owner] * rng.uniform(0.4, 1.0), max(0.6, 0.07 * p.mean_radius))
+        amps = amps * inten[owner] * rng.uniform(0.4, 1.0)
+        foci = spot_map(shape, ys, xs, amps, max(0.6, 0.07 * p.mean_radius))
         layers[0] += foci * (labels > 0)
 
 

@@ -16,7 +16,8 @@ NORMAL, METAPHASE, DAUGHTERS, APOPTOTIC, SPINDLE, LYMPHO = range(6)  # kinds of 
 
 def candidates(*arrays: np.ndarray) -> np.recarray:
     """Nuclei as a record array: centre, radius, elongation, angle, irregularity, kind, population."""
-    return np.rec.fromarrays([np.asarray(a) for a in arrays], names="cy,cx,r,elong,theta,irregularity,kind,pop")
+    names = "cy,cx,r,elong,theta,irregularity,kind,pop"
+    return np.rec.fromarrays([np.asarray(a) for a in arrays], names=names)
 
 
 @dataclass
@@ -61,8 +62,8 @@ def _pixel(c: np.ndarray, n: int) -> np.ndarray:
     return np.clip(c.astype(int), 0, n - 1)
 
 
-def draw_population(pop: Population, pop_index: int, shape: tuple[int, int], radius_range: tuple[float, float],
-                    rng: np.random.Generator) -> np.recarray:
+def draw_population(pop: Population, pop_index: int, shape: tuple[int, int],
+                    radius_range: tuple[float, float], rng: np.random.Generator) -> np.recarray:
     """About ``4 n`` candidates: log-normal radii, Beta elongations, random or field-guided angles."""
     cy, cx = _centres(pop, max(8, int(pop.n * 4 + 20)), shape, rng)
     m = len(cy)
@@ -71,7 +72,8 @@ def draw_population(pop: Population, pop_index: int, shape: tuple[int, int], rad
     lo, hi = pop.elong_range
     elong = np.maximum(1.0 + (hi - 1.0) * rng.beta(1.2, 2.5, m) if hi > lo else np.full(m, lo), lo)
     if pop.angle_field is not None and m:
-        theta = pop.angle_field[_pixel(cy, shape[0]), _pixel(cx, shape[1])] + rng.normal(0, pop.angle_jitter, m)
+        theta = pop.angle_field[_pixel(cy, shape[0]), _pixel(cx, shape[1])]
+        theta = theta + rng.normal(0, pop.angle_jitter, m)
     else:
         theta = rng.uniform(0, math.pi, m)
     irr = pop.irregularity * rng.uniform(0.4, 1.4, m)
@@ -90,7 +92,8 @@ def _sample_density(density: np.ndarray, m: int, jitter: float, rng: np.random.G
     return cy, cx
 
 
-def select_nuclei(cands: np.recarray, targets: Sequence[int], overlap: float, rng: np.random.Generator) -> np.recarray:
+def select_nuclei(cands: np.recarray, targets: Sequence[int], overlap: float,
+                  rng: np.random.Generator) -> np.recarray:
     """Random sequential placement: a candidate is taken if its population has room and it is at
     least ``overlap (r_i + r_j)`` and ``0.8 max(r_i, r_j)`` away from every taken one."""
     m = len(cands)
@@ -249,7 +252,7 @@ def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def layout(pops: Sequence[Population], shape: tuple[int, int], radius_range: tuple[float, float],
-           overlap: float, min_area: int, rng: np.random.Generator) -> tuple[np.recarray, list[Footprint], np.ndarray]:
+           overlap: float, min_area: int, rng: np.random.Generator) -> tuple[np.recarray, list, np.ndarray]:
     """Accepted nuclei, their visible footprints in (random) z-order and final ``int32 (H, W)`` labels."""
     parts = [draw_population(p, k, shape, radius_range, rng) for k, p in enumerate(pops)]
     cands = np.concatenate(parts).view(np.recarray) if parts else candidates(*[np.zeros(0)] * 8)
@@ -266,7 +269,8 @@ def count_for(coverage: float, area: float, mean_r: float) -> int:
     return max(1, int(round(coverage * area / (math.pi * mean_r**2))))
 
 
-def spots_in(nuclei: np.recarray, idx: np.ndarray, rng: np.random.Generator, count_mean: float, spread: float):
+def spots_in(nuclei: np.recarray, idx: np.ndarray, rng: np.random.Generator, count_mean: float,
+             spread: float) -> tuple[np.ndarray, ...]:
     """``(ys, xs, amplitudes, owner)`` of random spots within ``spread`` radii of nuclei ``idx``."""
     owner = np.repeat(idx, rng.poisson(count_mean, len(idx)))
     if owner.size == 0:

@@ -50,7 +50,8 @@ def choice(values: Sequence[Any], probs: Sequence[float] | None = None) -> Rule:
 
 def maybe(p_zero: float, dist: Rule) -> Rule:
     """0 with probability ``p_zero``, else a draw of ``dist`` (drawn first either way)."""
-    return Rule(lambda p: float(p.rng.choice([0.0, dist(p)], p=[p_zero, 1 - p_zero])), f"0 ({p_zero:g}) else {dist}")
+    return Rule(lambda p: float(p.rng.choice([0.0, dist(p)], p=[p_zero, 1 - p_zero])),
+                f"0 ({p_zero:g}) else {dist}")
 
 
 def by(key: str, cases: Mapping[Any, Rule], default: Rule | None = None) -> Rule:
@@ -72,8 +73,9 @@ def number(lo: float | str, hi: float | str, integer: bool = False, none_ok: boo
         low, high = (_BOUNDS[b](p) if isinstance(b, str) else b for b in (lo, hi))
         return (check_int if integer else check_float)(value, name, low, high, error=SyntheticError)
 
-    text = f"{'int' if integer else 'number'} in [{lo if isinstance(lo, str) else f'{lo:g}'}, "
-    return Rule(check, text + f"{hi if isinstance(hi, str) else f'{hi:g}'}]" + (" or None" if none_ok else ""))
+    lo_s, hi_s = (b if isinstance(b, str) else f"{b:g}" for b in (lo, hi))
+    kind = "int" if integer else "number"
+    return Rule(check, f"{kind} in [{lo_s}, {hi_s}]" + (" or None" if none_ok else ""))
 
 
 def pair(lo: float, hi: str) -> Rule:
@@ -84,7 +86,9 @@ def pair(lo: float, hi: str) -> Rule:
         except (TypeError, ValueError):
             raise SyntheticError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
         bound = number(lo, hi)
-        return (bound(name, low, p), bound(name, high, p)) if low <= high else bound(f"{name} low <= high", math.nan, p)
+        if low > high:
+            bound(f"{name} low <= high", math.nan, p)
+        return bound(name, low, p), bound(name, high, p)
 
     return Rule(check, f"(low, high), {lo:g} <= low <= high <= {hi}")
 
@@ -119,7 +123,8 @@ class Params:
 
     def __init__(self, style: str, table: Sequence[Param], shape: tuple[int, int],
                  rng: np.random.Generator, overrides: Mapping[str, Any]):
-        self.table, self.shape, self.rng, self.overrides, self.values = tuple(table), shape, rng, dict(overrides), {}
+        self.table, self.shape, self.rng = tuple(table), shape, rng
+        self.overrides, self.values = dict(overrides), {}
         names = sorted(row.name for row in self.table)
         unknown = sorted(set(self.overrides) - set(names))
         if unknown:
