@@ -213,12 +213,17 @@ def _neighbour_label(labels: np.ndarray, region: np.ndarray, exclude: int) -> in
     return int(uniq[np.argmax(counts)])
 
 
-def _components(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """4-connected regions of equal label: ids ``(H, W)``, each one's label and pixel count."""
+def _components(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """4-connected regions of equal label: ids ``(H, W)``, and per region its label, pixel count and
+    whether it is its label's largest (the first on ties)."""
     comp = connected_components(labels, background=0, connectivity=1).astype(np.int32)
     owner = np.zeros(int(comp.max(initial=0)) + 1, np.int64)
     owner[comp.ravel()] = labels.ravel()
-    return comp, owner, np.bincount(comp.ravel(), minlength=owner.size)
+    size, ids = np.bincount(comp.ravel(), minlength=owner.size), np.arange(1, owner.size)
+    order = ids[np.lexsort((-size[ids], owner[ids]))]  # by label, then by decreasing size
+    largest = np.zeros(owner.size, bool)
+    largest[order[np.diff(owner[order], prepend=-1) != 0]] = True
+    return comp, owner, size, largest
 
 
 def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -226,15 +231,8 @@ def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
     pieces go to the adjacent object they touch most, else to background."""
     labels = labels.copy()
     for _ in range(4):
-        comp, owner, size = _components(labels)
-        ids = np.arange(1, owner.size)
-        if ids.size == 0:
-            break
-        # largest component of each label: sort by (label, -size), take the first per label
-        order = ids[np.lexsort((-size[ids], owner[ids]))]
-        largest = np.zeros(owner.size, bool)
-        largest[order[np.r_[True, owner[order[1:]] != owner[order[:-1]]]]] = True
-        bad = ids[~largest[ids] | (size[ids] < min_area)]
+        comp, owner, size, largest = _components(labels)
+        bad = np.flatnonzero(~largest[1:] | (size[1:] < min_area)) + 1
         if bad.size == 0:
             break
         slices = ndi.find_objects(comp)
@@ -243,11 +241,8 @@ def finalise_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
             frag = comp[sl] == cid
             labels[sl][frag] = _neighbour_label(labels[sl], frag, int(owner[cid]))
     else:  # still not clean after reassignment rounds: drop remaining stray pieces
-        comp, owner, size = _components(labels)
-        for lab in np.unique(owner[1:]):
-            cids = np.flatnonzero(owner == lab)
-            if cids.size > 1:
-                labels[np.isin(comp, np.delete(cids, np.argmax(size[cids])))] = 0
+        comp, _, _, largest = _components(labels)
+        labels[(comp > 0) & ~largest[comp]] = 0
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
