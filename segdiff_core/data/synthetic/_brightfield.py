@@ -201,6 +201,7 @@ _LOG_ADJUST = -np.log(1e-6)  # combine_stains scales its input by this
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
+    """``v`` scaled to unit length."""
     return v / np.linalg.norm(v)
 
 

@@ -16,6 +16,7 @@ from ._params import uniform, with_draws
 
 
 def _mean_radius(p: Params) -> float:
+    """Draw of the typical radius within ``radius_range``."""
     lo, hi = p.radius_range
     return log_uniform(lo * 1.15, max(hi * 0.6, lo * 1.2))(p) if hi > lo else lo
 
@@ -30,6 +31,7 @@ def radius_rows(lo: float, hi: float) -> tuple[Param, Param]:
 
 
 def _by_context(culture: Rule, tissue: Rule) -> Rule:
+    """One distribution for cultured cells, another for tissue."""
     return by("context", {"culture": culture, "tissue": tissue})
 
 

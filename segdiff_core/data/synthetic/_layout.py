@@ -59,6 +59,7 @@ def _centres(pop: Population, m: int, shape: tuple[int, int], rng: np.random.Gen
 
 
 def _pixel(c: np.ndarray, n: int) -> np.ndarray:
+    """Coordinates ``c`` as pixel indices clipped to ``[0, n)``."""
     return np.clip(c.astype(int), 0, n - 1)
 
 

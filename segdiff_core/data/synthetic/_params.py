@@ -32,18 +32,22 @@ class Rule:
 
 
 def uniform(lo: float, hi: float) -> Rule:
+    """Uniform draw in ``[lo, hi)``."""
     return Rule(lambda p: float(p.rng.uniform(lo, hi)), f"U({lo:g}, {hi:g})")
 
 
 def log_uniform(lo: float, hi: float) -> Rule:
+    """Draw uniform in ``log`` between ``lo`` and ``hi``."""
     return Rule(lambda p: float(math.exp(p.rng.uniform(math.log(lo), math.log(hi)))), f"logU({lo:g}, {hi:g})")
 
 
 def const(value: Any) -> Rule:
+    """Always ``value``."""
     return Rule(lambda p: value, repr(value))
 
 
 def choice(values: Sequence[Any], probs: Sequence[float] | None = None) -> Rule:
+    """One of ``values`` (with probabilities ``probs``, default equal)."""
     shown = ", ".join(f"{v} ({q:.2g})" for v, q in zip(values, probs or [1 / len(values)] * len(values)))
     return Rule(lambda p: p.rng.choice(list(values), p=probs), shown)
 
@@ -94,6 +98,7 @@ def pair(lo: float, hi: str) -> Rule:
 
 
 def one_of(choices: Sequence[Any]) -> Rule:
+    """Override check: one of ``choices``."""
     return Rule(lambda name, v, p: check_choice(v, name, choices, error=SyntheticError),
                 "one of " + ", ".join(map(str, choices)))
 
