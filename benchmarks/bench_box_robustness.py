@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -110,8 +112,13 @@ def build_methods(args: argparse.Namespace, tmp: Path) -> tuple[list[Method], di
 
         unet = UNetSegmenter.from_checkpoint(args.unet, device="cpu")
         methods.append(unet_method(unet, name="unet"))
-        info["unet"] = {"model": args.unet, "parameters": unet.model.num_parameters(),
-                        "train_steps": unet.metadata.get("steps")}
+        train = unet.metadata.get("train") or {}
+        info["unet"] = {"model": Path(args.unet).name, "sha256": hashlib.sha256(Path(args.unet).read_bytes()).hexdigest(),
+                        "parameters": unet.model.num_parameters(), "box_channel": False,
+                        "trained_on": ", ".join((unet.metadata.get("data") or {}).get("styles", [])),
+                        "train_steps": unet.metadata.get("steps"), "batch_size": train.get("batch_size"),
+                        "lr": train.get("lr"), "loss": unet.metadata.get("loss"),
+                        "recipe": f"python benchmarks/train_unet_box.py --steps {unet.metadata.get('steps')} --out unet.pt"}
     if not args.no_otsu:
         methods.append(otsu_method(prompt=True))
         info["otsu"] = {"baseline": "Otsu threshold inside the crop, component at the centre"}
@@ -157,12 +164,20 @@ def render(result: dict[str, Any]) -> str:
         "`Segmenter.segment_batch` -> `paste_back` at threshold 0.5 (the model's own threshold). Cells: mean IoU ×100",
         "± its standard error over prompts; area: median over prompts of predicted / true area.",
         "Box jitter j: centre shifted by U(-j, j) of the box size, sides scaled by U(1 - j, 1 + 2 j).",
+        f"Torch threads {result['threads']}; load average at the end of the run "
+        f"{' / '.join(f'{x:.1f}' for x in result.get('load_average', []))} (1/5/15 min; quality only, no timing claims).",
         "",
         "Methods:",
         "",
     ]
     for name, info in result["methods"].items():
         lines.append(f"- `{name}`: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if "unet" in result["methods"]:
+        lines += ["", "The `unet` row is the plain one-pass U-Net of `segdiff_core.baselines.unet` (no diffusion, no",
+                  "prompt-box channel; width chosen to match the SegDiff model's parameter count), trained on the same",
+                  "data stream and box-robust crops as the bundled model by `benchmarks/train_unet_box.py`",
+                  "(binary cross-entropy + soft Dice, from scratch). The file is not in the repository (it ships one",
+                  "model file); its SHA-256 above identifies the file measured, and the recipe command rebuilds it."]
     for jitter in result["jitters"]:
         lines += ["", f"## Box jitter {jitter:g}", "", "### All families", ""]
         head = "| method | " + " | ".join(f"margin {m:g} IoU | area" for m in result["margins"]) + " |"
@@ -244,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate(args, methods) if methods else []
     result = {"eval_seed": EVAL_SEED, "n_per_style": args.n_per_style, "styles": args.styles,
               "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "margins": args.margins,
-              "jitters": args.jitters, "methods": info, "threads": args.threads, "rows": rows}
+              "jitters": args.jitters, "methods": info, "threads": args.threads,
+              "load_average": list(os.getloadavg()), "rows": rows}
     for other_path in args.merge:
         other = json.loads(other_path.read_text())
         if any(other[k] != result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters")):

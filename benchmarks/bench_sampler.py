@@ -9,7 +9,8 @@ preset (the Cityscapes configuration, C = 128, at a reduced input size so it run
   (d) bare network forward vs time per sampler step (the sampler's overhead)
   (e) peak memory for 1, 8 and 30 generations (each in a fresh process)
 
-and prints a table of seconds, ratios and MiB; ``--markdown FILE`` also writes it as Markdown.
+and prints a table of seconds, ratios and MiB; ``--markdown FILE`` also writes it as Markdown, into
+its own marked section of FILE (``bench_sampler``; other benchmarks' sections are kept).
 
     python benchmarks/bench_sampler.py                 # full run (a few minutes on 2 cores)
     python benchmarks/bench_sampler.py --quick         # smaller repeat counts
@@ -26,11 +27,16 @@ from pathlib import Path
 
 import torch
 
-from segdiff_core.config import SegDiffConfig
-from segdiff_core.diffusion.sampler import sample, sample_progressive
-from segdiff_core.diffusion.scheduler import DDPMScheduler
-from segdiff_core.model import SegDiffModel
-from segdiff_core.presets import get_preset
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_prompt import write_section  # noqa: E402 (the one writer of benchmark doc sections)
+from segdiff_core.config import SegDiffConfig  # noqa: E402
+from segdiff_core.diffusion.sampler import sample, sample_progressive  # noqa: E402
+from segdiff_core.diffusion.scheduler import DDPMScheduler  # noqa: E402
+from segdiff_core.model import SegDiffModel  # noqa: E402
+from segdiff_core.presets import get_preset  # noqa: E402
 
 
 def paper_size_config(image_size: int) -> SegDiffConfig:
@@ -205,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         header = [
-            "# Sampler benchmarks",
+            "## Sampler benchmarks",
             "",
             "Written by `python benchmarks/bench_sampler.py --markdown docs/benchmarks.md` (numbers are",
             "not edited by hand). Times are the best of several runs; ratios compare runs made in the same",
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "",
         ]
-        args.markdown.write_text("\n".join(header) + text + "\n")
+        begin, end = "<!-- bench_sampler: begin -->", "<!-- bench_sampler: end -->"
+        write_section(args.markdown, f"{begin}\n\n" + "\n".join(header) + text + f"\n\n{end}", begin, end)
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2))
     return 0

@@ -1,20 +1,28 @@
 """Does iterative refinement earn its steps? IoU against DDIM steps and generations, and time.
 
-For one model file: synthetic prompts of every style family at two crop margins, sampled once
-with the largest number of generations for each number of DDIM steps; the ensemble of the first
-``g`` generations gives the curve over ``g`` (nested ensembles, a paired comparison). IoU is
-measured on the image's own pixels (paste-back of the mean map, the model's threshold), seconds
-are wall time per prompt of the sampling (batched, 1 torch thread unless ``--threads``).
+For one or more model files (the shipped model and the refinement variants of issue 11 item 5:
+self-conditioning, v-prediction, a noise schedule shifted toward high noise): synthetic prompts
+of every style family, including the family held out of training, at two crop margins, sampled
+once with the largest number of generations for each number of DDIM steps; the ensemble of the
+first ``g`` generations gives the curve over ``g`` (nested ensembles, a paired comparison). All
+models see the same prompts, so model-against-model differences are paired too. IoU is measured
+on the image's own pixels (paste-back of the mean map, the model's threshold); seconds are wall
+time per prompt of the sampling (batched, 1 torch thread unless ``--threads``).
 
     python benchmarks/bench_steps.py                                  # the bundled model
+    python benchmarks/bench_steps.py --model selfcond=runs/selfcond/last.pt --merge docs/steps-generations.json
     python benchmarks/bench_steps.py runs/x/last.pt --n-per-style 4 --out /tmp/steps
 
 Writes ``<out>/steps-generations.json``, ``<out>/steps-generations.md`` and
-``<out>/images/steps-generations.png`` (default ``<out>`` = docs/).
+``<out>/images/steps-generations.png`` (default ``<out>`` = docs/). With the default ``<out>``
+it also re-renders docs/evaluation.md, whose section "Does iterative refinement pay?" is
+:func:`evaluation_section` of this JSON.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +42,8 @@ from segdiff_core.metrics import iou  # noqa: E402
 from segdiff_core.segmenter import Segmenter  # noqa: E402
 
 EVAL_SEED = 20261201
+SHIPPED = "shipped"
+"""Name of the bundled model's rows; the other models are compared with it."""
 
 
 def sweep(seg: Segmenter, prepared: list[Any], steps: list[int], generations: list[int], seed: int) -> dict[str, Any]:
@@ -60,58 +70,175 @@ def sweep(seg: Segmenter, prepared: list[Any], steps: list[int], generations: li
     return out
 
 
+def describe(seg: Segmenter, path: str) -> dict[str, Any]:
+    """What distinguishes a model file: its refinement-related settings and training."""
+    m, d = seg.config.model, seg.config.diffusion
+    return {"model": path, "train_steps": seg.metadata.get("steps"), "prediction": d.prediction,
+            "noise_shift": d.noise_shift, "self_condition": m.self_condition, "box_channel": m.box_channel,
+            "default": f"{seg.inference.generations} x {seg.inference.steps} {seg.inference.sampler}"}
+
+
+def _rel(path: str) -> str:
+    """A model path as written in the docs: relative to the repository when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------ statistics
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+def _cell(v: np.ndarray) -> str:
+    m, se = _mean_se(100 * v)
+    return f"{m:.1f} ± {se:.1f}"
+
+
+def _sel(result: dict[str, Any], subset: str) -> np.ndarray:
+    """Boolean mask over the prompts: ``all`` or ``heldout`` (the held-out families)."""
+    styles = np.array(result["prompt_styles"])
+    return np.ones(styles.size, bool) if subset == "all" else np.isin(styles, result["heldout"])
+
+
+def _ious(result: dict[str, Any], model: str, margin: str, steps: str, g: int, subset: str = "all") -> np.ndarray:
+    return np.array(result["models"][model]["margins"][margin][steps]["iou"][str(g)])[_sel(result, subset)]
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
+    """Mean and SE of ``a - b`` in IoU points, and whether it is beyond twice its SE."""
+    m, se = _mean_se(100 * (a - b))
+    return m, se, ("better" if m > 2 * se else "worse" if m < -2 * se else "no different")
+
+
+# ------------------------------------------------------------------ report
 def render(result: dict[str, Any]) -> str:
+    g_max = max(result["generations"])
     lines = [
         "# IoU against DDIM steps and generations",
         "",
         "Written by `benchmarks/bench_steps.py`; do not edit by hand.",
-        f"Model: `{result['model']}` ({result['train_steps']} training steps). {result['n_prompts']} prompts per margin",
-        f"({result['n_per_style']} per family of {', '.join(result['styles'])}; held out of training:",
-        f"{', '.join(result['heldout'])}), evaluation seed {result['eval_seed']}. Cells: mean IoU ×100 ± standard error",
-        "over prompts; nested ensembles (the first g of the same samples). Time: seconds per prompt of",
-        f"batched sampling with {result['threads']} torch thread(s) on a shared 2-core machine, scaled to g generations",
-        "(time is linear in g x steps); absolute times move with the machine's load.",
+        f"{result['n_prompts']} prompts per margin ({result['n_per_style']} per family of {', '.join(result['styles'])};",
+        f"held out of training: {', '.join(result['heldout'])}), evaluation seed {result['eval_seed']}, the same prompts",
+        "for every model. Cells: mean IoU ×100 ± standard error over prompts (n = all prompts, or the held-out",
+        "family's); nested ensembles (the first g of the same samples). Time: seconds per prompt of batched sampling",
+        f"with {result['threads']} torch thread(s) on a shared 2-core machine at G={g_max} (load average "
+        f"{' / '.join(f'{x:.1f}' for x in result.get('load_average', []))} at the end of the last run; absolute",
+        "times move with the load, time is linear in g x steps).",
+        "",
+        "Models:",
+        "",
     ]
-    for margin, data in result["margins"].items():
-        lines += ["", f"## Crop margin {margin}", "", "| DDIM steps | " + " | ".join(f"G={g}" for g in result["generations"]) + " | s/prompt at G=8 |",
-                  "|---|" + "---|" * (len(result["generations"]) + 1)]
-        for n_steps, d in data.items():
-            cells = []
-            for g in result["generations"]:
-                v = np.array(d["iou"][str(g)])
-                cells.append(f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1) / np.sqrt(len(v)):.1f}")
-            s8 = d["seconds_per_prompt_at_max_g"] * 8 / max(result["generations"])
-            lines.append(f"| {n_steps} | " + " | ".join(cells) + f" | {s8:.2f} |")
+    for name, info in result["models"].items():
+        lines.append(f"- `{name}`: " + ", ".join(f"{k} {_rel(v) if k == 'model' else v}" for k, v in info["info"].items()))
+    for name, info in result["models"].items():
+        lines += ["", f"## Model `{name}`"]
+        for margin, data in info["margins"].items():
+            n_held = int(_sel(result, "heldout").sum())
+            lines += ["", f"### Crop margin {margin}", "",
+                      "| DDIM steps | " + " | ".join(f"G={g}" for g in result["generations"])
+                      + f" | held out, G={g_max} (n={n_held}) | s/prompt at G={g_max} |",
+                      "|---|" + "---|" * (len(result["generations"]) + 2)]
+            for n_steps, d in data.items():
+                cells = [_cell(_ious(result, name, margin, n_steps, g)) for g in result["generations"]]
+                cells.append(_cell(_ious(result, name, margin, n_steps, g_max, "heldout")))
+                lines.append(f"| {n_steps} | " + " | ".join(cells) + f" | {d['seconds_per_prompt_at_max_g']:.2f} |")
     lines += ["", "## Does iterative refinement earn its steps?", "", verdict(result), "",
               "![IoU against steps and generations](images/steps-generations.png)", ""]
     return "\n".join(lines)
 
 
+def _refinement_lines(result: dict[str, Any], name: str) -> tuple[list[str], bool]:
+    """Per margin and subset: each steps value against 1 step of the same model (paired, G max)."""
+    g = max(result["generations"])
+    out, pays = [], False
+    for margin, data in result["models"][name]["margins"].items():
+        for subset in ("all", "heldout"):
+            one = _ious(result, name, margin, "1", g, subset)
+            parts = []
+            for n_steps in data:
+                if n_steps == "1":
+                    continue
+                m, se, word = _paired(_ious(result, name, margin, n_steps, g, subset), one)
+                pays |= word == "better"
+                parts.append(f"{n_steps} steps {m:+.1f} ± {se:.1f} ({word})")
+            tag = "all families" if subset == "all" else "held-out family"
+            out.append(f"- `{name}`, margin {margin}, {tag} (n={one.size}), G={g}, against its own 1 step: " + "; ".join(parts) + ".")
+    return out, pays
+
+
+def _best(result: dict[str, Any], name: str, margin: str, subset: str) -> tuple[str, float]:
+    g = max(result["generations"])
+    data = result["models"][name]["margins"][margin]
+    best = max(data, key=lambda s: _ious(result, name, margin, s, g, subset).mean())
+    return best, float(_ious(result, name, margin, best, g, subset).mean())
+
+
+def _against_shipped(result: dict[str, Any], name: str) -> tuple[list[str], bool]:
+    """A variant's best steps against the shipped model's 1 step (paired, G max), per margin and subset."""
+    g = max(result["generations"])
+    out, better_everywhere = [], True
+    for margin in result["models"][name]["margins"]:
+        for subset in ("all", "heldout"):
+            best, _ = _best(result, name, margin, subset)
+            m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, SHIPPED, margin, "1", g, subset))
+            better_everywhere &= word == "better"
+            tag = "all families" if subset == "all" else "held-out family"
+            out.append(f"- `{name}` at its best ({best} steps) vs `{SHIPPED}` at 1 step, margin {margin}, {tag}: "
+                       f"{m:+.1f} ± {se:.1f} IoU points ({word}).")
+    return out, better_everywhere
+
+
 def verdict(result: dict[str, Any]) -> str:
-    """Paired IoU change of every steps value against 1 step, at the largest ensemble, in words."""
-    g = str(max(result["generations"]))
-    out = []
-    for margin, data in result["margins"].items():
-        one = np.array(data[min(data, key=int)]["iou"][g])
-        parts = []
-        for n_steps, d in data.items():
-            if int(n_steps) == 1:
-                continue
-            diff = np.array(d["iou"][g]) - one
-            se = diff.std(ddof=1) / np.sqrt(diff.size)
-            word = "better" if diff.mean() > 2 * se else ("worse" if diff.mean() < -2 * se else "no different (within 2 SE)")
-            parts.append(f"{n_steps} steps {100 * diff.mean():+.1f} ± {100 * se:.1f} IoU points ({word})")
-        out.append(f"- margin {margin}, G={g}, against 1 step on the same prompts: " + "; ".join(parts) + ".")
-    text = "\n".join(out)
-    if "(better)" in text:
-        head = "**Yes, in some settings: more steps are better beyond twice the noise; see below.**"
-    elif "(worse)" in text:
-        head = ("**No: more than one DDIM step does not improve the ensemble on these prompts, and in some "
-                "settings it is worse; one step is the best quality for the time.**")
+    """Does any model gain from more than one step, and does any variant beat the shipped model? In words."""
+    lines, pays_any = [], False
+    for name in result["models"]:
+        rl, pays = _refinement_lines(result, name)
+        lines += rl
+        pays_any |= pays
+    variants = [n for n in result["models"] if n != SHIPPED]
+    vs, winners = [], []
+    if SHIPPED in result["models"]:
+        for name in variants:
+            v, better = _against_shipped(result, name)
+            vs += v
+            if better:
+                winners.append(name)
+    if pays_any:
+        head = ("**In some settings more steps are better than one step of the same model beyond twice the noise "
+                "(marked *better* below).**")
     else:
-        head = ("**No measurable gain: more DDIM steps are within the noise of one step on these prompts and "
-                "cost time in proportion; one step is the best quality for the time.**")
-    return head + "\n\n" + text
+        head = ("**No: for no model and no margin does more than one DDIM step improve the ensemble beyond twice "
+                "the noise; one step is the best quality for the time.**")
+    if variants:
+        head += (f" Refinement variants measured: {', '.join(f'`{v}`' for v in variants)}; "
+                 + (f"clearly better than the shipped model at every margin and on the held-out family: "
+                    f"{', '.join(winners)}." if winners else
+                    "none is clearly better than the shipped model at one step at every margin and on the held-out family."))
+    return "\n".join([head, "", "Each model against its own 1 step (paired, IoU points):", ""] + lines
+                     + (["", "Variants against the shipped model (paired, IoU points):", ""] + vs if vs else []))
+
+
+def evaluation_section(result: dict[str, Any]) -> str:
+    """The docs/evaluation.md section on issue 11 item 5: a table of IoU at G max per model and
+    steps, and the verdict. ``result``: the JSON of this script."""
+    g = max(result["generations"])
+    margins = list(next(iter(result["models"].values()))["margins"])
+    head = ["model", "DDIM steps"] + [f"margin {m}, {s}" for m in margins for s in ("all", "held out")] + ["s/prompt"]
+    rows = []
+    for name, info in result["models"].items():
+        for n_steps in info["margins"][margins[0]]:
+            cells = [_cell(_ious(result, name, m, n_steps, g, s)) for m in margins for s in ("all", "heldout")]
+            secs = np.mean([info["margins"][m][n_steps]["seconds_per_prompt_at_max_g"] for m in margins])
+            rows.append(f"| `{name}` | {n_steps} | " + " | ".join(cells) + f" | {secs:.2f} |")
+    n_held = int(_sel(result, "heldout").sum())
+    return "\n".join([
+        f"Written by `benchmarks/bench_steps.py` (raw numbers: [steps-generations.json](steps-generations.json), more in "
+        f"[steps-generations.md](steps-generations.md)). G = {g} generations, IoU ×100 ± SE over {result['n_prompts']} "
+        f"prompts (held out: the {', '.join(result['heldout'])} family, n = {n_held}).", "",
+        "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "", verdict(result)])
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -120,32 +247,43 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    margins = list(result["margins"])
-    fig, axes = plt.subplots(1, len(margins), figsize=(5.5 * len(margins), 4), squeeze=False)
     g_max = max(result["generations"])
-    for ax, margin in zip(axes[0], margins):
-        data = result["margins"][margin]
+    names = list(result["models"])
+    margins = list(result["models"][names[0]]["margins"])
+    fig, axes = plt.subplots(3, len(margins), figsize=(5.5 * len(margins), 11), squeeze=False)
+    for c, margin in enumerate(margins):
+        data = result["models"].get(SHIPPED, result["models"][names[0]])["margins"][margin]
         for g in result["generations"]:
-            xs, ys = [], []
-            for n_steps, d in data.items():
-                xs.append(d["seconds_per_prompt_at_max_g"] * g / g_max)
-                ys.append(np.mean(d["iou"][str(g)]))
-            ax.plot(xs, ys, marker="o", label=f"G={g}")
+            xs = [d["seconds_per_prompt_at_max_g"] * g / g_max for d in data.values()]
+            ys = [np.mean(d["iou"][str(g)]) for d in data.values()]
+            axes[0, c].plot(xs, ys, marker="o", label=f"G={g}")
             for x, y, n_steps in zip(xs, ys, data):
-                ax.annotate(n_steps, (x, y), fontsize=7, textcoords="offset points", xytext=(2, 2))
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds per prompt (labels: DDIM steps)")
-        ax.set_ylabel("mean IoU")
-        ax.set_title(f"crop margin {margin}")
-        ax.legend(fontsize=8)
+                axes[0, c].annotate(n_steps, (x, y), fontsize=7, textcoords="offset points", xytext=(2, 2))
+        axes[0, c].set_xscale("log")
+        axes[0, c].set_xlabel("seconds per prompt (labels: DDIM steps)")
+        axes[0, c].set_title(f"{names[0] if SHIPPED not in names else SHIPPED}, crop margin {margin}")
+        for r, subset in ((1, "all"), (2, "heldout")):
+            for name in names:
+                steps = list(result["models"][name]["margins"][margin])
+                vals = [_ious(result, name, margin, s, g_max, subset) for s in steps]
+                axes[r, c].errorbar([int(s) for s in steps], [v.mean() for v in vals],
+                                    yerr=[v.std(ddof=1) / np.sqrt(v.size) for v in vals], marker="o", capsize=3, label=name)
+            axes[r, c].set_xscale("log")
+            axes[r, c].set_xlabel("DDIM steps")
+            axes[r, c].set_title(f"G={g_max}, margin {margin}, {'all families' if subset == 'all' else 'held-out family'}")
+        for r in range(3):
+            axes[r, c].set_ylabel("mean IoU")
+            axes[r, c].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    ap.add_argument("model", nargs="?", help=f"one model file, named {SHIPPED!r} (default: the bundled model)")
+    ap.add_argument("--model", dest="models", action="append", default=[], help="NAME=PATH (repeatable)")
+    ap.add_argument("--merge", type=Path, help="keep this earlier JSON's models that are not run now (same prompts)")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument("--n-per-style", type=int, default=8)
     ap.add_argument("--margins", type=float, nargs="*", default=[0.15, 0.5])
@@ -156,20 +294,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    path = args.model or str(bundled_model_path())
-    seg = Segmenter.from_checkpoint(path, device="cpu")
+    specs = [s.partition("=")[::2] for s in args.models]
+    if args.model or not specs:
+        specs.insert(0, (SHIPPED, args.model or str(bundled_model_path())))
     items = synthetic_items(args.styles, args.n_per_style, tile_size=256, eval_seed=EVAL_SEED)
     result: dict[str, Any] = {
-        "model": path, "train_steps": seg.metadata.get("steps"), "styles": args.styles,
-        "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "n_per_style": args.n_per_style,
-        "n_prompts": len(items), "eval_seed": EVAL_SEED, "generations": args.generations, "threads": args.threads,
-        "margins": {},
+        "styles": args.styles, "heldout": [s for s in args.styles if s in HELDOUT_STYLES],
+        "n_per_style": args.n_per_style, "n_prompts": len(items), "eval_seed": EVAL_SEED,
+        "generations": args.generations, "threads": args.threads, "prompt_styles": [it.group for it in items],
+        "models": {},
     }
-    for margin in args.margins:
-        print(f"margin {margin}", flush=True)
-        prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), seg.input_size)
-        result["margins"][f"{margin:g}"] = sweep(seg, prepared, args.steps, args.generations, args.seed)
+    if args.merge:
+        old = json.loads(args.merge.read_text())
+        if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
+            raise SystemExit(f"--merge {args.merge}: other prompts or generations; rerun all models together")
+        result["models"] = {k: v for k, v in old["models"].items() if k not in dict(specs)}
+    for name, path in specs:
+        seg = Segmenter.from_checkpoint(path, device="cpu")
+        entry: dict[str, Any] = {"info": describe(seg, path), "margins": {}}
+        for margin in args.margins:
+            print(f"{name}: margin {margin}", flush=True)
+            prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), seg.input_size)
+            entry["margins"][f"{margin:g}"] = sweep(seg, prepared, args.steps, args.generations, args.seed)
+        result["models"][name] = entry
+    result["models"] = dict(sorted(result["models"].items(), key=lambda kv: kv[0] != SHIPPED))
+    result["load_average"] = list(os.getloadavg())
     write_outputs(args.out, "steps-generations", result, render, plot)
+    if args.out.resolve() == (ROOT / "docs").resolve():
+        from benchmarks.report.cli import main as report_main
+
+        report_main(["--render-only"])
     return 0
 
 

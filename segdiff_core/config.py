@@ -85,6 +85,12 @@ class ModelConfig:
         feed the drawn prompt box as one extra input channel after the image
         channels (see :mod:`segdiff_core.data.prompt`). Model files without the field
         load with ``False`` (the old behaviour).
+    self_condition
+        self-conditioning on the previous x_0 estimate (Chen et al., "Analog Bits",
+        Sec. 3): F reads the model's own x_0 estimate of the previous reverse step as one
+        extra channel after x_t (zeros at the first step, and in half of the training
+        batches; the other half feed a first, gradient-free estimate). Model files without
+        the field load with ``False``.
     """
 
     image_size: int = 64
@@ -103,10 +109,12 @@ class ModelConfig:
     norm_groups: int = 32
     num_timesteps: int = 100
     box_channel: bool = False
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.box_channel, bool):
-            raise ConfigError(f"box_channel must be true or false, got {self.box_channel!r}")
+        for name in ("box_channel", "self_condition"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
         if self.in_channels < 1 or self.model_channels < 1:
@@ -158,7 +166,7 @@ class ModelConfig:
         return _from_dict(cls, data, "model config")
 
 
-PREDICTIONS = ("eps", "x0")
+PREDICTIONS = ("eps", "x0", "v")
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,13 @@ class DiffusionConfig:
     """DDPM forward process (paper Eq. 1-5): linear betas, scaled by 1000/T like the reference.
 
     ``prediction`` is what the network outputs: ``eps`` (the paper, Eq. 18: the noise) or
-    ``x0`` (the clean mask; the loss is then the MSE on x_0). Both feed the same samplers.
+    ``x0`` (the clean mask; the loss is then the MSE on x_0) or ``v`` (Salimans & Ho 2022:
+    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0). All feed the same samplers.
+
+    ``noise_shift`` s >= 1 shifts the whole noise schedule toward high noise: the signal-to-
+    noise ratio of every step is divided by s**2, abar'_t = abar_t / (abar_t + s**2 (1 - abar_t))
+    (Hoogeboom et al. 2023, "simple diffusion"; Chen 2023, "On the importance of noise
+    scheduling"). 1 is the plain linear schedule.
     """
 
     num_timesteps: int = 100
@@ -174,8 +188,11 @@ class DiffusionConfig:
     beta_end: float = 0.02
     scale_betas: bool = True
     prediction: str = "eps"
+    noise_shift: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.noise_shift, (int, float)) and self.noise_shift >= 1.0):
+            raise ConfigError(f"noise_shift must be a number >= 1, got {self.noise_shift!r}")
         if self.prediction not in PREDICTIONS:
             raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.num_timesteps < 1:

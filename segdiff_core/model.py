@@ -41,7 +41,8 @@ class SegDiffModel(nn.Module):
 
         # F (mask encoder) and G (image encoder); variant 3 feeds the raw image to F instead.
         mode = cfg.conditioning
-        f_in = 1 + cfg.input_channels if mode == "raw_concat" else 1
+        # F reads x_t (+ the raw image for raw_concat) (+ the previous x_0 estimate, last).
+        f_in = (1 + cfg.input_channels if mode == "raw_concat" else 1) + int(cfg.self_condition)
         self.mask_encoder = nn.Conv2d(f_in, C, 3, padding=1)
         self.image_encoder = (
             None
@@ -123,8 +124,14 @@ class SegDiffModel(nn.Module):
             cond = self.cond_down(cond)
         return cond
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """eps_theta given a cached encoding. x_t (B, 1, S, S), t (B,), cond (B or 1, ...)."""
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, x0_self: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """eps_theta given a cached encoding. x_t (B, 1, S, S), t (B,), cond (B or 1, ...).
+
+        ``x0_self`` (B, 1, S, S): the previous x_0 estimate for a self-conditioning model
+        (``config.self_condition``); None means zeros (the first step). Other models refuse it.
+        """
         if x_t.ndim != 4 or x_t.shape[1] != 1:
             raise ValueError(f"x_t must have shape (B, 1, H, W), got {tuple(x_t.shape)}")
         b = x_t.shape[0]
@@ -134,14 +141,22 @@ class SegDiffModel(nn.Module):
             t = t.expand(b)
         emb = self.time_embed(t)
         mode = self.config.conditioning
+        f_in = torch.cat([x_t, cond.expand(b, *cond.shape[1:])], dim=1) if mode == "raw_concat" else x_t
+        if self.config.self_condition:
+            if x0_self is None:
+                x0_self = torch.zeros_like(x_t)
+            elif x0_self.shape != x_t.shape:
+                raise ValueError(f"x0_self {tuple(x0_self.shape)} must have x_t's shape {tuple(x_t.shape)}")
+            f_in = torch.cat([f_in, x0_self], dim=1)
+        elif x0_self is not None:
+            raise ValueError("x0_self given to a model without self-conditioning (config.self_condition)")
+        f = self.mask_encoder(f_in)
         if mode == "sum":
-            h = self.mask_encoder(x_t) + cond  # Eq. 17: F(x_t) + G(I), broadcast over generations
+            h = f + cond  # Eq. 17: F(x_t) + G(I), broadcast over generations
         elif mode == "concat":
-            h = torch.cat([self.mask_encoder(x_t), cond.expand(b, *cond.shape[1:])], dim=1)
-        elif mode == "raw_concat":
-            h = self.mask_encoder(torch.cat([x_t, cond.expand(b, *cond.shape[1:])], dim=1))
-        else:
-            h = self.mask_encoder(x_t)
+            h = torch.cat([f, cond.expand(b, *cond.shape[1:])], dim=1)
+        else:  # raw_concat (the image went into F) or deepN (added after block N)
+            h = f
         skips = [h]
         for i, block in enumerate(self.input_blocks):
             h = block(h, emb)
@@ -153,17 +168,20 @@ class SegDiffModel(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, image: torch.Tensor, x0_self: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """eps_theta(x_t, I, t) = D(E(F(x_t) + G(I), t), t). Shapes as in the class docstring."""
-        return self.denoise(x_t, t, self.encode_image(image))
+        return self.denoise(x_t, t, self.encode_image(image), x0_self)
 
     def warm_start_from(self, other: "SegDiffModel") -> None:
         """Copy ``other``'s weights into this model, which may read more input channels.
 
-        Every tensor must match in shape, except the first convolution that reads the input
-        (G's ``conv_first``, or F for ``raw_concat``): its weights for the channels ``other``
-        has are copied and those of the extra channels (the prompt box) are set to zero, so the
-        warm-started model computes exactly what ``other`` computes.
+        Every tensor must match in shape, except the first convolutions that read the inputs
+        (G's ``conv_first``, and F): their weights for the channels ``other`` has are copied
+        and those of the extra channels (the prompt box, the self-conditioning x_0 estimate:
+        both come last) are set to zero, so the warm-started model computes exactly what
+        ``other`` computes.
         """
         own, theirs = self.state_dict(), other.state_dict()
         if set(own) != set(theirs):

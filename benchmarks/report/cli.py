@@ -224,6 +224,17 @@ def _verdict_digest(claims: list[Claim]) -> str:
     return "\n".join(lines)
 
 
+def _refinement_section(paths: ReportPaths) -> str:
+    """Issue 11 item 5 (IoU against steps of the shipped model and the refinement variants), from
+    the JSON ``benchmarks/bench_steps.py`` writes beside evaluation.md."""
+    data = read_json(paths.markdown.parent / "steps-generations.json")
+    if not data or "models" not in data:
+        return "_Not run yet: `python benchmarks/bench_steps.py`._"
+    from benchmarks.bench_steps import evaluation_section
+
+    return evaluation_section(data)
+
+
 def render_document(paths: ReportPaths) -> tuple[str, list[Claim]]:
     """Render the Markdown from the JSON results (and write the plots); returns
     ``(markdown, claims)``. Parts without results say so."""
@@ -247,6 +258,7 @@ def render_document(paths: ReportPaths) -> tuple[str, list[Claim]]:
         "timing": _timing_section(parts),
         "reproduce": _reproduce_section(paths),
         "results_dir": _rel(paths.results),
+        "refinement": _refinement_section(paths),
     }
     for key, value in replacements.items():
         text = text.replace(f"{{{{{key}}}}}", value)

@@ -112,17 +112,22 @@ def sample_progressive(
         return model.encode_image(image[owner[s:e]])
 
     n = len(schedule)
+    # Self-conditioning (config.self_condition): each step reads the previous step's x_0 estimate.
+    x0_prev = None
+    self_cond = bool(getattr(model.config, "self_condition", False))
     for i, t in enumerate(schedule.timesteps.tolist()):
         # Grad mode is thread-local: enter inference mode per step, never across a yield.
         with torch.inference_mode():
-            chunks = []  # the network's output: eps, or x_0 for an x0-prediction model
+            chunks = []  # the network's output: eps, x_0 or v (the scheduler's prediction)
             for s in range(0, total, chunk_size):
                 xs = x[s : s + chunk_size]
                 ts = torch.full((xs.shape[0],), t, dtype=torch.long, device=device)
-                chunks.append(model.denoise(xs, ts, conditioning(s, s + xs.shape[0])))
+                x0s = x0_prev[s : s + chunk_size] if x0_prev is not None else None
+                chunks.append(model.denoise(xs, ts, conditioning(s, s + xs.shape[0]), x0s))
             model_output = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
             out = schedule.step(model_output, i, x, generator=generator, clip_denoised=clip_denoised)
             x = out.prev_sample
+            x0_prev = out.pred_x0 if self_cond else None
         yield SamplerStep(index=i, num_steps=n, timestep=t, x_t=x, pred_x0=out.pred_x0)
 
 

@@ -10,7 +10,12 @@ Equation numbers refer to the SegDiff paper (which follows Ho et al. 2020):
 
 With ``DiffusionConfig.prediction == "x0"`` the network predicts x_0 instead of eps and the
 loss is || x_0 - x0_theta(x_t, I, t) ||^2 (Ho et al. Sec. 3.2 discuss both); the reverse steps
-are the same, as both go through the predicted x_0.
+are the same, as both go through the predicted x_0. ``prediction == "v"`` (Salimans & Ho 2022)
+learns v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, from which x_0 = sqrt(abar_t) x_t -
+sqrt(1 - abar_t) v.
+
+``DiffusionConfig.noise_shift`` s divides every step's signal-to-noise ratio abar / (1 - abar)
+by s**2 (a schedule shifted toward high noise); the betas are re-derived from the shifted abar.
 
 The scheduler holds no sampling state: :meth:`DDPMScheduler.sampling_schedule` returns an
 immutable :class:`SamplingSchedule` for a number of steps (respacing, improved-diffusion
@@ -51,9 +56,14 @@ class DDPMScheduler:
             raise ValueError(f"betas must lie in (0, 1); got {betas.min()}..{betas.max()} for T={T}")
         self.num_timesteps = T
         self.prediction = self.config.prediction
+        ac = np.cumprod(1.0 - betas)
+        shift2 = float(self.config.noise_shift) ** 2
+        if shift2 != 1.0:  # SNR / s^2: abar' = abar / (abar + s^2 (1 - abar))
+            ac = ac / (ac + shift2 * (1.0 - ac))
+            betas = 1.0 - ac / np.append(1.0, ac[:-1])
         self.betas = betas
         self.alphas = 1.0 - betas
-        self.alphas_cumprod = np.cumprod(self.alphas)
+        self.alphas_cumprod = ac
         self._sqrt_ac = torch.from_numpy(np.sqrt(self.alphas_cumprod)).float()
         self._sqrt_1m_ac = torch.from_numpy(np.sqrt(1.0 - self.alphas_cumprod)).float()
 
@@ -72,8 +82,15 @@ class DDPMScheduler:
         """One forward step q(x_t | x_{t-1}) (Eq. 2): sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise."""
         return float(np.sqrt(self.alphas[t])) * x_prev + float(np.sqrt(self.betas[t])) * noise
 
-    def training_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network learns to output: the noise (eps, the paper) or x_0."""
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """What the network learns to output: the noise (eps, the paper), x_0, or
+        v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (needs ``t``, (B,) int)."""
+        if self.prediction == "v":
+            if t is None:
+                raise ValueError("v-prediction needs the time steps t for its training target")
+            a = _expand(self._sqrt_ac.to(x0.device)[t], x0.ndim)
+            s = _expand(self._sqrt_1m_ac.to(x0.device)[t], x0.ndim)
+            return a * noise - s * x0
         return x0 if self.prediction == "x0" else noise
 
     @staticmethod
@@ -89,13 +106,16 @@ class DDPMScheduler:
         return torch.mean((prediction.float() - target.float()) ** 2)
 
     def predict_x0(self, x_t: torch.Tensor, model_output: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """x_0 from the network's output: itself (x0-prediction) or, inverting Eq. 5,
-        x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        """x_0 from the network's output: itself (x0-prediction), sqrt(abar_t) x_t -
+        sqrt(1 - abar_t) v (v-prediction) or, inverting Eq. 5, x_0 = (x_t - sqrt(1 - abar_t) eps)
+        / sqrt(abar_t)."""
         if self.prediction == "x0":
             return model_output
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         a = _expand(self._sqrt_ac.to(x_t.device)[t], x_t.ndim)
         s = _expand(self._sqrt_1m_ac.to(x_t.device)[t], x_t.ndim)
+        if self.prediction == "v":
+            return a * x_t - s * model_output
         return (x_t - s * model_output) / a
 
     # ------------------------------------------------------------------ sampling (Alg. 1)
@@ -149,8 +169,8 @@ class SamplingSchedule:
         Parameters
         ----------
         model_output : (B, 1, H, W) tensor
-            The network's output at x_t: ``eps_theta(x_t, I, t)``, or ``x0_theta`` for a
-            scheduler with ``prediction == "x0"`` (what it is follows the scheduler config).
+            The network's output at x_t: ``eps_theta(x_t, I, t)``, ``x0_theta`` or ``v_theta``
+            (what it is follows the scheduler's ``prediction``).
         i : int
             Position in :attr:`timesteps`.
         x_t : (B, 1, H, W) tensor
@@ -169,6 +189,8 @@ class SamplingSchedule:
         ac, ac_prev, beta = float(self._ac[i]), float(self._ac_prev[i]), float(self._betas[i])
         if self.scheduler.prediction == "x0":
             pred_x0 = model_output
+        elif self.scheduler.prediction == "v":
+            pred_x0 = np.sqrt(ac) * x_t - np.sqrt(1.0 - ac) * model_output
         else:  # eps-prediction: x_0 from Eq. 5
             pred_x0 = (x_t - np.sqrt(1.0 - ac) * model_output) / np.sqrt(ac)
         if clip_denoised:

@@ -20,6 +20,10 @@ from segdiff_core.presets import PRESETS
 from segdiff_core.training.config import RunConfig, add_config_flags, load_config_file, merge_run_config
 
 
+#: What a run started with ``--init-from`` may change in the checkpoint's config (flag or file).
+WARM_START_KEYS = ("model.box_channel", "model.self_condition", "diffusion.prediction", "diffusion.noise_shift")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="segdiff-train",
@@ -49,19 +53,22 @@ def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunC
 
         return RunConfig.from_dict(json.loads((args.out / "run.json").read_text()))
     if args.init_from is not None:
-        # Fine-tuning keeps the checkpoint's network, diffusion and preprocessing.
+        # Fine-tuning keeps the checkpoint's network, diffusion and preprocessing ...
         base = (init or read_model_file(args.init_from)).config.to_dict()
-        # ... except that a prompt-box channel may be added (its weights start at zero).
-        conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion") and k != "model.box_channel"]
+        conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion") and k not in WARM_START_KEYS]
         if conflicts:
             raise ConfigError(f"--init-from keeps the checkpoint's network; remove {conflicts}")
         merged = merge_run_config(args.preset, file_values, flags)
         d = merged.to_dict()
         for section in ("model", "diffusion", "preprocess"):
             d[section] = base[section]
-        wants_box = flags.get("model.box_channel", ((file_values or {}).get("model") or {}).get("box_channel"))
-        if wants_box is not None:
-            d["model"] = base["model"] | {"box_channel": bool(wants_box)}
+        # ... except for the settings a warm start can change (new input channels start at zero
+        # weight; the prediction target and noise schedule change no weight's shape).
+        for key in WARM_START_KEYS:
+            section, name = key.split(".")
+            wanted = flags.get(key, ((file_values or {}).get(section) or {}).get(name))
+            if wanted is not None:
+                d[section] = d[section] | {name: wanted}
         d["inference"] = base["inference"] | {k.split(".")[1]: v for k, v in flags.items() if k.startswith("inference.")}
         return RunConfig.from_dict(d)
     return merge_run_config(args.preset, file_values, flags)

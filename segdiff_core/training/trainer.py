@@ -112,13 +112,27 @@ class DiffusionObjective:
 
     def loss(self, net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator,
              device: torch.device, autocast: Callable[[], Any]) -> torch.Tensor:
-        t = self.scheduler.sample_timesteps(images.shape[0], gen)  # t ~ Uniform({0..T-1})
+        b = images.shape[0]
+        t = self.scheduler.sample_timesteps(b, gen)  # t ~ Uniform({0..T-1})
         noise = torch.randn(masks.shape, generator=gen)  # eps ~ N(0, I)
+        self_cond = torch.rand(b, generator=gen) < 0.5 if self.config.model.self_condition else None
         images, masks, t, noise = (v.to(device, non_blocking=True) for v in (images, masks, t, noise))
         x_t = self.scheduler.add_noise(masks, noise, t)  # sqrt(abar) x0 + sqrt(1 - abar) eps
         with autocast():
-            out = net(x_t, t, images)
-        return self.scheduler.loss(out, self.scheduler.training_target(masks, noise))  # Eq. 18
+            x0_self = None
+            if self_cond is not None:  # Analog Bits: half the batch sees a first, gradient-free x_0
+                x0_self = self._self_condition(net, x_t, t, images, self_cond.to(device))
+            out = net(x_t, t, images, x0_self) if x0_self is not None else net(x_t, t, images)
+        return self.scheduler.loss(out, self.scheduler.training_target(masks, noise, t))  # Eq. 18
+
+    def _self_condition(self, net: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, images: torch.Tensor,
+                        use: torch.Tensor) -> torch.Tensor:
+        """x_0 estimates (B, 1, S, S) for self-conditioning: the network's own (no gradient,
+        clipped to [-1, 1] as in sampling) where ``use`` (B,) bool, zeros elsewhere."""
+        with torch.no_grad():
+            first = net(x_t, t, images, torch.zeros_like(x_t))
+            x0 = self.scheduler.predict_x0(x_t, first.float(), t).clamp(-1.0, 1.0)
+        return torch.where(use[:, None, None, None], x0, torch.zeros_like(x0))
 
     def method(self, model: torch.nn.Module, device: torch.device, train: Any) -> Method:
         segmenter = Segmenter(model, self.config, device=device)  # type: ignore[arg-type]
@@ -285,13 +299,14 @@ class Trainer:
     def _init_from(self, source: str | Path | ModelFile) -> None:
         file = source if isinstance(source, ModelFile) else read_model_file(source)
         (model, cfg, meta), path = (file.build(), file.config, file.metadata), file.path
-        if cfg.model.box_channel != self.run.segdiff.model.box_channel and \
-                dataclasses.replace(cfg.model, box_channel=self.run.segdiff.model.box_channel) == self.run.segdiff.model:
-            self.model.warm_start_from(model)  # the prompt-box channel starts at zero weight
+        mine = self.run.segdiff.model
+        added = [k for k in ("box_channel", "self_condition") if getattr(mine, k) and not getattr(cfg.model, k)]
+        if added and dataclasses.replace(cfg.model, **{k: True for k in added}) == mine:
+            self.model.warm_start_from(model)  # the new input channels start at zero weight
             self.log(f"initialised weights from {path} ({meta.get('trained_on', 'unknown data')}); "
-                     "prompt-box channel added with zero weights")
+                     f"input channels added with zero weights: {', '.join(added)}")
             return
-        if cfg.model != self.run.segdiff.model:
+        if cfg.model != mine:
             raise ConfigError(
                 f"--init-from {path}: its network config differs from this run's; fine-tuning keeps the "
                 "network: drop the [model] overrides (the run takes the checkpoint's config automatically)"
