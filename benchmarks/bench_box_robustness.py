@@ -65,6 +65,14 @@ def resolve_model(spec: str, tmp: Path) -> Path:
     return out
 
 
+def _rel(where: str) -> str:
+    """A model path as written in the docs: relative to the repository when inside it."""
+    try:
+        return str(Path(where).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return where
+
+
 def jitter_items(items: Sequence[Any], jitter: float, seed: int) -> list[Any]:
     """The items with their tight boxes replaced by sloppily drawn ones (see the module doc)."""
     if jitter <= 0:
@@ -104,7 +112,7 @@ def build_methods(args: argparse.Namespace, tmp: Path) -> tuple[list[Method], di
         steps = min(args.steps or inf.steps, seg.config.diffusion.num_timesteps)
         m = segdiff_method(seg, gens, steps, seed=args.seed)
         methods.append(dataclasses.replace(m, name=name))
-        info[name] = {"model": where, "box_channel": seg.config.model.box_channel, "generations": gens,
+        info[name] = {"model": _rel(where), "box_channel": seg.config.model.box_channel, "generations": gens,
                       "steps": steps, "sampler": inf.sampler, "threshold": inf.threshold,
                       "trained_on": seg.metadata.get("trained_on"), "train_steps": seg.metadata.get("steps")}
     if args.unet:
@@ -171,7 +179,7 @@ def render(result: dict[str, Any]) -> str:
         "",
     ]
     for name, info in result["methods"].items():
-        lines.append(f"- `{name}`: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        lines.append(f"- `{name}`: " + ", ".join(f"{k} {_rel(v) if k == 'model' else v}" for k, v in info.items()))
     if "unet" in result["methods"]:
         lines += ["", "The `unet` row is the plain one-pass U-Net of `segdiff_core.baselines.unet` (no diffusion, no",
                   "prompt-box channel; width chosen to match the SegDiff model's parameter count), trained on the same",

@@ -217,8 +217,25 @@ def verdict(result: dict[str, Any]) -> str:
                  + (f"clearly better than the shipped model at every margin and on the held-out family: "
                     f"{', '.join(winners)}." if winners else
                     "none is clearly better than the shipped model at one step at every margin and on the held-out family."))
-    return "\n".join([head, "", "Each model against its own 1 step (paired, IoU points):", ""] + lines
+    return "\n".join([head, "", choice(result), "", "Each model against its own 1 step (paired, IoU points):", ""] + lines
                      + (["", "Variants against the shipped model (paired, IoU points):", ""] + vs if vs else []))
+
+
+def choice(result: dict[str, Any]) -> str:
+    """The quality-against-time reading for the shipped model: the best (steps, G) by mean IoU over
+    the margins (all families), and every cheaper-or-equal setting not worse than it beyond twice
+    the standard error of the paired difference (same prompts)."""
+    name = SHIPPED if SHIPPED in result["models"] else next(iter(result["models"]))
+    margins = list(result["models"][name]["margins"])
+    per = {(int(n), g): np.mean([_ious(result, name, m, n, g) for m in margins], axis=0)
+           for n in result["models"][name]["margins"][margins[0]] for g in result["generations"]}
+    best = max(per, key=lambda k: per[k].mean())
+    same = [k for k in per if k == best or _paired(per[k], per[best])[2] != "worse"]
+    same.sort(key=lambda k: (k[0] * k[1], -k[1]))
+    fmt = lambda k: f"{k[1]} x {k[0]} ({100 * per[k].mean():.1f})"  # noqa: E731
+    return (f"Quality against time, `{name}` (G x DDIM steps; mean IoU over margins {', '.join(margins)}, all "
+            f"families; cost = G x steps network calls): best {fmt(best)}; not worse than it beyond twice the paired "
+            f"standard error, cheapest first: {', '.join(fmt(k) for k in same)}.")
 
 
 def evaluation_section(result: dict[str, Any]) -> str:
@@ -284,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", nargs="?", help=f"one model file, named {SHIPPED!r} (default: the bundled model)")
     ap.add_argument("--model", dest="models", action="append", default=[], help="NAME=PATH (repeatable)")
     ap.add_argument("--merge", type=Path, help="keep this earlier JSON's models that are not run now (same prompts)")
+    ap.add_argument("--render-only", action="store_true", help="run no model: rewrite the outputs from --merge's JSON")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument("--n-per-style", type=int, default=8)
     ap.add_argument("--margins", type=float, nargs="*", default=[0.15, 0.5])
@@ -295,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     specs = [s.partition("=")[::2] for s in args.models]
-    if args.model or not specs:
+    if args.render_only:
+        if not args.merge:
+            raise SystemExit("--render-only needs --merge JSON")
+        specs = []
+    elif args.model or not specs:
         specs.insert(0, (SHIPPED, args.model or str(bundled_model_path())))
     items = synthetic_items(args.styles, args.n_per_style, tile_size=256, eval_seed=EVAL_SEED)
     result: dict[str, Any] = {
@@ -304,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "generations": args.generations, "threads": args.threads, "prompt_styles": [it.group for it in items],
         "models": {},
     }
+    old: dict[str, Any] = {}
     if args.merge:
         old = json.loads(args.merge.read_text())
         if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
@@ -318,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["margins"][f"{margin:g}"] = sweep(seg, prepared, args.steps, args.generations, args.seed)
         result["models"][name] = entry
     result["models"] = dict(sorted(result["models"].items(), key=lambda kv: kv[0] != SHIPPED))
-    result["load_average"] = list(os.getloadavg())
+    result["load_average"] = list(os.getloadavg()) if specs else old.get("load_average", [])
     write_outputs(args.out, "steps-generations", result, render, plot)
     if args.out.resolve() == (ROOT / "docs").resolve():
         from benchmarks.report.cli import main as report_main

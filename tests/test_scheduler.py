@@ -159,4 +159,4 @@ def test_training_target_follows_the_prediction_type():
     s = DDPMScheduler(DiffusionConfig(prediction="x0"))
     assert torch.equal(s.predict_x0(torch.randn(2, 1, 4, 4), x0, 5), x0)
     with pytest.raises(ConfigError, match="prediction"):
-        DiffusionConfig(prediction="v")
+        DiffusionConfig(prediction="score")

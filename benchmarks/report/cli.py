@@ -226,10 +226,11 @@ def _verdict_digest(claims: list[Claim]) -> str:
 
 def _refinement_section(paths: ReportPaths) -> str:
     """Issue 11 item 5 (IoU against steps of the shipped model and the refinement variants), from
-    the JSON ``benchmarks/bench_steps.py`` writes beside evaluation.md."""
-    data = read_json(paths.markdown.parent / "steps-generations.json")
-    if not data or "models" not in data:
-        return "_Not run yet: `python benchmarks/bench_steps.py`._"
+    the JSON ``benchmarks/bench_steps.py`` writes beside evaluation.md (else the repository's)."""
+    candidates = (paths.markdown.parent / "steps-generations.json", Path(__file__).resolve().parents[2] / "docs" / "steps-generations.json")
+    data = next((d for d in map(read_json, candidates) if d and "models" in d), None)
+    if data is None:
+        return "_No results: `python benchmarks/bench_steps.py` writes them._"
     from benchmarks.bench_steps import evaluation_section
 
     return evaluation_section(data)
