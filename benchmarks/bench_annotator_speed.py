@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--segment-all", type=int, default=0, metavar="N",
+                    help="also time Segment all on N boxes: one box at a time against batched (issue 14, item 2)")
+    ap.add_argument("--batch", type=int, default=16, help="boxes per batch of the batched Segment all")
+    ap.add_argument("--rounds", type=int, default=2, help="Segment all rounds per mode (alternating)")
     ap.add_argument("--markdown", type=Path, help="write the result into this file's bench_annotator_speed section")
     args = ap.parse_args(argv)
     load_start = os.getloadavg()[0]
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         g.append(gui(box))
         l_.append(lib(box))
     n_objects = len(np.unique(widget.controller.labels_layer.data)) - 1
+    throughput = _segment_all(widget, app, tile, args) if args.segment_all else []
     renderer = _renderer(viewer)
     viewer.close()
     gm, lm = statistics.median(g), statistics.median(l_)
@@ -117,11 +122,78 @@ def main(argv: list[str] | None = None) -> int:
         f"GUI (visible viewer): median {gm:.3f} s  (min {min(g):.3f}, max {max(g):.3f})",
         f"library             : median {lm:.3f} s  (min {min(l_):.3f}, max {max(l_):.3f})",
         f"GUI / library = {gm / lm:.2f}   ({n_objects} objects committed)",
+        *throughput,
     ]
     print("\n".join(lines))
     if args.markdown:
         write_section(args.markdown, _markdown(args, lines, seg), BEGIN, END)
     return 0
+
+
+def _segment_all(widget, app, tile, args: argparse.Namespace) -> list[str]:
+    """Seconds for Segment all on ``args.segment_all`` boxes, one at a time vs batched, alternating.
+
+    Each round starts from the same boxes with every label erased (so every box is open again)
+    and runs until the worker has ended and the window is redrawn."""
+    from qtpy.QtCore import QEventLoop
+
+    viewer = widget.viewer
+    boxes = _boxes(tile.labels, args.segment_all)
+    if len(boxes) < args.segment_all:
+        raise SystemExit(f"the tile has only {len(boxes)} objects of >= 80 px; use a larger --size")
+    prompts = widget.controller.prompts_layer
+    prompts.selected_data = set(range(len(prompts.data)))
+    prompts.remove_selected()
+    prompts.add_rectangles([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]]) for y0, x0, y1, x1 in boxes])
+    labels = widget.controller.labels_layer
+    times: dict[int, list[float]] = {1: [], args.batch: []}
+    counts: dict[int, list[int]] = {1: [], args.batch: []}
+    for _ in range(args.rounds):
+        for batch in (1, args.batch):
+            labels.data = np.zeros_like(labels.data)  # every box is open again
+            widget.batch_boxes.value = batch
+            app.processEvents()
+            loop = QEventLoop()
+            t = time.perf_counter()
+            widget.segment_all_button.click()
+            widget.worker.finished.connect(loop.quit)
+            loop.exec()
+            app.processEvents()
+            times[batch].append(time.perf_counter() - t)
+            counts[batch].append(len(np.unique(labels.data)) - 1)
+    one, many = statistics.median(times[1]), statistics.median(times[args.batch])
+    n = len(boxes)
+    lib_one, lib_many = _library_batches(tile, boxes, args.batch)
+    return [
+        f"Segment all, {n} boxes, {args.rounds} round(s) per mode (alternating), median seconds:",
+        f"  one box at a time : {one:.2f} s = {n / one:.2f} objects/s  (rounds {', '.join(f'{t:.2f}' for t in times[1])}; objects {counts[1]})",
+        f"  batches of {args.batch:<6d}: {many:.2f} s = {n / many:.2f} objects/s  (rounds {', '.join(f'{t:.2f}' for t in times[args.batch])}; objects {counts[args.batch]})",
+        f"  batched / one at a time throughput = {one / many:.2f}x (target >= 3x)",
+        f"library, same {n} boxes, same torch threads: one at a time {lib_one:.2f} s, segment_batch "
+        f"({args.batch} per batch) {lib_many:.2f} s: {lib_one / lib_many:.2f}x",
+    ]
+
+
+def _library_batches(tile, boxes, batch: int) -> tuple[float, float]:
+    """Seconds of ``Segmenter.segment`` on each box against ``segment_batch``: how much the
+    network itself gains from batches on this machine."""
+    from segdiff_core.bundled import bundled_model_path
+    from segdiff_core.data.boxes import Box
+    from segdiff_core.data.crops import CropProtocol, prompt_crop
+    from segdiff_core.segmenter import Segmenter
+
+    seg = Segmenter.from_checkpoint(bundled_model_path(), device="cpu")
+    patches = [
+        prompt_crop(tile.image, Box(y0 + 0.5, x0 + 0.5, y1 + 0.5, x1 + 0.5), seg.input_size, CropProtocol.expansion())[0]
+        for y0, x0, y1, x1 in boxes
+    ]
+    t = time.perf_counter()
+    for p in patches:
+        seg.segment(p, seed=0)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    seg.segment_batch(patches, seed=0, batch_images=batch)
+    return one, time.perf_counter() - t
 
 
 def _renderer(viewer) -> str:

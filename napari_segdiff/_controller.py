@@ -96,6 +96,7 @@ class _ActiveRun:
     preview: Image | None = None
     preview_key: tuple | None = None
     committed: dict[int, list[int]] = field(default_factory=dict)
+    stale_maps: list = field(default_factory=list)  # map layers written but not yet redrawn
     total_steps: int = 0
     done_steps: int = 0
     shown_at: float = -float("inf")  # when progress was last shown
@@ -134,6 +135,7 @@ class AnnotatorController:
         self._pending: deque[Any] = deque()
         self._warned: set[BoxKey] = set()  # shapes already reported as unusable
         self._handling = False
+        self._holding_boxes = False  # while a batch commits: box colours are refreshed once, at its end
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ---------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ class AnnotatorController:
         """Colour the boxes: yellow until their object is in the labels; then by the object's
         quality score (:func:`napari_segdiff._review_model.box_edge_colours`)."""
         prompts = self.prompts_layer
-        if prompts is None or self._closed or len(prompts.data) == 0:
+        if prompts is None or self._closed or len(prompts.data) == 0 or self._holding_boxes:
             return
         try:
             objects = self.box_objects(prompts)
@@ -542,7 +544,9 @@ class AnnotatorController:
             if event.preview is None and now - run.shown_at < UI_INTERVAL:
                 return  # progress is redrawn a few times a second, not at every step
             run.shown_at = now
-            where = f"box {event.job_number + 1}/{event.n_jobs}"
+            first = event.job_number + 1
+            where = (f"boxes {first}-{first + event.batch - 1}/{event.n_jobs}" if event.batch > 1
+                     else f"box {first}/{event.n_jobs}")
             if event.n_windows > 1:
                 where += f", window {event.window + 1}/{event.n_windows}"
             self.progress_changed.emit(event.done, event.total, f"{where}, step {event.step + 1}/{event.n_steps}")
@@ -586,12 +590,28 @@ class AnnotatorController:
         return layer
 
     def _commit(self, run: _ActiveRun, result: JobFinished) -> None:
+        """Write one box's maps and objects. The results of a batch arrive one after the other;
+        the maps and box colours are redrawn once, with the batch's last result (or at the end
+        of the run, if it stopped in between)."""
+        self._holding_boxes = not result.batch_done
+        try:
+            self._commit_box(run, result)
+        finally:
+            self._holding_boxes = False
+        if result.batch_done:
+            run.stale_maps.clear()
+            self.refresh_boxes()
+
+    def _commit_box(self, run: _ActiveRun, result: JobFinished) -> None:
         plane = run.planes[result.job_id]
         labels = run.labels
         prob_layer = self._map_layer(run, "probability")
         unc_layer = self._map_layer(run, "uncertainty", run.request.settings.uncertainty)
-        write_map(prob_layer, run.image, plane, result.region, result.probability)
-        write_map(unc_layer, run.image, plane, result.region, result.uncertainty)
+        # a batch's maps are redrawn once, with its last result
+        write_map(prob_layer, run.image, plane, result.region, result.probability, refresh=result.batch_done)
+        write_map(unc_layer, run.image, plane, result.region, result.uncertainty, refresh=result.batch_done)
+        if not result.batch_done:
+            run.stale_maps.extend(layer for layer in (prob_layer, unc_layer) if all(layer is not m for m in run.stale_maps))
 
         if labels not in self.viewer.layers:
             show_warning("SegDiff: the labels layer was deleted during the run; the mask was not committed")
@@ -611,7 +631,6 @@ class AnnotatorController:
         records = writer.records(key, run.request.jobs, result.job_id)
         remember_commit(labels, records, writer.written, result, run.request)  # score, probability
         table.add(records)
-        self.refresh_boxes()
         if writer.rejected:
             show_warning(f"SegDiff: box #{result.job_id + 1} was not committed: {writer.rejected}")
         elif not ids:
@@ -698,6 +717,11 @@ class AnnotatorController:
         try:
             if run.preview is not None and run.preview in self.viewer.layers:
                 run.preview.visible = False
+            for layer in run.stale_maps:  # a batch that stopped before its last result
+                if layer in self.viewer.layers:
+                    layer.refresh()
+            if run.stale_maps:
+                self.refresh_boxes()
         except Exception:  # the viewer may be closing; the run is over regardless
             log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)

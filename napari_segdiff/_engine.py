@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Hashable, Sequence
+from typing import Any, Callable, Generator, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -277,7 +277,9 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class StepUpdate:
-    """After each denoising step. ``done``/``total`` count steps over the whole run."""
+    """After each denoising step. ``done``/``total`` count box-steps over the whole run (a step
+    of a batch of ``batch`` boxes, jobs ``job_number .. job_number + batch - 1``, counts
+    ``batch``); ``job_id`` is the batch's first job."""
 
     job_id: int
     job_number: int
@@ -289,6 +291,7 @@ class StepUpdate:
     done: int
     total: int
     preview: PreviewPatch | None = None
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,7 @@ class JobFinished:
     rejected: str | None = None
     score: float | None = None
     score_kind: str = ""
+    batch_done: bool = True  # the last result of its batch (the others arrive just before it)
 
 
 @dataclass(frozen=True)
@@ -405,14 +409,40 @@ def _count_windows(job: BoxJob, size: int, settings: AnnotatorSettings) -> int:
     return _window_grid((rows.stop - rows.start, cols.stop - cols.start), size, settings).n_windows
 
 
-def _preview(step_x: "object", geometry: CropGeometry, job_id: int, kind: str) -> PreviewPatch:
-    prob = to_probability(step_x).mean(dim=0)[0].cpu().numpy()  # (S, S) mean over generations
-    region, pasted = paste_back(prob, geometry, order=1)
-    return PreviewPatch(job_id, region, np.clip(pasted, 0.0, 1.0).astype(np.float32), kind)
+PREVIEW_PIXELS = 2**22
+"""At most this many image pixels (16 MB of float32) in the preview of a batch: crops of boxes
+far from the batch's first box are left out of it rather than growing the preview layer."""
+
+
+def _batch_preview(step_x: torch.Tensor, windows: Sequence[_Window], job_id: int, kind: str) -> PreviewPatch:
+    """One preview covering the crops of a batch: ``step_x`` is ``(N * G, 1, S, S)``, image-major.
+
+    Each crop shows the mean over its generations, pasted into the plane; where crops overlap
+    the larger value shows.
+    """
+    n = len(windows)
+    probs = to_probability(step_x).reshape(n, -1, *step_x.shape[-2:]).mean(dim=1).cpu().numpy()
+    pasted = [paste_back(probs[k], windows[k].geometry, order=1) for k in range(n)]
+    (r0, r1), (c0, c1) = (pasted[0][0][0].start, pasted[0][0][0].stop), (pasted[0][0][1].start, pasted[0][0][1].stop)
+    kept = []
+    for region, values in pasted:
+        rows, cols = region
+        nr0, nr1 = min(r0, rows.start), max(r1, rows.stop)
+        nc0, nc1 = min(c0, cols.start), max(c1, cols.stop)
+        if kept and (nr1 - nr0) * (nc1 - nc0) > PREVIEW_PIXELS:
+            continue
+        (r0, r1), (c0, c1) = (nr0, nr1), (nc0, nc1)
+        kept.append((region, values))
+    out = np.zeros((r1 - r0, c1 - c0), np.float32)
+    for (rows, cols), values in kept:
+        target = out[rows.start - r0 : rows.stop - r0, cols.start - c0 : cols.stop - c0]
+        np.maximum(target, np.clip(values, 0.0, 1.0), out=target)
+    return PreviewPatch(job_id, (slice(r0, r1), slice(c0, c1)), out, kind)
 
 
 def _finish_box(
-    plan: _Plan, result: EnsembleResult, kind: str, check: bool, calibration: ScoreCalibration | None = None
+    plan: _Plan, result: EnsembleResult, kind: str, check: bool, calibration: ScoreCalibration | None = None,
+    batch_done: bool = True,
 ) -> JobFinished:
     window = plan.windows[0]
     geom = window.geometry
@@ -427,7 +457,7 @@ def _finish_box(
     score = score_object(result, box=prompt_box_in_model(geom, plan.job.box), calibration=calibration)
     return JobFinished(
         plan.job.job_id, region, prob, unc, prob > result.threshold, False, result.threshold, rejected,
-        score.score, score.kind,
+        score.score, score.kind, batch_done,
     )
 
 
@@ -448,6 +478,38 @@ def run_segmentation(
     return (yield from _run(request, cache, clock))
 
 
+@dataclass
+class _Progress:
+    """Steps done so far, and when the last preview was made."""
+
+    total: int
+    interval: float
+    clock: Callable[[], float]
+    done: int = 0
+    last_preview: float = -float("inf")
+
+    def preview_due(self, final: bool) -> bool:
+        """True at most every ``interval`` seconds, never at a box's last step (``final``)."""
+        now = self.clock()
+        if final or now - self.last_preview < self.interval:
+            return False
+        self.last_preview = now
+        return True
+
+
+def _batches(jobs: Sequence[BoxJob], settings: AnnotatorSettings) -> list[tuple[int, list[BoxJob]]]:
+    """``(index of the first job, jobs)`` of each network batch: up to ``settings.batch_boxes``
+    consecutive jobs on one plane; whole-region windows: one job at a time."""
+    size = 1 if settings.protocol == "windows" else settings.batch_boxes
+    out: list[tuple[int, list[BoxJob]]] = []
+    for number, job in enumerate(jobs):
+        if out and len(out[-1][1]) < size and out[-1][1][0].plane is job.plane:
+            out[-1][1].append(job)
+        else:
+            out.append((number, [job]))
+    return out
+
+
 def _run(
     request: RunRequest, cache: ModelCache, clock: Callable[[], float]
 ) -> Generator[RunEvent, None, RunSummary]:
@@ -457,51 +519,83 @@ def _run(
         seg = cache.get(request.model_path, settings.device)
         info = model_info(seg)
         inference = settings.inference_for(seg.inference, info.num_timesteps)
-        size = seg.input_size
-        protocol = settings.crop_protocol()
-        n_windows = [_count_windows(job, size, settings) for job in request.jobs]
+        n_windows = [_count_windows(job, seg.input_size, settings) for job in request.jobs]
         total = sum(n * inference.steps for n in n_windows)
         yield RunStarted(info, inference, total)
         calibration = cache.calibration(request.model_path)  # None: the score is the agreement
-
-        done = 0
-        last_preview = -float("inf")
-        for number, job in enumerate(request.jobs):
-            plan = _plan_job(job, size, settings, protocol)
-            results: list[EnsembleResult] = []
-            for w, window in enumerate(plan.windows):
-                run = seg.segment_progressive(
-                    window.patch, inference, seed=request.seed, box=box_in_crop(window.geometry, job.box),
-                    keep_generations=plan.grid is None,
-                )
-                while True:
-                    try:
-                        step = next(run)
-                    except StopIteration as stop:
-                        results.append(stop.value)
-                        break
-                    done += 1
-                    preview = None
-                    now = clock()
-                    final = step.is_last and w == len(plan.windows) - 1  # the result follows at once
-                    if not final and now - last_preview >= request.preview_interval:
-                        kind = request.preview_kind()
-                        x = step.pred_x0 if kind == "pred_x0" else step.x_t
-                        preview = _preview(x, window.geometry, job.job_id, kind)
-                        last_preview = now
-                    yield StepUpdate(
-                        job.job_id, number, len(request.jobs), step.index, step.num_steps,
-                        w, len(plan.windows), done, total, preview,
-                    )
-            if plan.grid is None:
-                yield _finish_box(plan, results[0], settings.uncertainty, settings.skip_empty, calibration)
+        progress = _Progress(total, request.preview_interval, clock)
+        for number, jobs in _batches(request.jobs, settings):
+            if settings.protocol == "windows":
+                yield from _run_windows(seg, request, inference, number, jobs[0], progress)
             else:
-                yield _finish_windows(plan, results, settings.uncertainty)
-            finished.append(job.job_id)
+                yield from _run_boxes(seg, request, inference, number, jobs, progress, calibration)
+            finished.extend(job.job_id for job in jobs)
     except Exception as exc:  # every failure becomes a message for the GUI, and is logged
         log.error("SegDiff: segmentation run failed", exc_info=True)
         return RunSummary(tuple(finished), _describe(exc), request.seed)
     return RunSummary(tuple(finished), None, request.seed)
+
+
+def _steps(
+    run: Generator[Any, None, Any], request: RunRequest, progress: _Progress, number: int,
+    jobs: Sequence[BoxJob], windows: Sequence[_Window], where: tuple[int, int],
+) -> Generator[StepUpdate, None, Any]:
+    """Drive one sampling generator (one window of one job, or a batch of boxes), yielding a
+    StepUpdate per step; returns the sampler's result. ``where``: (window, windows of the job)."""
+    window, n_windows = where
+    while True:
+        try:
+            step = next(run)
+        except StopIteration as stop:
+            return stop.value
+        progress.done += len(jobs)
+        preview = None
+        if progress.preview_due(step.is_last and window == n_windows - 1):  # the result follows
+            kind = request.preview_kind()
+            x = step.pred_x0 if kind == "pred_x0" else step.x_t
+            preview = _batch_preview(x, windows, jobs[0].job_id, kind)
+        yield StepUpdate(
+            jobs[0].job_id, number, len(request.jobs), step.index, step.num_steps, window, n_windows,
+            progress.done, progress.total, preview, len(jobs),
+        )
+
+
+def _run_boxes(
+    seg: Segmenter, request: RunRequest, inference: InferenceConfig, number: int, jobs: Sequence[BoxJob],
+    progress: _Progress, calibration: ScoreCalibration | None,
+) -> Generator[RunEvent, None, None]:
+    """Sample a batch of box jobs through the network together, then yield their results.
+
+    The batch's noise is seeded with ``request.seed + number`` (``number``: the index of its
+    first job in the run), so the first box of a run reproduces :meth:`Segmenter.segment`.
+    """
+    settings = request.settings
+    protocol = settings.crop_protocol()
+    plans = [_plan_job(job, seg.input_size, settings, protocol) for job in jobs]
+    windows = [plan.windows[0] for plan in plans]
+    run = seg.segment_batch_progressive(
+        [w.patch for w in windows], inference, seed=request.seed + number, keep_generations=True,
+        boxes=[box_in_crop(w.geometry, job.box) for w, job in zip(windows, jobs)],
+    )
+    results = yield from _steps(run, request, progress, number, jobs, windows, (0, 1))
+    for k, (plan, result) in enumerate(zip(plans, results)):
+        yield _finish_box(plan, result, settings.uncertainty, settings.skip_empty, calibration, k == len(plans) - 1)
+
+
+def _run_windows(
+    seg: Segmenter, request: RunRequest, inference: InferenceConfig, number: int, job: BoxJob, progress: _Progress,
+) -> Generator[RunEvent, None, None]:
+    """Whole-region windows: sample the windows of one box one after the other, then stitch."""
+    settings = request.settings
+    plan = _plan_job(job, seg.input_size, settings, settings.crop_protocol())
+    results: list[EnsembleResult] = []
+    for w, window in enumerate(plan.windows):
+        run = seg.segment_progressive(
+            window.patch, inference, seed=request.seed, box=box_in_crop(window.geometry, job.box),
+        )
+        result = yield from _steps(run, request, progress, number, [job], [window], (w, len(plan.windows)))
+        results.append(result)
+    yield _finish_windows(plan, results, settings.uncertainty)
 
 
 def _describe(exc: Exception) -> str:

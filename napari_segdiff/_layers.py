@@ -176,11 +176,13 @@ def _blocks(lo: np.ndarray, hi: np.ndarray, plane: PlaneSpec, image: Image) -> t
 
 
 def write_map(
-    layer: Image, image: Image, plane: PlaneSpec, region: tuple[slice, slice], values: Any, reset: bool = False
+    layer: Image, image: Image, plane: PlaneSpec, region: tuple[slice, slice], values: Any, reset: bool = False,
+    refresh: bool = True,
 ) -> None:
     """Write ``values`` at ``plane[region]`` (image pixels) into a map layer, growing its data
     to cover everything written (``reset``: clearing what was written before), in blocks of
-    :data:`MAP_BLOCK` pixels.
+    :data:`MAP_BLOCK` pixels. ``refresh=False`` leaves a write in place undrawn until the next
+    write with ``refresh`` (several boxes, one redraw).
 
     The layer's translate is shifted so its data stay over the right image pixels."""
     lo, hi = _blocks(*_target_box(plane, region), plane, image)
@@ -206,7 +208,8 @@ def write_map(
     rows, cols = region
     local.write(data, (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)), values)
     if same:
-        layer.refresh()  # written in place: redraw
+        if refresh:
+            layer.refresh()  # written in place: redraw
         return
     linear = CompositeAffine(scale=image.scale, rotate=image.rotate, shear=image.shear, ndim=image.ndim).linear_matrix
     meta = dict(layer.metadata)

@@ -149,6 +149,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Ensemble size: masks sampled and averaged. More generations = smoother probability "
             "and better uncertainty, linearly slower",
             lo=0, hi=1024, special="model default"),
+    Setting("batch_boxes", "boxes per batch", int, 16,
+            "Segment all / Find all: this many boxes go through the network together (much faster "
+            "per box on a CPU); their objects are committed when the batch ends. 1 = one at a time. "
+            "Whole-region windows always run one box at a time",
+            lo=1, hi=256),
     Setting("threshold", "threshold", float, 0.5,
             "A pixel joins the object when its probability (mean over generations) exceeds this; "
             "1 could never be exceeded, so the range stops below it",
@@ -203,6 +208,7 @@ class AnnotatorSettings:
     sampler: one of :data:`SAMPLER_CHOICES`.
     steps: denoising steps, ``0`` = the model's default.
     generations: ensemble size, ``0`` = the model's default.
+    batch_boxes: boxes sampled together in one network batch (``1`` = one at a time).
     threshold: probability above which a pixel belongs to the object.
     seed: random seed of the sampling noise, ``-1`` = a fresh random seed for every run.
     preview: one of :data:`PREVIEW_KINDS`.
@@ -223,6 +229,7 @@ class AnnotatorSettings:
     sampler: str = _default("sampler")
     steps: int = _default("steps")
     generations: int = _default("generations")
+    batch_boxes: int = _default("batch_boxes")
     threshold: float = _default("threshold")
     seed: int = _default("seed")
     preview: str = _default("preview")

@@ -172,13 +172,14 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.protocol, self.margin = controls["protocol"], controls["margin"]
         self.window_scale, self.window_overlap = controls["window_scale"], controls["window_overlap"]
         self.sampler, self.steps, self.generations = controls["sampler"], controls["steps"], controls["generations"]
+        self.batch_boxes = controls["batch_boxes"]
         self.threshold, self.seed = controls["threshold"], controls["seed"]
         self.preview, self.uncertainty, self.overwrite = controls["preview"], controls["uncertainty"], controls["overwrite"]
         self.largest_only, self.skip_empty = controls["largest_object_only"], controls["skip_empty"]
         groups = (
             (self.model_source, self.model_file, self.device),
             (self.protocol, self.margin, self.window_scale, self.window_overlap),
-            (self.sampler, self.steps, self.generations, self.threshold, self.seed),
+            (self.sampler, self.steps, self.generations, self.batch_boxes, self.threshold, self.seed),
             (self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty),
         )
         model_box, prompt_box, sampling_box, output_box = (Container(widgets=list(g)) for g in groups)

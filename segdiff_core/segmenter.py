@@ -4,6 +4,7 @@
 >>> result = seg.segment(patch, seed=0)                    # EnsembleResult at model size
 >>> run = seg.segment_progressive(patch, seed=0)           # generator of SamplerStep ...
 >>> for step in run: preview(step.pred_x0.mean(0))         # ... whose return value is the result
+>>> run = seg.segment_batch_progressive(patches, seed=0)    # many prompts through the network at once
 
 ``patch`` is an image already cropped around the object (see :mod:`segdiff_core.data.crops`),
 (H, W) or (H, W, C) in any dtype; it is normalised with the checkpoint's preprocessing and
@@ -19,7 +20,7 @@ Other models ignore it.
 from __future__ import annotations
 
 import os
-from typing import Any, Generator
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from segdiff_core.data.preprocess import to_model_array
 from segdiff_core.data.boxes import Box
 from segdiff_core.data.prompt import box_channel
 from segdiff_core.device import resolve_device
-from segdiff_core.diffusion.sampler import SamplerStep, sample, sample_progressive
+from segdiff_core.diffusion.sampler import SamplerStep, sample_progressive
 from segdiff_core.diffusion.scheduler import DDPMScheduler
 from segdiff_core.ensemble import EnsembleResult, summarize
 from segdiff_core.model import SegDiffModel
@@ -115,22 +116,48 @@ class Segmenter:
 
         Closing the generator (or simply not resuming it) cancels the run between steps.
         """
+        results = yield from self.segment_batch_progressive([patch], inference, seed, keep_generations, [box])
+        return results[0]
+
+    def segment_batch_progressive(
+        self,
+        patches: Sequence[np.ndarray],
+        inference: InferenceConfig | None = None,
+        seed: int | None = None,
+        keep_generations: bool = False,
+        boxes: Sequence[Box | None] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Generator[SamplerStep, None, list[EnsembleResult]]:
+        """All ``patches`` through the network together, yielding every denoising step.
+
+        Each :class:`SamplerStep` holds the states of the whole batch, image-major: rows
+        ``n * G .. n * G + G - 1`` of ``x_t`` / ``pred_x0`` (``(N * G, 1, S, S)``) belong to
+        ``patches[n]``. The return value is one EnsembleResult per patch. ``generator`` (a
+        CPU generator) replaces ``seed`` when a caller draws several batches from one stream.
+        Closing the generator cancels the whole batch between steps.
+        """
+        if len(patches) == 0:
+            raise ValueError("no patches to segment")
+        if boxes is not None and len(boxes) != len(patches):
+            raise ValueError(f"got {len(boxes)} boxes for {len(patches)} patches")
         inf = inference or self.config.inference
-        image = self.model_input(patch, box)
+        box_list = list(boxes) if boxes is not None else [None] * len(patches)
+        images = torch.cat([self.model_input(p, b) for p, b in zip(patches, box_list)])
         schedule = self.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
         last: SamplerStep | None = None
         for last in sample_progressive(
             self.model,
             schedule,
-            image,
+            images,
             generations=inf.generations,
-            generator=make_generator(seed),
+            generator=generator if generator is not None else make_generator(seed),
             chunk_size=inf.chunk_size,
             clip_denoised=inf.clip_denoised,
         ):
             yield last
         assert last is not None
-        return summarize(last.x_t, inf.threshold, keep_generations)
+        x0 = last.x_t.reshape(len(patches), inf.generations, *last.x_t.shape[1:])
+        return [summarize(rows, inf.threshold, keep_generations) for rows in x0]
 
     def segment(
         self,
@@ -141,12 +168,7 @@ class Segmenter:
         box: Box | None = None,
     ) -> EnsembleResult:
         """Run all steps and return the EnsembleResult ((S, S) maps)."""
-        run = self.segment_progressive(patch, inference, seed, keep_generations, box)
-        while True:
-            try:
-                next(run)
-            except StopIteration as stop:
-                return stop.value
+        return _run_to_end(self.segment_progressive(patch, inference, seed, keep_generations, box))
 
     def segment_batch(
         self,
@@ -164,19 +186,24 @@ class Segmenter:
         Same results as calling :meth:`segment` on each (up to the random draws: one
         generator serves the whole call, so a seed reproduces the whole list).
         """
-        inf = inference or self.config.inference
-        schedule = self.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
-        gen = make_generator(seed)
         if boxes is not None and len(boxes) != len(patches):
             raise ValueError(f"got {len(boxes)} boxes for {len(patches)} patches")
         box_list = list(boxes) if boxes is not None else [None] * len(patches)
+        gen = make_generator(seed)
         out: list[EnsembleResult] = []
         for s in range(0, len(patches), batch_images):
-            images = torch.cat([self.model_input(p, b) for p, b in zip(patches[s : s + batch_images], box_list[s : s + batch_images])])
-            x0 = sample(
-                self.model, schedule, images, generations=inf.generations, generator=gen,
-                chunk_size=inf.chunk_size, clip_denoised=inf.clip_denoised,
+            run = self.segment_batch_progressive(
+                patches[s : s + batch_images], inference, keep_generations=keep_generations,
+                boxes=box_list[s : s + batch_images], generator=gen,
             )
-            for rows in x0.reshape(images.shape[0], inf.generations, *x0.shape[1:]):
-                out.append(summarize(rows, inf.threshold, keep_generations))
+            out.extend(_run_to_end(run))
         return out
+
+
+def _run_to_end(run: Generator[Any, None, Any]) -> Any:
+    """Exhaust a progressive generator; its return value."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as stop:
+            return stop.value

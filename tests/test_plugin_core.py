@@ -187,7 +187,7 @@ class FakeClock:
 
 def test_run_yields_every_step_and_bounds_the_preview_rate(model_file):
     image = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
-    req = _request(model_file, image, [Box(10, 10, 30, 30), Box(20, 5, 40, 25)], steps=8, generations=2)
+    req = _request(model_file, image, [Box(10, 10, 30, 30), Box(20, 5, 40, 25)], steps=8, generations=2, batch_boxes=1)
     cache = ModelCache()
     events = []
     run = run_segmentation(req, cache, clock=FakeClock(0.03))  # 30 ms per step
@@ -216,6 +216,43 @@ def test_run_yields_every_step_and_bounds_the_preview_rate(model_file):
     assert results[0].probability.shape == (23, 23)
     np.testing.assert_array_equal(results[0].mask, results[0].probability > 0.5)
     assert cache.loads == 1
+
+
+def _events(run):
+    events = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            events.append(next(run))
+    return events, stop.value.value
+
+
+def test_a_batch_of_boxes_is_sampled_together_with_a_preview_of_every_crop(model_file):
+    image = np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)
+    boxes = [Box(4, 4, 20, 20), Box(30, 30, 50, 50), Box(40, 6, 58, 24)]
+    req = _request(model_file, image, boxes, steps=4, generations=2, batch_boxes=2)
+    events, summary = _events(run_segmentation(req, ModelCache(), clock=FakeClock(1.0)))
+    assert summary.error is None and summary.finished == (0, 1, 2)
+    steps = [e for e in events if isinstance(e, StepUpdate)]
+    # boxes 0 and 1 together (4 steps of 2 box-steps), then box 2 alone
+    assert [(s.job_number, s.batch, s.done) for s in steps] == [(0, 2, 2), (0, 2, 4), (0, 2, 6), (0, 2, 8),
+                                                                (2, 1, 9), (2, 1, 10), (2, 1, 11), (2, 1, 12)]
+    assert [s.preview is not None for s in steps] == [True, True, True, False] * 2  # none at a last step
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("JobFinished") == 5 and kinds[5:7] == ["JobFinished", "JobFinished"]  # after the batch
+    results = [e for e in events if isinstance(e, JobFinished)]
+    assert [r.batch_done for r in results] == [False, True, True]
+    # the batch preview covers both crops: values inside each, nothing far outside them
+    patch = steps[0].preview
+    full = np.zeros((64, 64), np.float32)
+    full[patch.region] = patch.values
+    for r in results[:2]:
+        assert full[r.region].max() > 0
+    assert not full[58:, 58:].any()
+    # the first box of a batch gets the same noise as a one-box run with the run's seed (the
+    # batched network differs only by float rounding)
+    (one,) = [e for e in _events(run_segmentation(_request(model_file, image, boxes[:1], steps=4, generations=2),
+                                                  ModelCache()))[0] if isinstance(e, JobFinished)]
+    np.testing.assert_allclose(one.probability, results[0].probability, atol=1e-4)
 
 
 def test_closing_the_run_cancels_it_before_any_result(model_file):

@@ -347,3 +347,61 @@ def test_box_on_a_constant_image_commits_nothing(qtbot, bundled_annotator, notes
     segment(qtbot, viewer, widget)
     assert not widget.controller.labels_layer.data.any()
     assert any("does not stand out" in m for m in messages(notes, "warning")), notes
+
+
+def test_segment_all_sends_boxes_through_the_network_in_batches(qtbot, annotator, notes, monkeypatch):
+    """Issue 14 item 2: Segment all samples its boxes in batches (boxes per batch = 4 here),
+    with the live preview and per-box objects, undo and redo; Cancel in the middle of a later
+    batch keeps the objects of the finished batches and loses nothing else."""
+    from napari_segdiff._engine import JobFinished, StepUpdate
+
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot, size=96)
+    corners = [(4, 4, 20, 20), (4, 40, 20, 56), (4, 72, 20, 88), (40, 4, 56, 20), (40, 40, 56, 56), (40, 72, 56, 88)]
+    for c in corners:
+        draw_box_px(qtbot, viewer, boxes, image, *c)
+    assert len(boxes.data) == 6
+    widget.batch_boxes.value = 4
+    events: list = []
+    handle = widget.controller.handle_event
+    monkeypatch.setattr(widget.controller, "handle_event", lambda e: (events.append(e), handle(e)))
+    segment(qtbot, viewer, widget, "all")
+
+    labels = widget.controller.labels_layer
+    assert widget.controller.box_objects() == [[1], [2], [3], [4], [5], [6]]  # every box, in order
+    for (y0, x0, y1, x1), label in zip(corners, range(1, 7)):
+        assert np.all(labels.data[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] == label)  # its own box (threshold 0)
+    steps = [e for e in events if isinstance(e, StepUpdate)]
+    assert {(s.job_number, s.batch) for s in steps} == {(0, 4), (4, 2)}  # two network batches
+    assert steps[-1].done == steps[-1].total == 6 * 3
+    assert any(s.preview is not None for s in steps)  # the live preview of the batch
+    done = [e.batch_done for e in events if isinstance(e, JobFinished)]
+    assert done == [False, False, False, True, False, True]
+    assert not any(np.allclose(colour, PROMPT_EDGE) for colour in boxes.edge_color)  # all coloured
+
+    # one Ctrl+Z per box, newest first; the box opens again; Ctrl+Shift+Z brings it back
+    undo(qtbot, viewer, labels)
+    assert present(labels) == {1, 2, 3, 4, 5} and widget.controller.box_objects()[5] == []
+    undo(qtbot, viewer, labels)
+    assert present(labels) == {1, 2, 3, 4}
+    redo(qtbot, viewer, labels)
+    redo(qtbot, viewer, labels)
+    assert present(labels) == set(range(1, 7)) and widget.controller.box_objects()[5] == [6]
+
+    # cancel in the second batch of a long run: the first batch's objects stay, nothing is lost
+    before = labels.data.copy()
+    for c in [(70, 4, 86, 20), (70, 24, 86, 40), (70, 48, 86, 64), (70, 72, 86, 88)]:
+        draw_box_px(qtbot, viewer, boxes, image, *c)
+    widget.batch_boxes.value = 2
+    widget.steps.value = 100
+    widget.generations.value = 8
+    key(qtbot, viewer, "G", Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: present(labels) >= {7, 8}, timeout=60_000)  # the first batch is in
+    assert widget.controller.is_running  # the second batch is sampling
+    key(qtbot, viewer, "C", Qt.KeyboardModifier.ShiftModifier)
+    wait_idle(qtbot, widget)
+    assert present(labels) == set(range(1, 9))
+    assert widget.controller.box_objects()[6:] == [[7], [8], [], []]
+    assert np.array_equal(labels.data[before > 0], before[before > 0])  # the earlier objects are intact
+    assert any("cancelled; 2 unfinished box(es) wrote nothing" in m for m in messages(notes, "info"))
+    assert widget.segment_button.isEnabled() and not widget.cancel_button.isEnabled()

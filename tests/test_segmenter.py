@@ -48,6 +48,35 @@ def test_segment_batch_matches_shapes_and_is_seeded(saved):
     assert not (a[0].probability == a[1].probability).all()
 
 
+def test_batch_progressive_yields_every_step_for_the_whole_batch(saved):
+    path, _, cfg = saved
+    seg = Segmenter.from_checkpoint(path, device="cpu")
+    gen = torch.Generator().manual_seed(1)
+    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(3)]
+    inf = cfg.inference.replace(generations=2, steps=3)
+    run = seg.segment_batch_progressive(patches, inf, seed=7)
+    steps = []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            steps.append(next(run))
+    results = stop.value.value
+    assert [s.index for s in steps] == [0, 1, 2] and steps[-1].is_last
+    assert all(s.x_t.shape == (3 * 2, 1, 32, 32) and s.pred_x0.shape == (6, 1, 32, 32) for s in steps)
+    # the same draws as segment_batch with the whole batch at once, and the same split into images
+    same = seg.segment_batch(patches, inf, seed=7, batch_images=3)
+    assert all(np.array_equal(a.probability, b.probability) for a, b in zip(results, same))
+    from segdiff_core.ensemble import to_probability
+
+    mean0 = to_probability(steps[-1].x_t[0:2]).mean(dim=0)[0].numpy()  # rows 0, 1 = patch 0
+    np.testing.assert_allclose(mean0, results[0].probability, atol=1e-6)
+    # one patch: segment_progressive is the batch of one
+    single = seg.segment(patches[0], inf, seed=7)
+    first = seg.segment_batch([patches[0]], inf, seed=7, batch_images=1)[0]
+    assert np.array_equal(single.probability, first.probability)
+    with pytest.raises(ValueError, match="no patches"):
+        next(seg.segment_batch_progressive([], inf))
+
+
 def test_a_patch_of_another_size_goes_through_the_crop_resampler(saved):
     path, _, cfg = saved
     seg = Segmenter.from_checkpoint(path, device="cpu")
