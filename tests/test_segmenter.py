@@ -89,3 +89,22 @@ def test_a_patch_of_another_size_goes_through_the_crop_resampler(saved):
 
     small, _ = crop_whole_image(big, 32)
     np.testing.assert_allclose(x[0].numpy(), seg.model_input(small)[0].numpy(), atol=1e-6)
+
+
+def test_cpu_segmenter_uses_channels_last_weights_with_the_same_results(saved):
+    from segdiff_core.checkpoint import load_model
+    from segdiff_core.diffusion.sampler import sample
+
+    path, _, cfg = saved
+    seg = Segmenter.from_checkpoint(path, device="cpu")
+    convs = [p for p in seg.model.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    plain, _, _ = load_model(path, device="cpu")  # contiguous weights, the same values
+    assert all(p.is_contiguous() for p in plain.parameters())
+    patch = (torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(2)).numpy() * 255).astype("uint8")
+    inf = cfg.inference.replace(generations=2, steps=3)
+    res = seg.segment(patch, inference=inf, seed=5, keep_generations=True)
+    schedule = seg.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
+    x0 = sample(plain.eval(), schedule, seg.model_input(patch)[0], generations=2, generator=torch.Generator().manual_seed(5))
+    ref = ((x0[:, 0] + 1) / 2).clamp(0, 1).numpy()
+    np.testing.assert_allclose(res.generations, ref, atol=1e-3)  # rounding, through 3 steps
