@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.objectness import assess_remnant
-from segdiff_core.training.finetune import accepted_ids
+from segdiff_core.training.finetune import FinetuneError, accepted_ids, finetuned_path
 
 from napari_segdiff._engine import (
     BoxJob,
@@ -310,6 +310,11 @@ class AnnotatorController:
                 return bundled_model_path()
             except FileNotFoundError as exc:
                 raise PromptError(f"{exc}. Select 'checkpoint file' and choose a .pt model") from exc
+        if s.model_source == "finetuned":
+            try:
+                return finetuned_path(s.finetuned_model)
+            except FinetuneError as exc:
+                raise PromptError(str(exc)) from exc
         if s.model_path is None or not str(s.model_path).strip() or s.model_path == Path("."):
             raise PromptError("no checkpoint file chosen: pick a SegDiff model file (.pt)")
         path = Path(s.model_path).expanduser()

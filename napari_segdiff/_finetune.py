@@ -11,6 +11,7 @@ worker process.
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,6 @@ class FinetuneWidget(ClosesWithItsDock, QWidget):
         self._handle = JobHandle(lambda job: job.stop(timeout=5.0))
         self.destroyed.connect(self._handle.stop)
         self._pbar: progress | None = None
-        self._previous: Path | None = None
         self._closed = False
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -235,7 +235,8 @@ class FinetuneWidget(ClosesWithItsDock, QWidget):
         running = self.running
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        self.previous_button.setEnabled(self._previous is not None)
+        annotator = self.annotator()
+        self.previous_button.setEnabled(annotator is not None and annotator.previous_model is not None)
 
     # ------------------------------------------------------------------------------- annotator
     def annotator(self) -> Any:
@@ -257,8 +258,9 @@ class FinetuneWidget(ClosesWithItsDock, QWidget):
         return Path(path)
 
     def use_model(self, path: Path | None) -> bool:
-        """Make ``path`` the annotator's active model (None: the bundled model); the model used
-        before is remembered for 'Use previous model'."""
+        """Make ``path`` the annotator's active model (None: the bundled model), in the
+        annotator's own model choice; the annotator remembers the model used before
+        ('Use previous model' here, 'Previous model' there)."""
         annotator = self.annotator()
         if annotator is None:
             show_warning("SegDiff: open the SegDiff annotator to use a fine-tuned model")
@@ -270,19 +272,18 @@ class FinetuneWidget(ClosesWithItsDock, QWidget):
                 show_error(f"SegDiff: {exc}. The active model is unchanged")
                 self.status.setText(f"Not switched: {exc}")
                 return False
-        before = annotator.active_model()
         annotator.use_model(path)
-        if before is not None and before != path:
-            self._previous = before
         self.status.setText(f"Active model: {Path(path).name if path else 'bundled nuclei model'}")
         self._sync_enabled()
         return True
 
     def use_previous(self) -> None:
-        """Go back to the model used before the last switch."""
-        if self._previous is not None:
-            bundled = self._previous == bundled_model_path()
-            self.use_model(None if bundled else self._previous)
+        """Go back to the model used before the last switch (the annotator's 'Previous model')."""
+        annotator = self.annotator()
+        if annotator is not None and annotator.use_previous():
+            active = annotator.active_model()
+            self.status.setText(f"Active model: {active.name if active else 'none usable'}")
+        self._sync_enabled()
 
     def resegment(self) -> None:
         """Segment every box without a label yet, with the annotator's active model."""
@@ -312,7 +313,8 @@ class FinetuneWidget(ClosesWithItsDock, QWidget):
             raise FinetuneError("choose an image and its labels layer (or add an exported folder)")
         base = self.base_model()
         overrides = {"train": {"steps": int(self.steps.value), "max_minutes": float(self.minutes.value)}}
-        return FinetuneRequest(str(base), tuple(images), folders, overrides=overrides, base_digest=file_sha256(base))
+        return FinetuneRequest(str(base), tuple(images), folders, overrides=overrides, base_digest=file_sha256(base),
+                               started_at=time.time())
 
     def start(self) -> FinetuneProcess | None:
         """Start a fine-tune in a worker process; bad input is reported and nothing changes."""

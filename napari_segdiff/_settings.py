@@ -53,7 +53,7 @@ class Setting:
     label : str
         Label of its control (the text of a check box).
     kind : type
-        ``bool``, ``int``, ``float``, ``str`` (a choice) or ``Path``.
+        ``bool``, ``int``, ``float``, ``str`` (a choice, or free text) or ``Path``.
     default : object
         Default value.
     tooltip : str
@@ -66,6 +66,9 @@ class Setting:
         Spin box step of a float.
     special : str, optional
         Text the widget shows for the value ``lo`` (e.g. ``"model default"`` for 0).
+    free_text : bool
+        A ``str`` that is not a fixed choice (e.g. the name of a fine-tuned model; the widget
+        lists the values that exist at run time).
     """
 
     name: str
@@ -78,6 +81,7 @@ class Setting:
     hi: float | None = None
     step: float | None = None
     special: str | None = None
+    free_text: bool = False
 
     @property
     def values(self) -> tuple[Any, ...]:
@@ -92,6 +96,10 @@ class Setting:
             return value
         if self.choices is not None:
             return check_choice(value, what, self.values, error=SettingsError)
+        if self.free_text:
+            if not isinstance(value, str):
+                raise SettingsError(f"{what} must be text, got {value!r}")
+            return value
         if self.kind is int:
             return check_int(value, what, self.lo, self.hi, error=SettingsError)
         if self.kind is float:
@@ -116,9 +124,13 @@ _MARGIN = f"{PAPER_MARGIN:.0%}"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("model_source", "model", str, "bundled",
-            "The nuclei model shipped with napari-segdiff, or a SegDiff checkpoint (.pt) you "
-            "trained with segdiff-train",
-            choices=(("bundled nuclei model", "bundled"), ("checkpoint file", "file"))),
+            "The nuclei model shipped with napari-segdiff, one you fine-tuned on your labels "
+            "(Fine-tune panel), or a SegDiff checkpoint (.pt) you trained with segdiff-train",
+            choices=(("bundled nuclei model", "bundled"), ("fine-tuned model", "finetuned"),
+                     ("checkpoint file", "file"))),
+    Setting("finetuned_model", "fine-tuned", str, "",
+            "One of your fine-tuned models (in the data folder, newest first), used when the "
+            "model is 'fine-tuned model'", free_text=True),
     Setting("model_path", "checkpoint", Path, None,
             "SegDiff model file (.pt); loaded once and reused until the file or device changes"),
     Setting("device", "device", str, "auto", "auto = CUDA GPU, else Apple MPS, else CPU",
@@ -198,6 +210,9 @@ class AnnotatorSettings:
     Attributes
     ----------
     model_source: one of :data:`MODEL_SOURCES`.
+    finetuned_model: name (file stem) of the fine-tuned model in the user's models folder
+        (:func:`segdiff_core.training.finetune.models_dir`) used when
+        ``model_source == "finetuned"``.
     model_path: the checkpoint file used when ``model_source == "file"``.
     device: one of :data:`segdiff_core.device.DEVICE_CHOICES` (``auto`` picks CUDA, MPS, CPU).
     protocol: one of :data:`PROTOCOLS`.
@@ -220,6 +235,7 @@ class AnnotatorSettings:
     """
 
     model_source: str = _default("model_source")
+    finetuned_model: str = _default("finetuned_model")
     model_path: Path | None = _default("model_path")
     device: str = _default("device")
     protocol: str = _default("protocol")

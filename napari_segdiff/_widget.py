@@ -31,6 +31,7 @@ from superqt import QCollapsible
 
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.device import DEVICE_CHOICES, available_devices
+from segdiff_core.training.finetune import finetuned_name, list_finetuned
 
 from napari_segdiff._controller import AnnotatorController
 from napari_segdiff._geometry import PromptError
@@ -77,6 +78,22 @@ def _layer_choices(viewer: Any, kind: type, new_text: str | None, own: bool = Tr
     return choices
 
 
+#: the settings that choose the model file
+MODEL_FIELDS = ("model_source", "finetuned_model", "model_path")
+
+
+def _finetuned_choices(_widget: Any = None) -> list[tuple[str, str]]:
+    """The fine-tuned models of the data folder, newest first: (description, name)."""
+    return [(m.describe(), m.path.stem) for m in list_finetuned()]
+
+
+def _is_bundled(path: str | Path) -> bool:
+    try:
+        return Path(path) == bundled_model_path()
+    except FileNotFoundError:
+        return False
+
+
 def make_control(setting: Setting, values: list | None = None) -> Any:
     """The magicgui control of one setting, built from its declaration (range, choices, tip);
     ``values`` narrows a choice to the values usable here (e.g. the devices this machine has)."""
@@ -84,6 +101,8 @@ def make_control(setting: Setting, values: list | None = None) -> Any:
     common = {"value": setting.default, "tooltip": tip}
     if setting.kind is bool:
         return CheckBox(text=setting.label, **common)
+    if setting.free_text:  # a choice among values that exist at run time (the widget lists them)
+        return ComboBox(label=setting.label, choices=values or [], nullable=True, tooltip=tip)
     if setting.choices is not None:
         choices = [c for c in setting.choices if values is None or c[1] in values]
         return ComboBox(label=setting.label, choices=choices, **common)
@@ -113,6 +132,8 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.destroyed.connect(self.controller.detach_view)  # the viewer closed under us
         self._store = SettingsStore()
         self._saving = False  # off while saved settings are being shown
+        self._model_now: Path | None = None  # the active model file, and the one before it
+        self.previous_model: Path | None = None
         self._save_failed = False
         self._model_info: ModelInfo | None = None
         self._pending_view: dict[str, Any] = {}  # status/progress held back while a run is going
@@ -128,6 +149,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.reset_choices()
         self._restore_settings()
         self._check_bundled_model()
+        self._model_now, self.previous_model = self.active_model(), None
         self._sync_enabled()
 
     # ---------------------------------------------------------------------------------------
@@ -167,8 +189,11 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.model_source, self.model_file, self.device = (
             controls["model_source"], controls["model_path"], controls["device"]
         )
+        self.finetuned_combo = controls["finetuned_model"]
+        self.finetuned_combo.choices = _finetuned_choices
         self.model_label = QLabel("model not loaded yet")
         self.model_label.setWordWrap(True)
+        self.previous_button = _button("Previous model", "Go back to the model used before the last switch")
         self.protocol, self.margin = controls["protocol"], controls["margin"]
         self.window_scale, self.window_overlap = controls["window_scale"], controls["window_overlap"]
         self.sampler, self.steps, self.generations = controls["sampler"], controls["steps"], controls["generations"]
@@ -177,7 +202,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.preview, self.uncertainty, self.overwrite = controls["preview"], controls["uncertainty"], controls["overwrite"]
         self.largest_only, self.skip_empty = controls["largest_object_only"], controls["skip_empty"]
         groups = (
-            (self.model_source, self.model_file, self.device),
+            (self.model_source, self.finetuned_combo, self.model_file, self.device),
             (self.protocol, self.margin, self.window_scale, self.window_overlap),
             (self.sampler, self.steps, self.generations, self.batch_boxes, self.threshold, self.seed),
             (self.preview, self.uncertainty, self.overwrite, self.largest_only, self.skip_empty),
@@ -239,6 +264,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         lay.addWidget(layers_box.native)
         lay.addWidget(self.draw_button)
         lay.addWidget(model_box.native)
+        lay.addWidget(self.previous_button)
         lay.addWidget(self.model_label)
         self.prompt_section = self._section("Prompt", prompt_box, expanded=False)
         self.sampling_section = self._section("Sampling", sampling_box, expanded=True)
@@ -301,6 +327,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.find_button.clicked.connect(self.find_all)
         self.cancel_button.clicked.connect(self.cancel)
         self.draw_button.clicked.connect(self._draw_boxes)
+        self.previous_button.clicked.connect(self.use_previous)
         self.reset_settings_button.clicked.connect(self.reset_settings)
         self.export_labels_button.clicked.connect(self._export_labels)
         self.export_pair_button.clicked.connect(self._export_pair)
@@ -318,11 +345,18 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
     def _setting_widgets(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
         """Each :class:`AnnotatorSettings` field -> (its widget, widget value -> setting value)."""
         convert = {bool: bool, int: int, float: float, str: str, Path: lambda v: v}
-        return {st.name: (self.controls[st.name], convert[st.kind]) for st in SETTINGS}
+        text = lambda v: "" if v is None else str(v)  # noqa: E731 (a free-text choice with nothing listed)
+        return {st.name: (self.controls[st.name], text if st.free_text else convert[st.kind]) for st in SETTINGS}
 
     def _set(self, name: str, value: Any) -> None:
         if self.controller.update_settings(**{name: value}) and self._saving:
             self._save_settings()
+        if name == "model_source" and value == "finetuned" and self.finetuned_combo.value is None:
+            newest = next((v for v in self.finetuned_combo.choices if v), None)
+            if newest is not None:
+                self.finetuned_combo.value = newest  # the newest fine-tuned model, unless one is chosen
+        if name in MODEL_FIELDS:
+            self._track_model()
         self._sync_enabled()
 
     # ---------------------------------------------------------------------------------------
@@ -335,6 +369,10 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         problems = []
         for name, (widget, _convert) in self._setting_widgets().items():
             value = getattr(settings, name)
+            if SCHEMA[name].free_text and value not in widget.choices:
+                if value:  # e.g. a fine-tuned model deleted since the last session: none is chosen
+                    problems.append(f"the {SCHEMA[name].label} model {value!r} is no longer in the data folder")
+                value = None
             try:
                 widget.value = value
             except (ValueError, TypeError) as exc:
@@ -355,12 +393,44 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
 
     def use_model(self, path: str | Path | None) -> None:
         """Make ``path`` the active model (None: the bundled model), as if chosen in the widgets
-        (so it is remembered for the next session)."""
-        if path is None:
+        (so it is remembered for the next session): a file in the fine-tuned models folder is
+        chosen as a fine-tuned model, any other file as a checkpoint file. The model active
+        before stays one click away (:meth:`use_previous`)."""
+        if path is None or _is_bundled(path):
             self.model_source.value = "bundled"
+            return
+        name = finetuned_name(path)
+        if name is not None:
+            self.refresh_finetuned()
+            self.finetuned_combo.value = name
+            self.model_source.value = "finetuned"
             return
         self.model_file.value = Path(path)
         self.model_source.value = "file"
+
+    def use_previous(self) -> bool:
+        """Back to the model used before the last switch (False when there is none)."""
+        if self.previous_model is None:
+            self.status.setText("No previous model in this session.")
+            return False
+        self.use_model(self.previous_model)
+        return True
+
+    def refresh_finetuned(self) -> None:
+        """List the fine-tuned models of the data folder again (e.g. after a fine-tune)."""
+        self.finetuned_combo.reset_choices()
+
+    def _track_model(self) -> None:
+        """Remember the model used before a switch (for :meth:`use_previous`)."""
+        now = self.active_model()
+        if now is not None and now != self._model_now:
+            if self._model_now is not None:
+                self.previous_model = self._model_now
+            self._model_now = now
+        prev = self.previous_model
+        self.previous_button.setToolTip(
+            f"Go back to {prev.name if prev else 'the model used before the last switch'}"
+        )
 
     def reset_settings(self) -> None:
         """All settings back to their defaults (saved as such)."""
@@ -536,6 +606,8 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.find_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.model_file.enabled = self.model_source.value == "file"
+        self.finetuned_combo.enabled = self.model_source.value == "finetuned"
+        self.previous_button.setEnabled(self.previous_model is not None)
         self.margin.enabled = self.protocol.value == "custom"
         self.window_scale.enabled = self.protocol.value == "windows"
         self.window_overlap.enabled = self.protocol.value == "windows"

@@ -18,6 +18,8 @@ from segdiff_core.training.finetune import (
     TrainingImage,
     accepted_ids,
     collect_objects,
+    finetuned_name,
+    finetuned_path,
     list_finetuned,
     models_dir,
     recipe_run,
@@ -74,6 +76,28 @@ def test_registry_lists_newest_first_and_skips_broken_files(base, tmp_path):
     second = run_finetune(_request(base, tmp_path, name="second", overrides={"train": {**FAST["train"], "steps": 3}}))
     (models_dir(tmp_path / "data") / "broken.pt").write_bytes(b"not a model")
     assert [m.path for m in list_finetuned(tmp_path / "data")] == [second.model_path, first.model_path]
+
+
+def test_registry_names_resolve_to_model_files(base, tmp_path):
+    root = tmp_path / "data"
+    result = run_finetune(_request(base, tmp_path, name="mine", overrides={"train": {**FAST["train"], "steps": 2}}))
+    assert finetuned_path("mine", root) == result.model_path
+    assert finetuned_name(result.model_path, root) == "mine"
+    assert finetuned_name(base, root) is None  # a model elsewhere is a plain checkpoint file
+    for bad, message in (("", "no fine-tuned model chosen"), ("../mine", "no fine-tuned model chosen"),
+                         ("gone", "no longer in")):
+        with pytest.raises(FinetuneError, match=message):
+            finetuned_path(bad, root)
+
+
+def test_annotator_settings_name_a_fine_tuned_model():
+    from napari_segdiff._settings import AnnotatorSettings, SettingsError
+
+    s = AnnotatorSettings(model_source="finetuned", finetuned_model="finetuned-20260101-tile")
+    restored, problems = AnnotatorSettings.from_dict(s.to_dict())
+    assert restored == s and not problems
+    with pytest.raises(SettingsError, match="must be text"):
+        AnnotatorSettings(finetuned_model=3)
 
 
 def test_cancel_keeps_the_best_model_so_far(base, tmp_path):

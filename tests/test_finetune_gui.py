@@ -181,3 +181,62 @@ def test_damaged_fine_tuned_model_is_not_activated(qtbot, session, notes):  # no
     click(qtbot, panel.use_button)
     assert any(result.model_path.name in m and "unchanged" in m for m in messages(notes, "error")), notes
     assert annotator.active_model() == base
+
+
+def _choose(combo, text: str) -> None:
+    """Pick an entry of a magicgui combo box by its shown text, as a user does in the list."""
+    index = combo.native.findText(text)
+    assert index >= 0, [combo.native.itemText(i) for i in range(combo.native.count())]
+    combo.native.setCurrentIndex(index)
+
+
+def test_fine_tuned_models_are_offered_in_the_annotators_model_choice(qtbot, make_napari_viewer, tmp_path, notes):  # noqa: F811
+    """A model saved by the real fine-tune path is listed in the annotator's own model choice in
+    every later session, is used by a run once chosen there, and the previous model is one
+    click away; a model deleted from the data folder is reported, not silently replaced."""
+    base = tiny_base_model(tmp_path)
+    image, labels = annotated_tile(0)
+    saved = run_finetune(FinetuneRequest(str(base), (TrainingImage(image, labels, "tile0"),), overrides=FAST,
+                                         name="my-cells")).model_path
+    viewer = make_napari_viewer(show=True)
+    _, annotator = viewer.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
+    configure(annotator, base)
+    annotator.threshold.value = 0.0
+    assert not annotator.finetuned_combo.enabled  # only used with 'fine-tuned model'
+    _choose(annotator.model_source, "fine-tuned model")
+    assert annotator.finetuned_combo.enabled
+    assert [v for v in annotator.finetuned_combo.choices if v] == ["my-cells"]
+    assert annotator.active_model() == saved
+    assert annotator.previous_button.isEnabled()
+
+    # a run uses it
+    img = viewer.add_image(image, name="cells", rgb=True)
+    annotator.image_combo.value = img
+    loaded = []
+    annotator.controller.model_loaded.connect(loaded.append)
+    annotator.draw_button.click()
+    draw_box_px(qtbot, viewer, annotator.controller.prompts_layer, img, 20, 20, 44, 44)
+    click(qtbot, annotator.segment_button)
+    qtbot.waitUntil(lambda: annotator.worker is None and not annotator.controller.is_running, timeout=RUN_MS)
+    assert loaded and loaded[-1].path == str(saved)
+
+    # previous model: one click each way
+    click(qtbot, annotator.previous_button)
+    assert annotator.model_source.value == "file" and annotator.active_model() == base
+    click(qtbot, annotator.previous_button)
+    assert annotator.model_source.value == "finetuned" and annotator.active_model() == saved
+
+    # the next session offers it again and starts with it (settings are remembered)
+    viewer2 = make_napari_viewer(show=True)
+    _, annotator2 = viewer2.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
+    assert annotator2.model_source.value == "finetuned" and annotator2.active_model() == saved
+    assert annotator2.previous_model is None
+    assert not messages(notes, "warning"), notes
+
+    # deleted from the data folder: the next session says so; a run asks for another model
+    saved.unlink()
+    viewer3 = make_napari_viewer(show=True)
+    _, annotator3 = viewer3.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
+    assert any("'my-cells' is no longer in the data folder" in m for m in messages(notes, "warning")), notes
+    with pytest.raises(Exception, match="no longer in|no fine-tuned model chosen"):
+        annotator3.controller.model_path()

@@ -62,6 +62,8 @@ __all__ = [
     "collect_objects",
     "run_finetune",
     "list_finetuned",
+    "finetuned_path",
+    "finetuned_name",
     "accepted_ids",
 ]
 
@@ -284,6 +286,10 @@ class FinetuneRequest:
         data folder (None: :func:`data_dir`).
     name
         file name stem of the new model (None: from the date and the images).
+    started_at
+        ``time.time()`` when the user asked for the fine-tune: the recipe's time budget
+        (``train.max_minutes``) counts from then and covers the whole fine-tune (process
+        start, setup, validations, saving). None: from the call.
     """
 
     base_model: str
@@ -293,6 +299,7 @@ class FinetuneRequest:
     base_digest: str | None = None
     out_root: str | None = None
     name: str | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +371,8 @@ def run_finetune(
     from segdiff_core.training.data import DatasetSource
     from segdiff_core.training.trainer import Trainer
 
+    waited = time.time() - request.started_at if request.started_at is not None else 0.0
+    t0 = time.perf_counter() - max(0.0, waited)  # when the user asked (perf_counter clock)
     _, base_config, base_meta = _load_base(request)
     run = recipe_run(base_config, base_meta, request.overrides)
     objects = collect_objects(
@@ -382,14 +391,18 @@ def run_finetune(
         run, work, DatasetSource(train, range(len(train))), _InOrder(val), init_from=request.base_model,
         progress=False, describe_data=f"fine-tune on {len(objects)} objects", log=lambda _m: None,
     )
+    t_val = time.perf_counter()
     before = trainer.validate().get("iou", float("nan"))
+    # the time budget covers the whole fine-tune: the final validation (as long as this one)
+    # and saving (a few seconds) are reserved from it
+    reserve = 2.0 * (time.perf_counter() - t_val) + 3.0
     on_event({"event": "started", "steps": run.train.steps, "n_train": len(train), "n_val": len(val),
               "val_iou": before, "trainable": run.train.trainable})
 
     def forward(record: dict[str, Any]) -> None:
         on_event({"event": "val" if "val_iou" in record else "log", **record})
 
-    trainer.fit(callback=forward, should_stop=should_stop)
+    trainer.fit(callback=forward, should_stop=should_stop, budget_start=t0 - reserve)
     best = work / "best.pt"  # the best validated fine-tuned weights (last.pt: cancelled before any validation)
     chosen = best if best.exists() else work / "last.pt"
     metadata = {
@@ -454,6 +467,32 @@ def list_finetuned(root: Path | None = None) -> list[FinetunedModel]:
         if isinstance(info, dict):
             found.append(FinetunedModel(path, info))
     return sorted(found, key=lambda m: (str(m.info.get("date", "")), m.path.stat().st_mtime), reverse=True)
+
+
+def finetuned_path(name: str, root: Path | None = None) -> Path:
+    """The file of the fine-tuned model ``name`` (a file stem in :func:`models_dir`).
+
+    Raises:
+        FinetuneError: an empty name, a name that is not a plain file stem, or a model that is
+            no longer in the folder.
+    """
+    folder = models_dir(root)
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise FinetuneError(f"no fine-tuned model chosen: pick one of your fine-tuned models (in {folder})")
+    path = folder / f"{name}.pt"
+    if not path.is_file():
+        raise FinetuneError(f"the fine-tuned model {name!r} is no longer in {folder}; choose another model")
+    return path
+
+
+def finetuned_name(path: str | os.PathLike, root: Path | None = None) -> str | None:
+    """The registry name of ``path`` when it is a model file in :func:`models_dir`, else None."""
+    path = Path(path)
+    try:
+        inside = path.suffix == ".pt" and path.parent.resolve() == models_dir(root).resolve()
+    except OSError:
+        return None
+    return path.stem if inside else None
 
 
 def write_summary(result: FinetuneResult, path: Path) -> None:

@@ -40,7 +40,7 @@ def write_request(request: FinetuneRequest, folder: Path) -> None:
     np.savez(folder / "images.npz", **arrays)
     meta = {"base_model": request.base_model, "images": images, "folders": list(request.folders),
             "overrides": {k: dict(v) for k, v in request.overrides.items()}, "base_digest": request.base_digest,
-            "out_root": request.out_root, "name": request.name}
+            "out_root": request.out_root, "name": request.name, "started_at": request.started_at}
     (folder / "request.json").write_text(json.dumps(meta))
 
 
@@ -53,7 +53,7 @@ def read_request(folder: Path) -> FinetuneRequest:
             for i, d in enumerate(meta["images"])
         )
     return FinetuneRequest(meta["base_model"], images, tuple(meta["folders"]), meta["overrides"], meta["base_digest"],
-                           meta["out_root"], meta["name"])
+                           meta["out_root"], meta["name"], meta.get("started_at"))
 
 
 def _emit(event: dict[str, Any]) -> None:

@@ -453,6 +453,7 @@ class Trainer:
         self,
         callback: Callable[[dict[str, Any]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        budget_start: float | None = None,
     ) -> TrainResult:
         """Train to ``run.train.steps`` (or an early stop).
 
@@ -464,6 +465,10 @@ class Trainer:
         should_stop : callable, optional
             Polled once per step; True stops the run after a checkpoint (the best model so far
             stays in ``best.pt``), as do the ``train.patience`` and ``train.max_minutes`` limits.
+        budget_start : float, optional
+            ``time.perf_counter()`` value the ``train.max_minutes`` budget counts from (default:
+            now); earlier when the budget also covers work around the loop (a fine-tune's
+            setup, first validation and saving).
 
         Returns
         -------
@@ -482,6 +487,8 @@ class Trainer:
         last_loss: float | None = None
         window: list[float] = []
         t_start = t_last = time.perf_counter()
+        if budget_start is not None:
+            t_start = budget_start
         steps_since = 0
         val_metrics: dict[str, float] | None = None
         try:
