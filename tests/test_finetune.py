@@ -46,7 +46,7 @@ def test_recipe_keeps_the_base_network_and_crop_protocol(base):
     run = recipe_run(cfg, {**meta, "data": {**meta["data"], "crop_margin": [0.3, 0.4]}}, {"train": {"steps": 7}})
     assert run.segdiff.model == cfg.model and run.segdiff.preprocess == cfg.preprocess
     assert run.data.crop_margin == (0.3, 0.4)  # from the base model's training run
-    assert run.train.steps == 7 and run.train.lr_decay == "constant" and run.train.patience > 0
+    assert run.train.steps == 7 and run.train.lr_decay == "cosine" and run.train.patience > 0
 
 
 def test_finetune_saves_a_loadable_model_that_predicts_differently(base, tmp_path):
@@ -76,6 +76,23 @@ def test_registry_lists_newest_first_and_skips_broken_files(base, tmp_path):
     second = run_finetune(_request(base, tmp_path, name="second", overrides={"train": {**FAST["train"], "steps": 3}}))
     (models_dir(tmp_path / "data") / "broken.pt").write_bytes(b"not a model")
     assert [m.path for m in list_finetuned(tmp_path / "data")] == [second.model_path, first.model_path]
+
+
+def test_time_budget_counts_from_the_click_and_ends_the_cosine(base, tmp_path):
+    """The budget covers the whole fine-tune from ``started_at``, and the recipe's cosine reaches
+    its low end when the budget does, however few steps fit."""
+    from segdiff_core.training.trainer import lr_at
+
+    _, cfg, meta = load_model(base)
+    run = recipe_run(cfg, meta)
+    assert lr_at(50, run, time_spent=0.0) > 0.8 * run.train.lr  # by steps: early in the cosine
+    assert lr_at(50, run, time_spent=1.0) == pytest.approx(0.1 * run.train.lr)  # budget spent: the end
+    train = {**FAST["train"], "steps": 50, "max_minutes": 1.0}
+    events = []
+    result = run_finetune(_request(base, tmp_path, overrides={"train": train}, started_at=time.time() - 3600),
+                          events.append)
+    assert result.stop_reason == "time budget" and result.metadata["steps"] == 1  # asked an hour ago
+    assert result.model_path.is_file()
 
 
 def test_registry_names_resolve_to_model_files(base, tmp_path):
@@ -274,4 +291,4 @@ def test_segdiff_train_runs_the_same_recipe_file(base, tmp_path):
                  "--train.val_generations", "1", "--train.val_steps", "2", "--no-progress"])
     assert code == 0
     _, cfg, meta = load_model(tmp_path / "run" / "best.pt")
-    assert meta["train"]["lr_decay"] == "constant" and meta["train"]["patience"] > 0
+    assert meta["train"]["lr_decay"] == "cosine" and meta["train"]["patience"] > 0

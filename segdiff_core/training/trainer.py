@@ -158,13 +158,19 @@ def set_trainable(model: SegDiffModel, which: str) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def lr_at(step: int, run: RunConfig) -> float:
+def lr_at(step: int, run: RunConfig, time_spent: float = 0.0) -> float:
+    """Learning rate of ``step``: linear warm-up, then constant or cosine to 10 %.
+
+    ``time_spent`` is the share of the time budget (``train.max_minutes``) already used; the
+    cosine follows whichever of steps and time is further along, so a run cut by its budget
+    still ends at the low learning rate.
+    """
     tc = run.train
     if step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.lr_decay == "constant":
         return tc.lr
-    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    progress = max((step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps), time_spent)
     return tc.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -245,6 +251,7 @@ class Trainer:
         self.best_iou: float | None = None
         self.best_step: int | None = None
         self.stop_reason: str | None = None
+        self._budget_start: float | None = None  # perf_counter time the time budget counts from
         self._callback: Callable[[dict[str, Any]], None] | None = None
         state = self._read_state() if resume else None
         if state is None and resume:
@@ -380,6 +387,11 @@ class Trainer:
         summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
         return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
 
+    def _time_spent(self) -> float:
+        """Share of the time budget used so far (0 without a budget or outside :meth:`fit`)."""
+        budget, start = self.run.train.max_minutes, self._budget_start
+        return 0.0 if budget <= 0 or start is None else (time.perf_counter() - start) / (60.0 * budget)
+
     def _stop_reason(self, should_stop: Callable[[], bool] | None, t_start: float) -> str | None:
         """'cancelled' or 'time budget' (the same answer on every process), else None."""
         cancelled = any_flag(should_stop is not None and bool(should_stop()), self.ctx)
@@ -421,7 +433,7 @@ class Trainer:
         tc = self.run.train
         gen = torch.Generator().manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=2))
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.run)
+            group["lr"] = lr_at(self.step, self.run, self._time_spent())
         net = self.ddp if self.ddp is not None else self.model
         with torch.random.fork_rng(devices=[]):  # dropout draws from a per-step seed
             torch.manual_seed(_seed_for(tc.seed, self.step, self.ctx.rank, stream=3))
@@ -489,6 +501,7 @@ class Trainer:
         t_start = t_last = time.perf_counter()
         if budget_start is not None:
             t_start = budget_start
+        self._budget_start = t_start
         steps_since = 0
         val_metrics: dict[str, float] | None = None
         try:
@@ -498,13 +511,13 @@ class Trainer:
                 steps_since += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr_at(self.step - 1, self.run):.1e}", refresh=False)
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.opt.param_groups[0]['lr']:.1e}", refresh=False)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     mean = all_reduce_mean(float(np.mean(window)), self.ctx)
                     now = time.perf_counter()
                     rate = steps_since / max(now - t_last, 1e-9)
                     last_loss = mean
-                    self._log_json({"step": self.step, "loss": mean, "lr": lr_at(self.step - 1, self.run), "steps_per_s": rate})
+                    self._log_json({"step": self.step, "loss": mean, "lr": self.opt.param_groups[0]["lr"], "steps_per_s": rate})
                     window, steps_since, t_last = [], 0, now
                 self.stop_reason = self._stop_reason(should_stop, t_start)
                 due = self.step % tc.val_every == 0 if tc.val_every else False
