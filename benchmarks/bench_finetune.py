@@ -260,8 +260,9 @@ def target_summary(results: dict[str, Any], pair: Paired) -> list[str]:
         f"**{_pct(share)}** of the 300-step run's gain (target ≥ 90 %; recipe seeds {len(recipes)}, reference "
         f"seeds {len(_runs(results, 'ref'))}, per-object means over seeds, 95 % bootstrap interval over the "
         f"{pair.base.size} held-out objects in brackets): **{'met' if met else 'not met'}** on the point estimate"
-        + ("" if share is None or share[1] >= 0.9 else "; the interval's lower end is below 90 %, so with this "
-           "many objects the data cannot exclude a shortfall") + ".", ""]
+        + (" and at the interval's lower end" if share is not None and share[1] >= 0.9 else
+           "; the interval's lower end is below 90 %, so with this many objects the data cannot exclude a shortfall")
+        + ".", ""]
 
 
 def _order(results: dict[str, Any]) -> list[str]:
