@@ -213,14 +213,19 @@ def _markdown(args: argparse.Namespace, lines: list[str], seg) -> str:
         BEGIN, "",
         "## Seconds per box in the annotator, against the library (issue 10, fault 7)", "",
         f"Written by `xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts {args.prompts} "
-        f"--markdown docs/benchmarks.md`. A visible napari viewer with the annotator docked segments "
+        + (f"--segment-all {args.segment_all} --batch {args.batch} --rounds {args.rounds} " if args.segment_all else "")
+        + "--markdown docs/benchmarks.md`. A visible napari viewer with the annotator docked segments "
         f"{args.prompts} boxes of a {args.size} px synthetic fluorescence tile one at a time through "
         "the Segment button, timed until the run has ended and the window is redrawn; the library "
         "(`prompt_crop` + `Segmenter.segment`) segments the same boxes with the same model and seed, "
         f"alternating with the GUI. Model default sampler {inf.sampler.upper()} {inf.steps} step(s) x "
         f"{inf.generations} generations; {platform.machine()}, {os.cpu_count()} cores shared with other "
         "work (absolute times move with the load; the ratio compares both in the same run). "
-        "Target: GUI / library <= 1.3.", "",
+        "Target: GUI / library <= 1.3." + (
+            f" Segment all (issue 14, item 2): {args.segment_all} boxes through the Segment all button, one box "
+            f"at a time (boxes per batch 1) against batches of {args.batch}, alternating; target >= 3x the "
+            "objects per second. The last line times the network alone, in the library, both ways."
+            if args.segment_all else ""), "",
         "```", *lines, "```", "", END,
     ])
 

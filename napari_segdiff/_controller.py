@@ -598,14 +598,17 @@ class AnnotatorController:
         """Write one box's maps and objects. The results of a batch arrive one after the other;
         the maps and box colours are redrawn once, with the batch's last result (or at the end
         of the run, if it stopped in between)."""
-        self._holding_boxes = not result.batch_done
+        self._holding_boxes = True  # the labels' paint event would recolour the boxes before the table knows the box
+        done = False
         try:
             self._commit_box(run, result)
+            done = True
         finally:
             self._holding_boxes = False
-        if result.batch_done:
-            run.stale_maps.clear()
-            self.refresh_boxes()
+            if result.batch_done:
+                run.stale_maps.clear()
+            if result.batch_done or not done:
+                self.refresh_boxes()  # never raises
 
     def _commit_box(self, run: _ActiveRun, result: JobFinished) -> None:
         plane = run.planes[result.job_id]
