@@ -349,6 +349,7 @@ def test_box_on_a_constant_image_commits_nothing(qtbot, bundled_annotator, notes
     assert any("does not stand out" in m for m in messages(notes, "warning")), notes
 
 
+@pytest.mark.slow
 def test_segment_all_sends_boxes_through_the_network_in_batches(qtbot, annotator, notes, monkeypatch):
     """Issue 14 item 2: Segment all samples its boxes in batches (boxes per batch = 4 here),
     with the live preview and per-box objects, undo and redo; Cancel in the middle of a later
