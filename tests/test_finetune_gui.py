@@ -72,7 +72,8 @@ def test_fine_tune_in_the_viewer_makes_the_new_model_active(qtbot, session, note
     p_new = Segmenter.from_checkpoint(new, "cpu").segment(patch, seed=0).probability
     p_old = Segmenter.from_checkpoint(base, "cpu").segment(patch, seed=0).probability
     assert np.abs(p_new - p_old).max() > 1e-3
-    assert annotator.active_model() == new  # became the active model
+    assert annotator.active_model() == new  # became the active model, in the annotator's own choice
+    assert annotator.model_source.value == "finetuned" and annotator.finetuned_combo.value == new.stem
     assert "is now the active model" in panel.status.text()
     click(qtbot, panel.previous_button)
     assert annotator.active_model() == base
