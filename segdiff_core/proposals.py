@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
+from skimage.color import rgb2hed
+from skimage.filters import threshold_otsu
 from skimage.measure import regionprops
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
@@ -39,7 +41,7 @@ from segdiff_core.data.boxes import Box
 from segdiff_core.data.crops import PAPER_MARGIN, CropGeometry, CropProtocol, WindowGrid, paste_back, prompt_crop
 from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.ensemble import EnsembleResult
-from segdiff_core.evaluation.baselines import otsu_foreground
+from segdiff_core.evaluation.baselines import otsu_foreground, to_grayscale
 from segdiff_core.objectness import assess_object
 from segdiff_core.scoring import ScoreCalibration, calibration_for, prompt_box_in_model, score_object
 
@@ -50,6 +52,8 @@ __all__ = [
     "ObjectRecord",
     "InstanceResult",
     "semantic_probability",
+    "stain_image",
+    "stain_foreground",
     "split_instances",
     "instance_boxes",
     "segment_boxes",
@@ -61,10 +65,12 @@ __all__ = [
     "match_instances",
 ]
 
-FOREGROUNDS: tuple[str, ...] = ("auto", "segdiff", "otsu")
-"""Ways to get the foreground that the instance split works on: ``segdiff`` windows, global
-``otsu``, or ``auto``: SegDiff windows for a model trained on the semantic (windows) task,
-Otsu for a box-prompt model (whose windows foreground is poor: docs/predict-quality.md)."""
+FOREGROUNDS: tuple[str, ...] = ("auto", "segdiff", "stain", "otsu")
+"""Ways to get the foreground that the instance split works on: ``segdiff`` windows,
+``stain`` (Otsu of the background-subtracted nuclear stain, :func:`stain_foreground`), plain
+global ``otsu`` of the luminance (the classical baseline's foreground), or ``auto``: SegDiff
+windows for a model trained on the semantic (windows) task, ``stain`` for a box-prompt model
+(whose windows foreground is poor: docs/predict-quality.md)."""
 
 Progress = Callable[[int, int], None]
 
@@ -89,6 +95,9 @@ class ProposalSettings:
         ensemble size for the foreground windows (1 is enough for a mask).
     window_steps
         sampling steps for the foreground windows.
+    background_sigma
+        ``stain`` foreground: Gaussian sigma (px) of the background that is subtracted
+        before the threshold (a few nucleus diameters; 0 = none).
     h
         h-maxima height of the (smoothed) distance transform, in pixels; larger values
         merge more, smaller split more.
@@ -96,6 +105,9 @@ class ProposalSettings:
         Gaussian sigma (px) applied to the distance transform before the maxima.
     min_area
         objects (proposals and final masks) smaller than this are dropped (px).
+    box_scale
+        each proposal box is scaled about its centre by this factor before it becomes a
+        prompt (the bundled model trained on boxes 0.85-1.3x the object's).
     margin
         crop margin of the per-object prompts (the prompt protocol's expansion).
     batch_size
@@ -109,9 +121,11 @@ class ProposalSettings:
     window_overlap: bool = True
     window_generations: int = 1
     window_steps: int = 5
+    background_sigma: float = 20.0
     h: float = 2.0
     smooth: float = 1.0
     min_area: int = 16
+    box_scale: float = 1.0
     margin: float = PAPER_MARGIN
     batch_size: int = 16
     seed: int = 0
@@ -121,8 +135,10 @@ class ProposalSettings:
             raise ProposalError(f"foreground must be one of {FOREGROUNDS}, got {self.foreground!r}")
         if not self.window_scale > 0:
             raise ProposalError(f"window_scale must be > 0, got {self.window_scale!r}")
-        if self.h < 0 or self.smooth < 0 or self.min_area < 0:
-            raise ProposalError("h, smooth and min_area must be >= 0")
+        if self.h < 0 or self.smooth < 0 or self.min_area < 0 or self.background_sigma < 0:
+            raise ProposalError("h, smooth, min_area and background_sigma must be >= 0")
+        if not self.box_scale > 0:
+            raise ProposalError(f"box_scale must be > 0, got {self.box_scale!r}")
         if self.batch_size < 1 or self.window_generations < 1 or self.window_steps < 1:
             raise ProposalError("batch_size, window_generations and window_steps must be >= 1")
         if not self.margin > -1:
@@ -227,20 +243,88 @@ def semantic_probability(
     return np.clip(grid.stitch(np.stack(probs)), 0.0, 1.0)
 
 
+def stain_image(image: np.ndarray) -> np.ndarray:
+    """Nuclear stain intensity of an image: higher = more stain.
+
+    RGB(A) brightfield: haematoxylin + DAB optical density of the colour deconvolution
+    (:func:`skimage.color.rgb2hed`), so dark-blue and brown nuclei are bright and pink
+    eosin or white background are dark. Other images: their grayscale
+    (:func:`~segdiff_core.evaluation.baselines.to_grayscale`), polarity left to the threshold.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array
+        Any real dtype; float RGB is taken as [0, 1] (or scaled by its maximum if above 1).
+
+    Returns
+    -------
+    (H, W) float64 array
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        rgb = arr[..., :3]
+        if not np.issubdtype(rgb.dtype, np.integer):
+            rgb = np.clip(rgb, 0.0, 1.0) if float(np.nanmax(rgb, initial=0.0)) <= 1.0 else rgb / max(float(rgb.max()), 1.0)
+        hed = rgb2hed(rgb)
+        return hed[..., 0] + hed[..., 2]
+    return to_grayscale(arr)
+
+
+def stain_foreground(image: np.ndarray, background_sigma: float = 20.0, sigma: float = 1.0) -> np.ndarray:
+    """Foreground mask: Otsu of the background-subtracted nuclear stain.
+
+    The stain (:func:`stain_image`) is smoothed by a Gaussian of ``sigma`` px, the local
+    background (a Gaussian of ``background_sigma`` px, skipped when 0) is subtracted so that
+    dim nuclei in a dark region and bright haze do not share one global threshold, and
+    :func:`skimage.filters.threshold_otsu` splits the result. For an RGB image the stain class
+    is the foreground; for a grayscale image the smaller class is (nuclei cover less of an
+    image than the background, as :func:`~segdiff_core.evaluation.baselines.otsu_foreground`
+    assumes). Holes are filled. A constant image gives an empty mask.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array
+    background_sigma : float
+        Scale (px) of the subtracted background; a few nucleus diameters.
+    sigma : float
+        Smoothing (px) of the stain before the threshold.
+
+    Returns
+    -------
+    (H, W) bool array
+    """
+    arr = np.asarray(image)
+    stain = stain_image(arr)
+    g = ndimage.gaussian_filter(stain, sigma) if sigma > 0 else stain
+    if background_sigma > 0:
+        g = g - ndimage.gaussian_filter(stain, background_sigma)
+    if not np.all(np.isfinite(g)) or float(g.max()) <= float(g.min()):
+        return np.zeros(g.shape, dtype=bool)
+    fg = g > threshold_otsu(g)
+    rgb = arr.ndim == 3 and arr.shape[2] in (3, 4)
+    if not rgb and np.count_nonzero(fg) > fg.size // 2:
+        fg = ~fg
+    return ndimage.binary_fill_holes(fg)
+
+
 def resolve_foreground(segmenter: Any, foreground: str) -> str:
-    """``"segdiff"`` or ``"otsu"`` for ``foreground`` (``"auto"`` looks at the model's task)."""
+    """``"segdiff"``, ``"stain"`` or ``"otsu"`` for ``foreground`` (``"auto"`` looks at the
+    model's task: ``"segdiff"`` for a semantic-task model, else ``"stain"``)."""
     if foreground != "auto":
         return foreground
     task = (getattr(segmenter, "metadata", {}) or {}).get("data", {}).get("task", "prompt")
-    return "segdiff" if task == "semantic" else "otsu"
+    return "segdiff" if task == "semantic" else "stain"
 
 
 def foreground_mask(
     segmenter: Any, image: np.ndarray, settings: ProposalSettings, progress: Progress | None = None
 ) -> np.ndarray:
     """(H, W) bool foreground by ``settings.foreground`` (see :data:`FOREGROUNDS`)."""
-    if resolve_foreground(segmenter, settings.foreground) == "otsu":
+    kind = resolve_foreground(segmenter, settings.foreground)
+    if kind == "otsu":
         return otsu_foreground(image)
+    if kind == "stain":
+        return stain_foreground(image, settings.background_sigma)
     threshold = segmenter.inference.threshold
     return semantic_probability(segmenter, image, settings, progress) > threshold
 
@@ -282,9 +366,16 @@ def _relabel(labels: np.ndarray, min_area: int) -> np.ndarray:
     return lut[labels]
 
 
-def instance_boxes(labels: np.ndarray) -> list[Box]:
-    """One tight box per label of ``labels`` (H, W), in label order (pixel-edge aligned)."""
-    return [Box(*(float(v) for v in r.bbox)) for r in regionprops(np.asarray(labels))]
+def instance_boxes(labels: np.ndarray, scale: float = 1.0) -> list[Box]:
+    """One box per label of ``labels`` (H, W), in label order: the tight (pixel-edge aligned)
+    box scaled about its centre by ``scale``, clipped to the image."""
+    h, w = np.shape(labels)[:2]
+    out = []
+    for r in regionprops(np.asarray(labels)):
+        y0, x0, y1, x1 = (float(v) for v in r.bbox)
+        cy, cx, hy, hx = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) * scale / 2, (x1 - x0) * scale / 2
+        out.append(Box(max(0.0, cy - hy), max(0.0, cx - hx), min(float(h), cy + hy), min(float(w), cx + hx)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,7 +567,7 @@ def propose_boxes(segmenter: Any, image: np.ndarray, settings: ProposalSettings 
     """
     settings = settings or ProposalSettings()
     fg = foreground_mask(segmenter, image, settings)
-    return instance_boxes(split_instances(fg, settings.h, settings.smooth, settings.min_area))
+    return instance_boxes(split_instances(fg, settings.h, settings.smooth, settings.min_area), settings.box_scale)
 
 
 def classical_instances(image: np.ndarray, h: float = 2.0, smooth: float = 1.0, min_area: int = 16) -> np.ndarray:

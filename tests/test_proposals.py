@@ -20,7 +20,10 @@ from segdiff_core.proposals import (
     match_instances,
     segment_prompts,
     split_instances,
+    stain_foreground,
+    stain_image,
 )
+from segdiff_core.evaluation.baselines import otsu_foreground
 from segdiff_core.segmenter import Segmenter
 
 
@@ -104,7 +107,7 @@ def test_auto_foreground_follows_the_model_task(bundled):
     from segdiff_core.proposals import resolve_foreground
 
     assert bundled.metadata["data"]["task"] == "prompt"
-    assert resolve_foreground(bundled, "auto") == "otsu"
+    assert resolve_foreground(bundled, "auto") == "stain"
     assert resolve_foreground(bundled, "segdiff") == "segdiff"
 
 
@@ -113,6 +116,50 @@ def test_settings_are_checked():
         ProposalSettings(foreground="magic")
     with pytest.raises(ProposalError):
         ProposalSettings(batch_size=0)
+    with pytest.raises(ProposalError, match="box_scale"):
+        ProposalSettings(box_scale=0)
+    with pytest.raises(ProposalError, match="background_sigma"):
+        ProposalSettings(background_sigma=-1)
+
+
+def test_instance_boxes_scale_about_the_centre_and_clip():
+    lab = np.zeros((20, 30), np.int32)
+    lab[4:8, 10:20] = 1  # 4 x 10 box, centre (6, 15)
+    lab[0:4, 26:30] = 2  # touches the top-right corner
+    a, b = instance_boxes(lab, scale=1.5)
+    assert a == Box(3, 7.5, 9, 22.5)
+    assert b == Box(0, 25, 5, 30)  # clipped to the image
+
+
+def test_stain_image_makes_brightfield_nuclei_bright():
+    tile = generate_tile("he", 128, rng=11)
+    stain = stain_image(tile.image)
+    assert stain.shape == tile.labels.shape
+    assert stain[tile.labels > 0].mean() > stain[tile.labels == 0].mean()
+    gray = generate_tile("fluorescence", 64, rng=1).image
+    np.testing.assert_array_equal(stain_image(gray), gray.astype(np.float64))
+
+
+def test_stain_foreground_beats_luminance_otsu_on_he():
+    # eosin stroma is as dark as the nuclei in luminance; the haematoxylin channel separates them
+    def iou(mask, gt):
+        return (mask & gt).sum() / (mask | gt).sum()
+
+    tiles = [generate_tile("he", 128, rng=r) for r in (12, 13, 14)]
+    ours = np.mean([iou(stain_foreground(t.image), t.labels > 0) for t in tiles])
+    lum = np.mean([iou(otsu_foreground(t.image), t.labels > 0) for t in tiles])
+    assert ours > lum + 0.05, (ours, lum)
+
+
+def test_stain_foreground_polarity_and_constant_image():
+    img = np.zeros((64, 64), np.uint8)
+    for c in ((16, 16), (40, 44), (50, 12)):
+        img[disk(c, 6, shape=img.shape)] = 200
+    bright = stain_foreground(img, background_sigma=0)
+    np.testing.assert_array_equal(bright, img > 0)
+    np.testing.assert_array_equal(stain_foreground(255 - img, background_sigma=0), bright)
+    assert not stain_foreground(np.full((32, 32), 7, np.uint8)).any()
+    assert not stain_foreground(np.full((32, 32, 3), 200, np.uint8)).any()
 
 
 def test_segment_prompts_with_bundled_model_recovers_objects(bundled):

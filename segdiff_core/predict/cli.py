@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, help="ensemble size per object (default: the model's)")
     p.add_argument("--steps", type=int, help="sampling steps per object (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per network batch (default 16)")
-    p.add_argument("--foreground", choices=FOREGROUNDS, default="auto", help="automatic mode: foreground from SegDiff windows, Otsu, or auto (windows for a semantic-task model, else Otsu)")
+    p.add_argument("--foreground", choices=FOREGROUNDS, default="auto", help="automatic mode: foreground from SegDiff windows, the nuclear stain (Otsu of the background-subtracted stain; H+DAB for RGB), plain luminance Otsu, or auto (windows for a semantic-task model, else stain)")
     p.add_argument("--window-scale", type=float, default=1.0, help="automatic mode: image px per model px of the foreground windows")
-    p.add_argument("--h", type=float, default=2.0, help="automatic mode: h-maxima height (px) of the instance split")
+    p.add_argument("--h", type=float, default=ProposalSettings.h, help=f"automatic mode: h-maxima height (px) of the instance split (default {ProposalSettings.h})")
+    p.add_argument("--box-scale", type=float, default=ProposalSettings.box_scale, help=f"automatic mode: proposal boxes scaled about their centre by this (default {ProposalSettings.box_scale})")
     p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")
     p.add_argument("--tile", type=int, default=2048, help="tile side (px); each tile is one task")
     p.add_argument("--halo", type=int, default=96, help="context around each tile (px); larger than an object")
@@ -96,7 +97,7 @@ def make_config(args: argparse.Namespace) -> PredictConfig:
 
     inference = {k: v for k, v in (("generations", args.generations), ("steps", args.steps)) if v is not None}
     settings = ProposalSettings(
-        foreground=args.foreground, window_scale=args.window_scale, h=args.h, min_area=args.min_area,
+        foreground=args.foreground, window_scale=args.window_scale, h=args.h, box_scale=args.box_scale, min_area=args.min_area,
         batch_size=args.batch_size, seed=args.seed,
     )
     return PredictConfig(
