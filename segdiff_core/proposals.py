@@ -100,7 +100,8 @@ class ProposalSettings:
         before the threshold (a few nucleus diameters; 0 = none).
     h
         h-maxima height of the (smoothed) distance transform, in pixels; larger values
-        merge more, smaller split more.
+        merge more, smaller split more (0.5: chosen on tuning tiles of the training
+        families, ``benchmarks/tune_predict_proposals.py``).
     smooth
         Gaussian sigma (px) applied to the distance transform before the maxima.
     min_area
@@ -122,7 +123,7 @@ class ProposalSettings:
     window_generations: int = 1
     window_steps: int = 5
     background_sigma: float = 20.0
-    h: float = 2.0
+    h: float = 0.5
     smooth: float = 1.0
     min_area: int = 16
     box_scale: float = 1.0
