@@ -191,6 +191,11 @@ def _against_shipped(result: dict[str, Any], name: str) -> tuple[list[str], bool
     return out, better_everywhere
 
 
+def _is_variant(info: dict[str, Any]) -> bool:
+    """A refinement recipe of issue 11 item 5: self-conditioning, v/eps prediction or a shifted schedule."""
+    return bool(info.get("self_condition")) or info.get("prediction") != "x0" or float(info.get("noise_shift", 1.0)) != 1.0
+
+
 def verdict(result: dict[str, Any]) -> str:
     """Does any model gain from more than one step, and does any variant beat the shipped model? In words."""
     lines, pays_any = [], False
@@ -198,13 +203,14 @@ def verdict(result: dict[str, Any]) -> str:
         rl, pays = _refinement_lines(result, name)
         lines += rl
         pays_any |= pays
-    variants = [n for n in result["models"] if n != SHIPPED]
+    variants = [n for n in result["models"] if n != SHIPPED and _is_variant(result["models"][n]["info"])]
+    controls = [n for n in result["models"] if n != SHIPPED and n not in variants]
     vs, winners = [], []
     if SHIPPED in result["models"]:
-        for name in variants:
+        for name in variants + controls:
             v, better = _against_shipped(result, name)
             vs += v
-            if better:
+            if better and name in variants:
                 winners.append(name)
     if pays_any:
         head = ("**In some settings more steps are better than one step of the same model beyond twice the noise "
@@ -217,6 +223,9 @@ def verdict(result: dict[str, Any]) -> str:
                  + (f"clearly better than the shipped model at every margin and on the held-out family: "
                     f"{', '.join(winners)}." if winners else
                     "none is clearly better than the shipped model at one step at every margin and on the held-out family."))
+    if controls:
+        head += (f" Controls (the shipped recipe, trained further with a variant's budget): "
+                 f"{', '.join(f'`{c}`' for c in controls)}.")
     return "\n".join([head, "", choice(result), "", "Each model against its own 1 step (paired, IoU points):", ""] + lines
                      + (["", "Variants against the shipped model (paired, IoU points):", ""] + vs if vs else []))
 
