@@ -66,7 +66,7 @@ def find_boxes(
     crop = plane.read_region(image_data(image), region)
     if crop.ndim == 3 and not getattr(image, "rgb", False):
         raise PromptError("Find all objects works on 2D gray or RGB planes")
-    boxes = propose_boxes(None, np.asarray(crop), settings.replace(foreground="otsu"))
+    boxes = propose_boxes(None, np.asarray(crop), settings.replace(foreground="stain"))
     r0, c0 = region[0].start, region[1].start
     out = []
     for b in boxes:

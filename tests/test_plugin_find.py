@@ -35,7 +35,7 @@ def boxes_of(viewer, widget, image):
 
 def test_find_all_in_whole_image_adds_boxes_and_segments_them(qtbot, annotator):
     viewer, widget, image, tile = annotator
-    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
     assert len(expected) >= 3
     widget.find_area.value = "whole image"
     widget.find_button.click()
@@ -70,7 +70,7 @@ def test_find_all_in_a_drawn_box_searches_only_there(qtbot, annotator):
     for b in got:
         assert 36 <= b.center[0] <= 96 and 36 <= b.center[1] <= 96
         assert not (b.height > 55 and b.width > 55)
-    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
     assert len(got) <= len(whole)
     assert len(widget.controller.labels_layer.data[widget.controller.labels_layer.data > 0]) > 0
 
@@ -86,7 +86,7 @@ def test_find_all_in_visible_area_follows_the_camera(qtbot, annotator):
     widget.find_button.click()
     wait_idle(qtbot, widget)
     got = boxes_of(viewer, widget, image)
-    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    whole = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
     assert 0 < len(got) < len(whole)
     assert all(b.center[0] > 40 and b.center[1] > 40 for b in got)
 
@@ -106,6 +106,6 @@ def test_find_all_on_a_dask_multiscale_image(make_napari_viewer, model_file, qtb
     widget.find_area.value = "whole image"
     widget.find_button.click()
     wait_idle(qtbot, widget)
-    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="otsu"))
+    expected = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
     got = boxes_of(viewer, widget, image)
     assert [g.as_tuple() for g in got] == [e.as_tuple() for e in expected]  # full resolution, level 0
