@@ -35,12 +35,16 @@ def test_unavailable_device_is_a_clear_error(saved):
             Segmenter.from_checkpoint(path, device="cuda")
 
 
-def test_segment_batch_matches_shapes_and_is_seeded(saved):
+def _segmenter_and_patches(saved, n, seed):
+    """The saved tiny model, ``n`` random (32, 32, 3) uint8 patches and a 2 x 3-step sampler."""
     path, _, cfg = saved
-    seg = Segmenter.from_checkpoint(path, device="cpu")
-    gen = torch.Generator().manual_seed(0)
-    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(5)]
-    inf = cfg.inference.replace(generations=2, steps=3)
+    gen = torch.Generator().manual_seed(seed)
+    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(n)]
+    return Segmenter.from_checkpoint(path, device="cpu"), patches, cfg.inference.replace(generations=2, steps=3)
+
+
+def test_segment_batch_matches_shapes_and_is_seeded(saved):
+    seg, patches, inf = _segmenter_and_patches(saved, n=5, seed=0)
     a = seg.segment_batch(patches, inf, seed=4, batch_images=2)
     b = seg.segment_batch(patches, inf, seed=4, batch_images=2)
     assert len(a) == 5 and all(r.probability.shape == (32, 32) and r.num_generations == 2 for r in a)
@@ -49,11 +53,7 @@ def test_segment_batch_matches_shapes_and_is_seeded(saved):
 
 
 def test_batch_progressive_yields_every_step_for_the_whole_batch(saved):
-    path, _, cfg = saved
-    seg = Segmenter.from_checkpoint(path, device="cpu")
-    gen = torch.Generator().manual_seed(1)
-    patches = [(torch.rand(32, 32, 3, generator=gen).numpy() * 255).astype("uint8") for _ in range(3)]
-    inf = cfg.inference.replace(generations=2, steps=3)
+    seg, patches, inf = _segmenter_and_patches(saved, n=3, seed=1)
     run = seg.segment_batch_progressive(patches, inf, seed=7)
     steps = []
     with pytest.raises(StopIteration) as stop:
