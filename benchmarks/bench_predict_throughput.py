@@ -17,6 +17,7 @@ Writes ``docs/predict-throughput.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import sys
@@ -97,9 +98,11 @@ def write_docs(rows, args, n, seg, inf) -> None:
         f"G = {inf.generations} generations, {inf.steps} DDIM steps, chunk size {inf.chunk_size}, "
         f"{args.threads} torch threads, {platform.machine()}, torch {torch.__version__}. Groups of "
         f"{args.group} boxes are timed in every mode back to back and summed, so drifting load from "
-        "the other jobs on the 2 cores hits all modes alike; compare the ratios, not the absolute "
-        "times. With more steps the denoising network's share grows relative to the image encoder "
-        "G(I) (run once per prompt in both modes), so the ratio at the default 10 steps may be lower.",
+        "other work on the 2 cores hits all modes alike; compare the ratios, not the absolute "
+        f"times. Load average {os.getloadavg()[0]:.1f} when the table was written. Batches share "
+        "only per-call overheads: the image encoder G(I) runs once per prompt and the denoiser once "
+        "per generation and step in every mode, so on a CPU that the network keeps busy batches "
+        "gain little.",
         "",
         "| mode | seconds | objects/s | speed-up vs one at a time |",
         "|---|---|---|---|",
