@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segment-all", type=int, default=0, metavar="N",
                     help="also time Segment all on N boxes: one box at a time against batched (issue 14, item 2)")
     ap.add_argument("--batch", type=int, default=16, help="boxes per batch of the batched Segment all")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="denoising steps in both the GUI and the library (0: the model's default)")
     ap.add_argument("--rounds", type=int, default=2, help="Segment all rounds per mode (alternating)")
     ap.add_argument("--markdown", type=Path, help="write the result into this file's bench_annotator_speed section")
     args = ap.parse_args(argv)
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     widget.device.value = "cpu"
     widget.seed.value = 0
     widget.skip_empty.value = False
+    widget.steps.value = args.steps
     image = viewer.add_image(tile.image, name="cells")
     app = QApplication.instance()
     for _ in range(20):
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes_layer = widget.controller.ensure_prompts_layer()
     seg = Segmenter.from_checkpoint(bundled_model_path(), device="cpu")
     protocol = CropProtocol.expansion()
+    inference = seg.inference.replace(steps=args.steps) if args.steps else seg.inference
 
     def gui(box) -> float:
         y0, x0, y1, x1 = box
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         y0, x0, y1, x1 = box
         t = time.perf_counter()
         patch, _ = prompt_crop(tile.image, Box(y0 + 0.5, x0 + 0.5, y1 + 0.5, x1 + 0.5), seg.input_size, protocol)
-        seg.segment(patch, seed=0)
+        seg.segment(patch, inference, seed=0)
         return time.perf_counter() - t
 
     boxes = _boxes(tile.labels, args.prompts + 1)
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if args.markdown:
-        write_section(args.markdown, _markdown(args, lines, seg), BEGIN, END)
+        begin, end = _markers(args)
+        write_section(args.markdown, _markdown(args, lines, seg, begin, end), begin, end)
     return 0
 
 
@@ -207,18 +212,27 @@ def _renderer(viewer) -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def _markdown(args: argparse.Namespace, lines: list[str], seg) -> str:
-    inf = seg.inference
+def _markers(args: argparse.Namespace) -> tuple[str, str]:
+    """The section markers: one section at the model's default steps, one per ``--steps``."""
+    if not args.steps:
+        return BEGIN, END
+    return (BEGIN.replace(":", f" steps={args.steps}:"), END.replace(":", f" steps={args.steps}:"))
+
+
+def _markdown(args: argparse.Namespace, lines: list[str], seg, begin: str, end: str) -> str:
+    inf = seg.inference.replace(steps=args.steps) if args.steps else seg.inference
+    title = f", {args.steps} denoising steps" if args.steps else ""
     return "\n".join([
-        BEGIN, "",
-        "## Seconds per box in the annotator, against the library (issue 10, fault 7)", "",
+        begin, "",
+        f"## Seconds per box in the annotator, against the library (issue 10, fault 7){title}", "",
         f"Written by `xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts {args.prompts} "
+        + (f"--steps {args.steps} " if args.steps else "")
         + (f"--segment-all {args.segment_all} --batch {args.batch} --rounds {args.rounds} " if args.segment_all else "")
         + "--markdown docs/benchmarks.md`. A visible napari viewer with the annotator docked segments "
         f"{args.prompts} boxes of a {args.size} px synthetic fluorescence tile one at a time through "
         "the Segment button, timed until the run has ended and the window is redrawn; the library "
         "(`prompt_crop` + `Segmenter.segment`) segments the same boxes with the same model and seed, "
-        f"alternating with the GUI. Model default sampler {inf.sampler.upper()} {inf.steps} step(s) x "
+        f"alternating with the GUI. Sampler {inf.sampler.upper()} {inf.steps} step(s) x "
         f"{inf.generations} generations; {platform.machine()}, {os.cpu_count()} cores shared with other "
         "work (absolute times move with the load; the ratio compares both in the same run). "
         "Target: GUI / library <= 1.3." + (
@@ -226,7 +240,7 @@ def _markdown(args: argparse.Namespace, lines: list[str], seg) -> str:
             f"at a time (boxes per batch 1) against batches of {args.batch}, alternating; target >= 3x the "
             "objects per second. The last line times the network alone, in the library, both ways."
             if args.segment_all else ""), "",
-        "```", *lines, "```", "", END,
+        "```", *lines, "```", "", end,
     ])
 
 
