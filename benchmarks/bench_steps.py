@@ -263,7 +263,8 @@ def evaluation_section(result: dict[str, Any]) -> str:
     return "\n".join([
         f"Written by `benchmarks/bench_steps.py` (raw numbers: [steps-generations.json](steps-generations.json), more in "
         f"[steps-generations.md](steps-generations.md)). G = {g} generations, IoU ×100 ± SE over {result['n_prompts']} "
-        f"prompts (held out: the {', '.join(result['heldout'])} family, n = {n_held}).", "",
+        f"prompts (held out: the {', '.join(result['heldout'])} family, n = {n_held}). Each model is timed in "
+        "its own run, at that run's machine load: compare s/prompt within a model, not across models.", "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "", verdict(result)])
 
 
