@@ -28,7 +28,9 @@ import torch
 
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.data.crops import CropProtocol, paste_back, prompt_crop
+from segdiff_core.data.prompt import box_in_crop
 from segdiff_core.data.synthetic import generate_tile
+from segdiff_core.diffusion.sampler import sample_progressive
 from segdiff_core.proposals import instance_boxes, segment_boxes
 from segdiff_core.segmenter import Segmenter
 
@@ -42,6 +44,27 @@ def one_at_a_time(seg, image, boxes, inf, seed) -> float:
         res = seg.segment(patch, inf, seed=seed + k)
         paste_back(res.probability, geom)
         paste_back(res.std, geom)
+    return time.perf_counter() - t0
+
+
+def network_alone(seg, image, boxes, inf, seed, batch) -> float:
+    """Seconds of the sampler alone (G(I) and the denoiser), ``batch`` prompts per call.
+
+    The crops and model inputs are made before the clock starts and nothing is summarised or
+    pasted back, so this is the least time any batching of these prompts could take: the
+    ceiling of a batched mode's speed-up is one-at-a-time time / this time.
+    """
+    inputs = []
+    for box in boxes:
+        patch, geom = prompt_crop(image, box, seg.input_size, CropProtocol.expansion())
+        inputs.append(seg.model_input(patch, box_in_crop(geom, box)))
+    schedule = seg.scheduler.sampling_schedule(inf.steps, inf.sampler, inf.eta)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for s in range(0, len(inputs), batch):
+        for _ in sample_progressive(seg.model, schedule, torch.cat(inputs[s : s + batch]), inf.generations,
+                                    generator=gen, chunk_size=inf.chunk_size, clip_denoised=inf.clip_denoised):
+            pass
     return time.perf_counter() - t0
 
 
@@ -76,6 +99,8 @@ def main(argv=None) -> int:
         group = boxes[g : g + args.group]
         runs = {"one at a time": lambda: one_at_a_time(seg, tile.image, group, inf, g)}
         runs.update({f"batched {b}": (lambda b=b: batched(seg, tile.image, group, inf, g, b)) for b in sizes})
+        runs.update({f"sampler alone, {b} per call": (lambda b=b: network_alone(seg, tile.image, group, inf, g, b))
+                     for b in [1, *sizes]})
         for name, fn in runs.items():
             t = fn()
             best[name] = best.get(name, 0.0) + t
@@ -108,9 +133,20 @@ def write_docs(rows, args, n, seg, inf) -> None:
         "|---|---|---|---|",
     ]
     lines += [f"| {r['mode']} | {r['seconds']} | {r['objects_per_s']} | {r['speedup']}x |" for r in rows]
-    best = max(r["speedup"] for r in rows)
+    best = max(r["speedup"] for r in rows if not r["mode"].startswith("sampler alone"))
+    ceiling = max(r["speedup"] for r in rows if r["mode"].startswith("sampler alone"))
+    share = 1 / min(r["speedup"] for r in rows if r["mode"].startswith("sampler alone, 1 "))
     verdict = "reached" if best >= 3 else "NOT reached"
-    lines += ["", f"The 3x target (set for 100 boxes; {n} boxes here) is **{verdict}** on this CPU (best {best}x)."]
+    lines += [
+        "",
+        "The *sampler alone* rows time only the network's work for the same prompts (G(I) and the "
+        "denoiser through the model's own sampler, inputs made before the clock starts, no "
+        "summary or paste-back): no batched mode can be faster than its best row. "
+        f"The sampler is {share:.0%} of one-at-a-time time with one prompt per call, and the "
+        f"ceiling of any batching here is **{ceiling}x**.",
+        "",
+        f"The 3x target (set for 100 boxes; {n} boxes here) is **{verdict}** on this CPU (best {best}x).",
+    ]
     if best < 3:
         lines += [
             "On a CPU one prompt already sends its G generations through the network as one batch, "
