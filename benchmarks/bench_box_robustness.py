@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report.common import write_outputs  # noqa: E402
+from benchmarks.report.common import judge, paired_difference, write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.crops import CropProtocol  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -160,6 +160,48 @@ def _cell(s: dict[str, Any]) -> str:
     return f"{100 * s['iou']:.1f} ± {100 * s['iou_sem']:.1f}"
 
 
+def _row(rows: list[dict[str, Any]], method: str, margin: float, jitter: float) -> dict[str, Any]:
+    return next(x for x in rows if x["method"] == method and x["margin"] == margin and x["jitter"] == jitter)
+
+
+def paired(result: dict[str, Any], a: str, b: str, margin: float, jitter: float, styles: Sequence[str] | None = None) -> dict[str, Any]:
+    """IoU of method ``a`` minus method ``b`` on the same prompts (matched by name), in IoU points:
+    mean, its standard error and n over the prompts of ``styles`` (None: all), and the verdict
+    'better' / 'worse' beyond twice the standard error, else 'no different'."""
+    ra, rb = (_row(result["rows"], m, margin, jitter)["per_prompt"] for m in (a, b))
+    iou_b = {r["name"]: r["iou"] for r in rb}
+    keep = [r for r in ra if styles is None or r["style"] in styles]
+    d = paired_difference([100 * r["iou"] for r in keep], [100 * iou_b[r["name"]] for r in keep])
+    word = {"agrees": "better", "disagrees": "worse"}.get(judge(d["mean"], d["se"], +1), "no different")
+    return {**d, "verdict": word}
+
+
+def render_paired(result: dict[str, Any]) -> list[str]:
+    """The candidate model against every other method, per jitter and margin: all families and the
+    held-out family (paired differences of IoU points, ± standard error)."""
+    cand = result.get("candidate")
+    if not cand:
+        return []
+    others = [m for m in dict.fromkeys(r["method"] for r in result["rows"]) if m != cand]
+    lines = ["", f"## Paired differences: `{cand}` minus each other method", "",
+             f"IoU points of `{cand}` minus the other method on the same prompts (mean ± standard error of the "
+             "per-prompt differences); *better* / *worse*: beyond twice the standard error, else *no different*.",
+             f"n = {len(result['styles']) * result['n_per_style']} prompts (all families) or "
+             f"{len(result['heldout']) * result['n_per_style']} (held out) per cell."]
+    for jitter in result["jitters"]:
+        lines += ["", f"### Box jitter {jitter:g}", "",
+                  "| other method | prompts | " + " | ".join(f"margin {m:g}" for m in result["margins"]) + " |",
+                  "|---|---|" + "---|" * len(result["margins"])]
+        for other in others:
+            for tag, styles in (("all families", None), ("held out", result["heldout"])):
+                if styles is not None and not styles:
+                    continue
+                cells = [paired(result, cand, other, m, jitter, styles) for m in result["margins"]]
+                lines.append(f"| {other} | {tag} | " + " | ".join(
+                    f"{c['mean']:+.1f} ± {c['se']:.1f} ({c['verdict']})" for c in cells) + " |")
+    return lines
+
+
 def render(result: dict[str, Any]) -> str:
     rows, styles = result["rows"], result["styles"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -193,7 +235,7 @@ def render(result: dict[str, Any]) -> str:
         for meth in methods:
             cells = []
             for m in result["margins"]:
-                r = next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
+                r = _row(rows, meth, m, jitter)
                 cells += [_cell(r["all"]), f"{r['all']['area_ratio_median']:.2f}"]
             lines.append(f"| {meth} | " + " | ".join(cells) + " |")
         lines += ["", "### Per family (IoU; area)", ""]
@@ -204,10 +246,10 @@ def render(result: dict[str, Any]) -> str:
             for meth in methods:
                 cells = []
                 for m in result["margins"]:
-                    r = next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
-                    s = r["styles"][st]
+                    s = _row(rows, meth, m, jitter)["styles"][st]
                     cells.append(f"{_cell(s)}; {s['area_ratio_median']:.2f}")
                 lines.append(f"| {tag} | {meth} | " + " | ".join(cells) + " |")
+    lines += render_paired(result)
     lines += ["", "![IoU and area ratio against crop margin](images/box-robustness.png)", ""]
     return "\n".join(lines)
 
@@ -255,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-otsu", action="store_true", help="leave out the Otsu rows (e.g. with --update)")
     ap.add_argument("--merge", type=Path, action="append", default=[],
                     help="add the rows of another run's box-robustness.json (same prompts) for methods not run now")
+    ap.add_argument("--candidate", help="a method name: add its paired differences against every other method")
     ap.add_argument("--smoke", action="store_true", help="2 prompts per family, 2 margins, output to a temp folder")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -268,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"eval_seed": EVAL_SEED, "n_per_style": args.n_per_style, "styles": args.styles,
               "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "margins": args.margins,
               "jitters": args.jitters, "methods": info, "threads": args.threads,
-              "load_average": list(os.getloadavg()), "rows": rows}
+              "load_average": list(os.getloadavg()), "rows": rows, "candidate": args.candidate}
     for other_path in args.merge:
         other = json.loads(other_path.read_text())
         if any(other[k] != result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters")):

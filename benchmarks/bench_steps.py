@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_box_robustness import resolve_model  # noqa: E402
 from benchmarks.report.common import write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -177,18 +179,40 @@ def _best(result: dict[str, Any], name: str, margin: str, subset: str) -> tuple[
 
 
 def _against_shipped(result: dict[str, Any], name: str) -> tuple[list[str], bool]:
-    """A variant's best steps against the shipped model's 1 step (paired, G max), per margin and subset."""
+    """A variant's best steps against its base model's 1 step (paired, G max), per margin and subset."""
     g = max(result["generations"])
+    base = _base(result)
     out, better_everywhere = [], True
     for margin in result["models"][name]["margins"]:
         for subset in ("all", "heldout"):
             best, _ = _best(result, name, margin, subset)
-            m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, SHIPPED, margin, "1", g, subset))
+            m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, base, margin, "1", g, subset))
             better_everywhere &= word == "better"
             tag = "all families" if subset == "all" else "held-out family"
-            out.append(f"- `{name}` at its best ({best} steps) vs `{SHIPPED}` at 1 step, margin {margin}, {tag}: "
+            out.append(f"- `{name}` at its best ({best} steps) vs `{base}` at 1 step, margin {margin}, {tag}: "
                        f"{m:+.1f} ± {se:.1f} IoU points ({word}).")
     return out, better_everywhere
+
+
+def _base(result: dict[str, Any]) -> str:
+    """The model the refinement variants and controls are compared with (the one they were trained from)."""
+    return result.get("base") or SHIPPED
+
+
+def _against_previous(result: dict[str, Any], name: str) -> list[str]:
+    """The shipped model at its default steps minus an earlier bundled version at its own default
+    steps (paired, G max), per margin and subset."""
+    g = max(result["generations"])
+    mine = result["models"][SHIPPED]["info"]["default"].split()[2]
+    theirs = result["models"][name]["info"]["default"].split()[2]
+    out = []
+    for margin in result["models"][name]["margins"]:
+        for subset in ("all", "heldout"):
+            m, se, word = _paired(_ious(result, SHIPPED, margin, mine, g, subset), _ious(result, name, margin, theirs, g, subset))
+            tag = "all families" if subset == "all" else "held-out family"
+            out.append(f"- `{SHIPPED}` ({mine} steps) minus `{name}` ({theirs} steps), margin {margin}, {tag}: "
+                       f"{m:+.1f} ± {se:.1f} IoU points ({word}).")
+    return out
 
 
 def _is_variant(info: dict[str, Any]) -> bool:
@@ -203,15 +227,19 @@ def verdict(result: dict[str, Any]) -> str:
         rl, pays = _refinement_lines(result, name)
         lines += rl
         pays_any |= pays
-    variants = [n for n in result["models"] if n != SHIPPED and _is_variant(result["models"][n]["info"])]
-    controls = [n for n in result["models"] if n != SHIPPED and n not in variants]
+    base, previous = _base(result), result.get("previous", [])
+    fixed = {SHIPPED, base, *previous}
+    variants = [n for n in result["models"] if n not in fixed and _is_variant(result["models"][n]["info"])]
+    controls = [n for n in result["models"] if n not in fixed and n not in variants]
     vs, winners = [], []
-    if SHIPPED in result["models"]:
+    if base in result["models"]:
         for name in variants + controls:
             v, better = _against_shipped(result, name)
             vs += v
             if better and name in variants:
                 winners.append(name)
+    older = [line for name in previous if name in result["models"] and SHIPPED in result["models"]
+             for line in _against_previous(result, name)]
     if pays_any:
         head = ("**In some settings more steps are better than one step of the same model beyond twice the noise "
                 "(marked *better* below).**")
@@ -220,14 +248,18 @@ def verdict(result: dict[str, Any]) -> str:
                 "the noise; one step is the best quality for the time.**")
     if variants:
         head += (f" Refinement variants measured: {', '.join(f'`{v}`' for v in variants)}; "
-                 + (f"clearly better than the shipped model at every margin and on the held-out family: "
+                 + (f"clearly better than `{base}` at every margin and on the held-out family: "
                     f"{', '.join(winners)}." if winners else
-                    "none is clearly better than the shipped model at one step at every margin and on the held-out family."))
+                    f"none is clearly better than `{base}` at one step at every margin and on the held-out family."))
     if controls:
-        head += (f" Controls (the shipped recipe, trained further with a variant's budget): "
+        head += (f" Controls (`{base}`'s recipe, trained further with a variant's budget): "
                  f"{', '.join(f'`{c}`' for c in controls)}.")
+    if previous:
+        head += f" Earlier bundled versions: {', '.join(f'`{p}`' for p in previous)}."
     return "\n".join([head, "", choice(result), "", "Each model against its own 1 step (paired, IoU points):", ""] + lines
-                     + (["", "Variants against the shipped model (paired, IoU points):", ""] + vs if vs else []))
+                     + (["", f"Variants against `{base}`, the model they were trained from (paired, IoU points):", ""] + vs if vs else [])
+                     + (["", "The shipped model against earlier bundled versions, each at its default steps (paired, IoU points):", ""]
+                        + older if older else []))
 
 
 def choice(result: dict[str, Any]) -> str:
@@ -311,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", nargs="?", help=f"one model file, named {SHIPPED!r} (default: the bundled model)")
     ap.add_argument("--model", dest="models", action="append", default=[], help="NAME=PATH (repeatable)")
     ap.add_argument("--merge", type=Path, help="keep this earlier JSON's models that are not run now (same prompts)")
+    ap.add_argument("--rename", action="append", default=[], help="OLD=NEW: rename a model kept by --merge")
+    ap.add_argument("--previous", action="append", default=[], help="NAME of an earlier bundled version (repeatable)")
+    ap.add_argument("--base", help=f"NAME the variants and controls were trained from (default {SHIPPED!r})")
     ap.add_argument("--render-only", action="store_true", help="run no model: rewrite the outputs from --merge's JSON")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
     ap.add_argument("--n-per-style", type=int, default=8)
@@ -341,15 +376,23 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(args.merge.read_text())
         if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
             raise SystemExit(f"--merge {args.merge}: other prompts or generations; rerun all models together")
-        result["models"] = {k: v for k, v in old["models"].items() if k not in dict(specs)}
+        renames = dict(r.partition("=")[::2] for r in args.rename)
+        kept = {renames.get(k, k): v for k, v in old["models"].items()}
+        result["models"] = {k: v for k, v in kept.items() if k not in dict(specs)}
+        result["previous"] = [renames.get(p, p) for p in old.get("previous", [])]
+        result["base"] = renames.get(old.get("base") or SHIPPED, old.get("base") or SHIPPED)
+    result["previous"] = list(dict.fromkeys(result.get("previous", []) + args.previous))
+    result["base"] = args.base or result.get("base") or SHIPPED
+    tmp = tempfile.TemporaryDirectory()
     for name, path in specs:
-        seg = Segmenter.from_checkpoint(path, device="cpu")
+        seg = Segmenter.from_checkpoint(resolve_model(path, Path(tmp.name)), device="cpu")
         entry: dict[str, Any] = {"info": describe(seg, path), "margins": {}}
         for margin in args.margins:
             print(f"{name}: margin {margin}", flush=True)
             prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), seg.input_size)
             entry["margins"][f"{margin:g}"] = sweep(seg, prepared, args.steps, args.generations, args.seed)
         result["models"][name] = entry
+    tmp.cleanup()
     result["models"] = dict(sorted(result["models"].items(), key=lambda kv: kv[0] != SHIPPED))
     result["load_average"] = list(os.getloadavg()) if specs else old.get("load_average", [])
     write_outputs(args.out, "steps-generations", result, render, plot)

@@ -2,12 +2,13 @@
 """Write the measured part of docs/bundled-model.md from a training run and the shipped file.
 
 Reads ``<run>/metrics.jsonl`` and the model file's metadata, plots the training curves to
-``docs/images/bundled-model/training-v2.png`` and replaces the section between the
+``docs/images/bundled-model/training-v<version>.png`` and replaces the section between the
 ``bundled_model_card`` markers of ``docs/bundled-model.md``. Nothing in that section is typed
 by hand.
 
     python scripts/bundled_model_card.py /work/runs/nuclei-box/out segdiff_core/models/nuclei-cpu.pt
     python scripts/bundled_model_card.py RUN MODEL --ship RUN/last.pt --generations 8 --steps 1
+    python scripts/bundled_model_card.py /work/runs/v3/out segdiff_core/models/nuclei-cpu.pt --version 3
 
 ``--ship`` first copies a run's model file to MODEL with the default inference settings chosen
 from the measured quality-against-time curve (docs/steps-generations.md) saved in its config.
@@ -31,7 +32,7 @@ from segdiff_core.training.plots import plot_training, read_log  # noqa: E402
 BEGIN, END = "<!-- bundled_model_card: begin -->", "<!-- bundled_model_card: end -->"
 
 
-def card(run_dir: Path, model_path: Path) -> str:
+def card(run_dir: Path, model_path: Path, version: int = 2) -> str:
     rows = read_log(run_dir / "metrics.jsonl")
     loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     rate = np.array([r["steps_per_s"] for r in rows if "steps_per_s" in r])
@@ -45,17 +46,19 @@ def card(run_dir: Path, model_path: Path) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| training steps of this version | {meta.get('steps')} (warm start from version 1) |",
+        f"| training steps of this version | {meta.get('steps')} (warm start from version {version - 1}) |",
         f"| training speed | median {np.median(rate):.2f} steps/s (min {rate.min():.2f}, max {rate.max():.2f}) over "
         f"{rate.size} log intervals, batch {meta.get('train', {}).get('batch_size')}, 1 torch thread, shared 2-core machine |",
-        f"| training loss (x0 MSE) | {first:.4f} (first 4 log intervals) -> {last:.4f} (last 4) |",
+        f"| training loss ({config.diffusion.prediction} MSE) | {first:.4f} (first 4 log intervals) -> {last:.4f} (last 4) |",
         f"| parameters, file size | {model.num_parameters() / 1e6:.2f} M, {size_mb:.1f} MB |",
         f"| box channel | {config.model.box_channel} |",
+        f"| diffusion | T = {config.diffusion.num_timesteps}, {config.diffusion.prediction}-prediction, "
+        f"noise shift {config.diffusion.noise_shift:g}, self-conditioning {config.model.self_condition} |",
         f"| default inference | {config.inference.generations} generations x {config.inference.steps} "
         f"{config.inference.sampler.upper()} steps, threshold {config.inference.threshold} |",
         f"| trained on | {meta.get('trained_on')} |",
         "",
-        "![training curves](images/bundled-model/training-v2.png)",
+        f"![training curves](images/bundled-model/training-v{version}.png)",
         "",
         END,
     ])
@@ -79,18 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ship", type=Path, help="copy this model file to MODEL first, with the settings below")
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--version", type=int, default=2, help="the bundled model's version number (names the curves)")
     args = ap.parse_args(argv)
     if args.ship:
         ship(args.ship, args.model, args.generations, args.steps)
-    plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / "training-v2.png")
-    text = card(args.run, args.model)
+    plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / f"training-v{args.version}.png")
+    text = card(args.run, args.model, args.version)
     doc = args.doc.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(doc):
         raise SystemExit(f"{args.doc} has no {BEGIN} ... {END} section")
     args.doc.write_text(pattern.sub(lambda _m: text, doc))
     (ROOT / "docs" / "bundled-model" ).mkdir(exist_ok=True)
-    (ROOT / "docs" / "bundled-model" / "training-v2-metrics.jsonl").write_text((args.run / "metrics.jsonl").read_text())
+    (ROOT / "docs" / "bundled-model" / f"training-v{args.version}-metrics.jsonl").write_text((args.run / "metrics.jsonl").read_text())
     print(json.dumps({"wrote": str(args.doc)}))
     return 0
 
