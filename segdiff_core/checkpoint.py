@@ -75,8 +75,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """torch.load with ``weights_only=True`` onto the CPU; every failure -> CheckpointError."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint", mmap: bool = False) -> Any:
+    """torch.load with ``weights_only=True`` onto the CPU; every failure -> CheckpointError.
+
+    ``mmap``: map the tensors from the file instead of reading them (for callers that only look
+    at a file's config and metadata).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{what} {path} does not exist")
@@ -85,7 +89,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{what} {path} is empty (0 bytes); the file was not written completely")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as exc:
         raise CheckpointError(
             f"{what} {path} is corrupt or truncated and cannot be read ({type(exc).__name__}: {exc}); "

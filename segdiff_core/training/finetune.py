@@ -460,7 +460,7 @@ def list_finetuned(root: Path | None = None) -> list[FinetunedModel]:
     found = []
     for path in folder.glob("*.pt") if folder.is_dir() else ():
         try:
-            payload = safe_load(path, "model file")
+            payload = safe_load(path, "model file", mmap=True)  # metadata only: weights stay on disk
         except CheckpointError:
             continue
         info = (payload.get("metadata") or {}).get("finetune") if isinstance(payload, dict) else None
