@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from skimage.color import combine_stains
 from skimage.segmentation import expand_labels
 
-from ._fields import anisotropic_field, bandpass_field, blur, illumination, noise_field, soft_threshold, warp
+from ._fields import anisotropic_field, blur, chromatin, illumination, noise_field, soft_threshold, warp
 from ._fields import spot_map
 from ._fluorescence import radius_rows
 from ._layout import LYMPHO, METAPHASE, NORMAL, SPINDLE, Population, candidates, count_for, layout
@@ -198,6 +198,7 @@ _H_OD, _E_OD = np.array([0.650, 0.704, 0.286]), np.array([0.072, 0.990, 0.105])
 _DAB_OD = np.array([0.268, 0.570, 0.776])
 _MACENKO_H, _MACENKO_E = np.array([0.5626, 0.7201, 0.4062]), np.array([0.2159, 0.8012, 0.5581])
 _LOG_ADJUST = -np.log(1e-6)  # combine_stains scales its input by this
+_CHROMATIN = (0.5, 1.0, 2.0), (0.1, 0.3), 0.5  # fine band, clump scale, even mix
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -254,19 +255,9 @@ def _nucleus_profiles(s: _Scene, dens: np.ndarray, vesicular: np.ndarray, centre
     out = np.zeros(s.labels.shape, np.float32)
     for fp in s.footprints:
         i, d = fp.index, np.minimum(fp.d, 1.0)
-        if vesicular[i]:
-            prof = centre_level[i] + (1 - centre_level[i]) * np.exp(-(((1.0 - d) / 0.22) ** 2))
-        else:
-            prof = 0.85 + 0.15 * (1 - d * d)
-        out[fp.sl] += (dens[i] * fp.cover) * prof * np.clip(1.0 + tex_amp[i] * chroma[fp.sl], 0.3, None)
+        prof = (centre_level[i] + (1 - centre_level[i]) * fp.rim(0.22)) if vesicular[i] else 0.85 + 0.15 * (1 - d * d)
+        out[fp.sl] += fp.stained(dens[i], prof, tex_amp[i], chroma, 0.3)
     return out
-
-
-def _chromatin(shape: tuple[int, int], mean_r: float, rng: np.random.Generator):
-    """Fine chromatin texture, and its mix with coarse clumps of the nuclei's size."""
-    fine = bandpass_field(shape, 0.5, float(rng.uniform(1.0, 2.0)), rng)
-    clumps = bandpass_field(shape, 0.8 + 0.1 * mean_r, 1.5 + 0.3 * mean_r, rng)
-    return fine, 0.5 * fine + 0.5 * clumps
 
 
 def _red_blood_cells(s: _Scene, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -302,7 +293,8 @@ def _he_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarray
     dens[nuc.kind == METAPHASE] = 2.6
     tex_amp = p.texture * rng.uniform(0.5, 1.5, n)
     tex_amp[vesicular] *= 1.6
-    nuc_h = _nucleus_profiles(s, dens, vesicular, centre, tex_amp, _chromatin(shape, p.mean_radius, rng)[1])
+    chroma = chromatin(shape, p.mean_radius, rng, *_CHROMATIN)[1]
+    nuc_h = _nucleus_profiles(s, dens, vesicular, centre, tex_amp, chroma)
     # nucleoli: prominent in vesicular nuclei (dark magenta dots)
     ys, xs, amps, _ = spots_in(nuc, np.flatnonzero(vesicular), rng, count_mean=1.2, spread=0.35)
     nucleoli = spot_map(shape, ys, xs, amps, max(0.6, 0.1 * p.mean_radius)) * (s.labels > 0)
@@ -339,7 +331,7 @@ def _ihc_stains(shape: tuple[int, int], p: Params, s: _Scene) -> tuple[np.ndarra
     h_dens[nuc.kind == LYMPHO] *= 1.5
     vesicular = rng.random(n) < 0.4
     centre = rng.uniform(0.35, 0.7, n)
-    fine, chroma = _chromatin(shape, p.mean_radius, rng)
+    fine, chroma = chromatin(shape, p.mean_radius, rng, *_CHROMATIN)
     tex = p.texture * rng.uniform(0.5, 1.5, n)
     H = p.hematoxylin * _nucleus_profiles(s, h_dens, vesicular, centre, tex, chroma)
     D = p.dab * _nucleus_profiles(s, level, np.zeros(n, bool), centre, tex * 1.2, fine)

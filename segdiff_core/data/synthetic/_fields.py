@@ -41,6 +41,16 @@ def bandpass_field(shape: tuple[int, int], sigma_lo: float, sigma_hi: float, rng
     return _spectral_field(shape, _gaussian_tf(shape, sigma_lo) - _gaussian_tf(shape, sigma_hi), rng)
 
 
+def chromatin(shape: tuple[int, int], mean_r: float, rng: np.random.Generator, fine: tuple[float, float, float],
+              coarse: tuple[float, float], mix: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fine chromatin texture (band-pass ``fine[0]`` to ``U(fine[1], fine[2])`` px) and its mix
+    (weight ``mix``, default ``U(0.2, 0.8)``) with clumps of ``coarse[k] mean_r + (0.8, 1.5)[k]`` px."""
+    fine_t = bandpass_field(shape, fine[0], float(rng.uniform(fine[1], fine[2])), rng)
+    clumps = bandpass_field(shape, coarse[0] * mean_r + 0.8, coarse[1] * mean_r + 1.5, rng)
+    w = float(rng.uniform(0.2, 0.8)) if mix is None else mix
+    return fine_t, w * fine_t + (1 - w) * clumps
+
+
 def anisotropic_field(shape: tuple[int, int], along: float, across: float, angle: float,
                       rng: np.random.Generator) -> np.ndarray:
     """Fibre-like noise elongated along ``angle`` (radians, from the +x axis towards +y)."""

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
-from ._fields import bandpass_field, blur, illumination, noise_field, spot_map
+from ._fields import blur, chromatin, illumination, noise_field, spot_map
 from ._layout import APOPTOTIC, DAUGHTERS, METAPHASE, NORMAL, Population, count_for, finalise_labels, layout
 from ._layout import spots_in
 from ._params import Param, Params, Rule, by, choice, const, log_uniform, maybe, one_of, pair, table
@@ -147,19 +147,14 @@ def _paint(p: Params, fps: list, look: _Look, labels: np.ndarray, sigmas: np.nda
     ``sigmas[i]`` (PSF core, defocus, global blur; not the halo, which only lifts the local
     background), cut at half of its maximum, hole-filled, painted in z-order and cleaned.
     """
-    rng, mean_r, (h, w) = p.rng, p.mean_radius, labels.shape
-    fine = bandpass_field((h, w), 0.6, float(rng.uniform(1.2, 2.2)), rng)
-    coarse = bandpass_field((h, w), float(mean_r * 0.12 + 0.8), float(mean_r * 0.35 + 1.5), rng)
-    mix = float(rng.uniform(0.2, 0.8))
-    chroma = (mix * fine + (1 - mix) * coarse).astype(np.float32)
+    (h, w), chroma = labels.shape, chromatin(labels.shape, p.mean_radius, p.rng, (0.6, 1.2, 2.2), (0.12, 0.35))[1]
     layers, half_max = [np.zeros((h, w), np.float32) for _ in range(3)], np.zeros((h, w), np.int32)
     for k, fp in enumerate(fps):
         i, d, (ys, xs) = fp.index, np.minimum(fp.d, 1.0), fp.sl
         prof = (1.0 - d * d) ** look.flat[i]
         if look.rim[i]:
-            prof = prof + look.rim[i] * np.exp(-(((1.0 - d) / 0.17) ** 2))
-        t = 1.0 + look.texture[i] * chroma[fp.sl]
-        layers[look.focus[i]][fp.sl] += (look.intensity[i] * fp.cover) * prof * np.clip(t, 0.2, None)
+            prof = prof + look.rim[i] * fp.rim(0.17)
+        layers[look.focus[i]][fp.sl] += fp.stained(look.intensity[i], prof, look.texture[i], chroma, 0.2)
         pad = int(math.ceil(3.0 * float(sigmas[i]))) + 1
         ya, yb = max(ys.start - pad, 0), min(ys.stop + pad, h)
         xa, xb = max(xs.start - pad, 0), min(xs.stop + pad, w)

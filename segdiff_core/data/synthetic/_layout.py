@@ -148,6 +148,15 @@ class Footprint:
     d: np.ndarray  # float32 radius normalised by the boundary radius (1 on the boundary)
     inside: np.ndarray  # bool, pixel centre inside the boundary
 
+    def rim(self, width: float) -> np.ndarray:
+        """``exp(-((1 - d) / width)^2)``: 1 on the boundary, falling off inwards over ``width``."""
+        return np.exp(-(((1.0 - np.minimum(self.d, 1.0)) / width) ** 2))
+
+    def stained(self, amount: float, profile: np.ndarray, texture: float, chroma: np.ndarray,
+                floor: float) -> np.ndarray:
+        """``amount`` x coverage x ``profile`` x ``max(1 + texture chroma, floor)`` on ``sl``."""
+        return (amount * self.cover) * profile * np.clip(1.0 + texture * chroma[self.sl], floor, None)
+
 
 def _window_shapes(c: np.recarray, idx: np.ndarray, hb: int, coeff: np.ndarray, a: np.ndarray, b: np.ndarray):
     """Normalised radius ``d`` and soft coverage of nuclei ``idx`` on ``(2 hb + 1)^2`` windows."""
