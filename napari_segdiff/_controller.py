@@ -14,6 +14,10 @@ event back to :meth:`handle_event` on the GUI thread, where layers are updated:
 * each finished box writes its probability and uncertainty into image-sized layers and commits
   its mask to the Labels layer through ``Labels.data_setitem`` inside ``block_history``, so one
   Ctrl+Z (``labels.undo()``) removes one box's object,
+* the run's last result is held until the worker's end arrives (it returns right after
+  yielding it) and both are applied in one event-loop turn, so the objects, maps, box colours,
+  status and progress of a one-box run reach the screen in one redraw of the window;
+  :attr:`AnnotatorController.layers_updated` tells the view when layers changed,
 * every committed object gets a record in the Labels layer's
   :class:`~napari_segdiff._objects.ObjectTable` (label id, plane, region, box, score); whether a
   box is segmented is read from that table *and* the labels data, so undo and redo keep boxes
@@ -97,6 +101,7 @@ class _ActiveRun:
     preview_key: tuple | None = None
     committed: dict[int, list[int]] = field(default_factory=dict)
     stale_maps: list = field(default_factory=list)  # map layers written but not yet redrawn
+    held: JobFinished | None = None  # the run's last result, applied together with the run's end
     total_steps: int = 0
     done_steps: int = 0
     shown_at: float = -float("inf")  # when progress was last shown
@@ -121,6 +126,8 @@ class AnnotatorController:
     model_loaded = Signal(object)
     #: a status line for the widget
     status_changed = Signal(str)
+    #: layers were updated with a result or a preview (the view may lay itself out now)
+    layers_updated = Signal()
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
@@ -558,8 +565,14 @@ class AnnotatorController:
             if event.preview is not None:
                 self._show_preview(run, event.preview)
         elif isinstance(event, JobFinished):
-            self._commit(run, event)
+            if event.batch_done and event.job_id == run.request.jobs[-1].job_id:
+                run.held = event  # the worker returns next: its end and this result make one redraw
+            else:
+                self._commit(run, event)
         elif isinstance(event, _RunEnded):
+            held, run.held = run.held, None
+            if held is not None:
+                self._commit(run, held)
             if event.worker_done:
                 self.end_run()
             elif event.summary is None:
@@ -578,6 +591,7 @@ class AnnotatorController:
         if not run.preview.visible:  # (setting it rebuilds napari's scene graph)
             run.preview.visible = True
         run.preview_key = (patch.job_id, patch.region)
+        self.layers_updated.emit()
 
     def _map_layer(self, run: _ActiveRun, role: str, kind: str | None = None) -> Image:
         extra = {"kind": kind} if kind else {}
@@ -609,6 +623,7 @@ class AnnotatorController:
                 run.stale_maps.clear()
             if result.batch_done or not done:
                 self.refresh_boxes()  # never raises
+                self.layers_updated.emit()
 
     def _commit_box(self, run: _ActiveRun, result: JobFinished) -> None:
         plane = run.planes[result.job_id]
@@ -730,6 +745,7 @@ class AnnotatorController:
                     layer.refresh()
             if run.stale_maps:
                 self.refresh_boxes()
+            self.layers_updated.emit()  # e.g. the preview was hidden
         except Exception:  # the viewer may be closing; the run is over regardless
             log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)
@@ -737,7 +753,8 @@ class AnnotatorController:
     def detach_view(self, *_: Any) -> None:
         """The view is going away (widget closed, viewer closed): disconnect it from the signals
         and stop applying events, so nothing touches deleted Qt widgets."""
-        for signal in (self.progress_changed, self.running_changed, self.model_loaded, self.status_changed):
+        for signal in (self.progress_changed, self.running_changed, self.model_loaded, self.status_changed,
+                       self.layers_updated):
             signal.disconnect()
         self.close()
 

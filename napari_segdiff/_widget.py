@@ -17,7 +17,9 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QPainter
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -57,6 +59,46 @@ NEW_BOXES = "<new boxes layer>"
 NEW_LABELS = "<new labels layer>"
 
 
+class StatusLine(QWidget):
+    """A status text of up to :attr:`LINES` word-wrapped lines, with a fixed height.
+
+    A ``QLabel`` asks its parents to lay out again at every new text (its size hint follows the
+    text), and that relayout went up to napari's main window: a second window redraw per box.
+    This widget's size never depends on its text, so a new text only repaints itself.
+    """
+
+    LINES = 3
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._text = text
+        margin = 2
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 2 * margin)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setToolTip(text)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 (the QLabel name)
+        if text == self._text:
+            return
+        self._text = text
+        self.setToolTip(text)  # the whole text, if it needs more than LINES lines
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        painter = QPainter(self)
+        flags = sum(_flag(f) for f in (Qt.AlignmentFlag.AlignLeft, Qt.AlignmentFlag.AlignTop, Qt.TextFlag.TextWordWrap))
+        painter.drawText(self.rect().adjusted(0, 2, 0, -2), flags, self._text)
+        painter.end()
+
+
+def _flag(flag: Any) -> int:
+    """A Qt flag as an int (Qt5 and Qt6 enums)."""
+    return int(getattr(flag, "value", flag))
+
+
 def _button(text: str, tooltip: str) -> QPushButton:
     """A push button with its tooltip."""
     button = QPushButton(text)
@@ -80,6 +122,15 @@ def _layer_choices(viewer: Any, kind: type, new_text: str | None, own: bool = Tr
 
 #: the settings that choose the model file
 MODEL_FIELDS = ("model_source", "finetuned_model", "model_path")
+
+
+def _same_choices(combo: ComboBox, choices: Callable[[Any], list]) -> bool:
+    """True if ``combo`` already lists exactly the (name, layer) pairs ``choices`` gives."""
+    want = choices(combo)
+    have = combo.native
+    return len(want) == have.count() and all(
+        have.itemText(i) == name and have.itemData(i) is data for i, (name, data) in enumerate(want)
+    )
 
 
 def _finetuned_choices(_widget: Any = None) -> list[tuple[str, str]]:
@@ -166,19 +217,25 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
 
     def _build_layer_pickers(self) -> Container:
         v = self.viewer
+        image_choices = _layer_choices(v, Image, None, own=False)
+        boxes_choices = _layer_choices(v, Shapes, NEW_BOXES)
+        labels_choices = _layer_choices(v, Labels, NEW_LABELS)
         self.image_combo = ComboBox(
-            label="image", choices=_layer_choices(v, Image, None, own=False),
+            label="image", choices=image_choices,
             tooltip="The image to annotate (grayscale or RGB, any dtype; 3D/time stacks: the current 2D slice)",
         )
         self.boxes_combo = ComboBox(
-            label="boxes", choices=_layer_choices(v, Shapes, NEW_BOXES),
+            label="boxes", choices=boxes_choices,
             tooltip="Shapes layer with the box prompts (rectangles). '<new boxes layer>' makes one "
             "over the image with the rectangle tool ready",
         )
         self.labels_combo = ComboBox(
-            label="labels", choices=_layer_choices(v, Labels, NEW_LABELS),
+            label="labels", choices=labels_choices,
             tooltip="Labels layer that receives one new label per object ('<new labels layer>' makes one)",
         )
+        self._combo_choices = [
+            (self.image_combo, image_choices), (self.boxes_combo, boxes_choices), (self.labels_combo, labels_choices),
+        ]
         return Container(widgets=[self.image_combo, self.boxes_combo, self.labels_combo])
 
     def _build_settings(self) -> tuple[Container, Container, Container, Container]:
@@ -233,8 +290,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
-        self.status = QLabel("Draw a box around an object, then press Segment.")
-        self.status.setWordWrap(True)
+        self.status = StatusLine("Draw a box around an object, then press Segment.")
 
     def _build_export(self) -> Container:
         self.labels_file = FileEdit(
@@ -336,6 +392,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         c.running_changed.connect(self._on_running_changed)
         c.model_loaded.connect(self._on_model_loaded)
         c.status_changed.connect(self._on_status)
+        c.layers_updated.connect(self._lay_out_layer_list)
 
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layers_changed)
@@ -464,8 +521,9 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         """Refresh the layer lists (napari calls this when layers change)."""
         if self._closed:
             return
-        for combo in (self.image_combo, self.boxes_combo, self.labels_combo):
-            combo.reset_choices()
+        for combo, choices in self._combo_choices:
+            if not _same_choices(combo, choices):  # re-setting equal items relays the whole window out
+                combo.reset_choices()
         if self.image_combo.value is not self.controller.image_layer:
             self._on_image_changed(self.image_combo.value)
         self._show_controller_layers()
@@ -520,7 +578,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         worker.aborted.connect(self.controller.cancelled)
         worker.finished.connect(self._on_finished)
         self._handle.job = worker
-        self._sync_enabled()
+        self._show_running_later()  # the buttons show the run within UI_DELAY_MS (see there)
         worker.start()
         return worker
 
@@ -539,6 +597,16 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
             self.worker.quit()
             self._pending_view.pop("status", None)
             self.status.setText("cancelling ...")
+
+    def _lay_out_layer_list(self) -> None:
+        """After the controller updated layers: lay napari's layer list out now, so its repaint
+        joins the canvas's in one window redraw. (The list answers every layer event with a
+        layout deferred to a zero timer, which Qt ran after the canvas's redraw: a second
+        composite of the whole window per box, ~10 ms on a software-rendered screen.)"""
+        if not self._closed:
+            layer_list = getattr(getattr(self.viewer.window, "_qt_viewer", None), "layers", None)
+            if isinstance(layer_list, QAbstractItemView):  # napari's own view; absent in a headless viewer
+                layer_list.doItemsLayout()
 
     def _on_returned(self, summary: RunSummary) -> None:
         self.controller.finish(summary)
@@ -568,6 +636,8 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         pending, self._pending_view = self._pending_view, {}
         if self._closed:
             return
+        if self.controller.is_running:  # (at the end of a run, the worker's end enables them)
+            self._sync_enabled()
         if "status" in pending:
             self.status.setText(pending["status"])
         if "progress" in pending:
@@ -582,11 +652,21 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
             bar.setUpdatesEnabled(True)
 
     def _on_running_changed(self, running: bool) -> None:
-        if not running:
-            self._show_pending_view()  # the run's last status and progress, at once
-            if self.worker is not None:
-                self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
+        if running:
+            self._show_running_later()
+            return
+        self._show_pending_view()  # the run's last status and progress, at once
+        if self.worker is not None:
+            self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
         self._sync_enabled()
+
+    def _show_running_later(self) -> None:
+        """Grey out the Segment buttons (and enable Cancel) with the next delayed redraw, not at
+        once: a run that ends within UI_DELAY_MS then redraws the window once, at its end, instead
+        of also at its start, when the redraw held up the worker's first step. Meanwhile a click
+        on Segment only reports that a run is going on; Shift-C cancels at any time."""
+        if not self._view_timer.isActive():
+            self._view_timer.start()
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         if info == self._model_info:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 
 from segdiff_core.data.synthetic import generate_tile
 
@@ -406,3 +406,50 @@ def test_segment_all_sends_boxes_through_the_network_in_batches(qtbot, annotator
     assert np.array_equal(labels.data[before > 0], before[before > 0])  # the earlier objects are intact
     assert any("cancelled; 2 unfinished box(es) wrote nothing" in m for m in messages(notes, "info"))
     assert widget.segment_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+class _WindowRedraws(QObject):
+    """Counts the redraws (composites) of napari's window and notes what each one showed."""
+
+    def __init__(self, window, widget) -> None:
+        super().__init__()
+        self.window, self.widget, self.seen = window, widget, []
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt)
+        if obj is self.window and event.type() == QEvent.Type.UpdateRequest:
+            c = self.widget.controller
+            self.seen.append({
+                "objects": present(c.labels_layer) if c.labels_layer is not None else set(),
+                "status": self.widget.status.text(),
+                "segment enabled": self.widget.segment_button.isEnabled(),
+                "box colour": np.array(c.prompts_layer.edge_color[-1]),
+            })
+        return False
+
+
+def test_a_one_box_result_reaches_the_screen_in_one_window_redraw(qtbot, annotator):
+    """Fault 7: on a software-rendered screen every composite of the window cost ~10-30 ms per
+    box. The redraw that first shows a box's object also shows the run's end (status line,
+    progress, Segment enabled again, the box's score colour, napari's layer list), and no
+    second redraw follows it."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    segment(qtbot, viewer, widget)  # loads the model; its first redraws add the layers
+    draw_box_px(qtbot, viewer, boxes, image, 36, 36, 54, 54)
+    qtbot.wait(300)  # the drawn box is on screen
+    redraws = _WindowRedraws(viewer.window._qt_window, widget)
+    QApplication.instance().installEventFilter(redraws)
+    try:
+        segment(qtbot, viewer, widget)
+        qtbot.wait(300)
+    finally:
+        QApplication.instance().removeEventFilter(redraws)
+    showing = [k for k, seen in enumerate(redraws.seen) if 2 in seen["objects"]]
+    assert showing, "no redraw of the window showed the new object"
+    first = redraws.seen[showing[0]]
+    assert "new label(s) 2" in first["status"] and first["segment enabled"]
+    assert not np.allclose(first["box colour"], PROMPT_EDGE)  # already its score colour
+    assert len(redraws.seen) == showing[0] + 1, "the window was redrawn again after the result"
