@@ -19,9 +19,9 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QPainter
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
     QLabel,
+    QListView,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -602,11 +602,17 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         """After the controller updated layers: lay napari's layer list out now, so its repaint
         joins the canvas's in one window redraw. (The list answers every layer event with a
         layout deferred to a zero timer, which Qt ran after the canvas's redraw: a second
-        composite of the whole window per box, ~10 ms on a software-rendered screen.)"""
-        if not self._closed:
-            layer_list = getattr(getattr(self.viewer.window, "_qt_viewer", None), "layers", None)
-            if isinstance(layer_list, QAbstractItemView):  # napari's own view; absent in a headless viewer
-                layer_list.doItemsLayout()
+        composite of the whole window per box, ~10 ms on a software-rendered screen.) The list
+        is found with Qt's public API among the visible list views of the viewer's window (a
+        floating dock keeps the window as its parent)."""
+        if self._closed:
+            return
+        top: QWidget = self
+        while top.parentWidget() is not None:
+            top = top.parentWidget()
+        for view in top.findChildren(QListView):
+            if view.isVisible():
+                view.doItemsLayout()
 
     def _on_returned(self, summary: RunSummary) -> None:
         self.controller.finish(summary)
