@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=0,
                     help="denoising steps in both the GUI and the library (0: the model's default)")
     ap.add_argument("--rounds", type=int, default=2, help="Segment all rounds per mode (alternating)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="rounds over the same prompts (labels emptied between rounds); medians over all, spread per round")
     ap.add_argument("--window", type=int, nargs=2, default=(1200, 800), metavar=("W", "H"),
                     help="napari window size in pixels (fixed: the canvas size sets the redraw cost)")
     ap.add_argument("--markdown", type=Path, help="write the result into this file's bench_annotator_speed section")
@@ -139,13 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     gui(boxes[0])  # warm-up: loads the model into the annotator's cache, first draw
     lib(boxes[0])
     lib_same_work(boxes[0])
-    g, l_, lw, fp = [], [], [], []
-    for box in boxes[1:]:
-        end, first = gui(box)
-        g.append(end)
-        fp.append(first)
-        l_.append(lib(box))
-        lw.append(lib_same_work(box))
+    g, l_, lw, fp, per_round = [], [], [], [], []
+    for r in range(args.repeats):
+        if r:
+            _clear(widget)  # the same boxes again, on empty labels
+        rg, rl, rf = [], [], []
+        for box in boxes[1:]:
+            end, first = gui(box)
+            rg.append(end)
+            rf.append(first)
+            rl.append(lib(box))
+            lw.append(lib_same_work(box))
+        g += rg
+        l_ += rl
+        fp += rf
+        per_round.append((statistics.median(rg), statistics.median(rl), statistics.median(rf)))
     n_objects = len(np.unique(widget.controller.labels_layer.data)) - 1
     throughput = _segment_all(widget, app, tile, args) if args.segment_all else []
     renderer = _renderer(viewer)
@@ -154,16 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     gm, lm, lwm, fpm = (statistics.median(v) for v in (g, l_, lw, fp))
     load_end = os.getloadavg()[0]
     lines = [
-        f"torch threads {torch.get_num_threads()}, {len(g)} prompts, image {image.data.shape}, "
+        f"torch threads {torch.get_num_threads()}, {args.prompts} prompts x {args.repeats} round(s), "
+        f"image {image.data.shape}, "
         f"OpenGL {renderer}, window {window}, canvas {canvas}, "
         f"load average {load_start:.1f} at the start, {load_end:.1f} at the end",
         f"GUI (visible viewer)         : median {gm:.3f} s  (min {min(g):.3f}, max {max(g):.3f})",
         f"library (prompt_crop+segment): median {lm:.3f} s  (min {min(l_):.3f}, max {max(l_):.3f})",
         f"library, the GUI's work      : median {lwm:.3f} s  (min {min(lw):.3f}, max {max(lw):.3f})",
         f"GUI / library = {gm / lm:.2f}   (target <= 1.3; GUI / library with the GUI's work = {gm / lwm:.2f}; "
-        f"{n_objects} objects committed)",
+        f"{n_objects} objects in the labels at the end)",
         f"click -> first canvas paint showing the prompt (preview or result): median {fpm:.3f} s "
         f"(min {min(fp):.3f}, max {max(fp):.3f}; target <= 0.1)",
+        *[f"  round {k + 1}: GUI {a:.3f} s, library {b:.3f} s, GUI / library {a / b:.2f}, first paint {c:.3f} s"
+          for k, (a, b, c) in enumerate(per_round)],
+        f"GUI / library over the {len(per_round)} round(s): "
+        f"{min(a / b for a, b, _ in per_round):.2f} - {max(a / b for a, b, _ in per_round):.2f}",
         *throughput,
     ]
     print("\n".join(lines))
@@ -237,6 +252,17 @@ def _library_batches(tile, boxes, batch: int) -> tuple[float, float]:
     t = time.perf_counter()
     seg.segment_batch(patches, seed=0, batch_images=batch)
     return one, time.perf_counter() - t
+
+
+def _clear(widget) -> None:
+    """Remove every box and empty the labels (outside the timed part), for another round."""
+    from qtpy.QtWidgets import QApplication
+
+    prompts, labels = widget.controller.prompts_layer, widget.controller.labels_layer
+    prompts.selected_data = set(range(len(prompts.data)))
+    prompts.remove_selected()
+    labels.data = np.zeros_like(labels.data)
+    _settle(QApplication.instance(), 0.5)
 
 
 def _settle(app, seconds: float = 0.15) -> None:
@@ -323,9 +349,11 @@ def _markdown(args: argparse.Namespace, lines: list[str], seg, begin: str, end: 
         begin, "",
         f"## Seconds per box in the annotator, against the library (issue 10, fault 7){title}", "",
         f"Written by `xvfb-run -a python benchmarks/bench_annotator_speed.py --prompts {args.prompts} "
+        f"--repeats {args.repeats} "
         + (f"--steps {args.steps} " if args.steps else "")
         + (f"--segment-all {args.segment_all} --batch {args.batch} --rounds {args.rounds} " if args.segment_all else "")
-        + "--markdown docs/benchmarks.md` (one run; rerun it for the spread between runs). A visible "
+        + "--markdown docs/benchmarks.md` (one process; the prompts are segmented again in each round, "
+        "the medians are over all rounds, and each round's medians show the spread). A visible "
         f"napari viewer ({args.window[0]} x {args.window[1]} px window, fixed: on a software-rendered "
         "screen every redraw costs in proportion to the pixels of the window and the canvas) with the "
         f"annotator docked segments {args.prompts} boxes of a {args.size} px synthetic fluorescence "

@@ -738,14 +738,17 @@ class AnnotatorController:
         if run is None:
             return
         try:
-            if run.preview is not None and run.preview in self.viewer.layers:
+            changed = bool(run.stale_maps)
+            if run.preview is not None and run.preview in self.viewer.layers and run.preview.visible:
                 run.preview.visible = False
+                changed = True
             for layer in run.stale_maps:  # a batch that stopped before its last result
                 if layer in self.viewer.layers:
                     layer.refresh()
             if run.stale_maps:
                 self.refresh_boxes()
-            self.layers_updated.emit()  # e.g. the preview was hidden
+            if changed:
+                self.layers_updated.emit()
         except Exception:  # the viewer may be closing; the run is over regardless
             log.warning("SegDiff: cleaning up after the run failed", exc_info=True)
         self.running_changed.emit(False)
