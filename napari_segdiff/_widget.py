@@ -50,10 +50,11 @@ __all__ = ["AnnotatorWidget", "SHORTCUTS"]
 SHORTCUTS = {"segment": "Shift-S", "segment_all": "Shift-G", "cancel": "Shift-C"}
 
 UI_DELAY_MS = 400
-"""While a run is going, the progress bar and status line are redrawn at most once per this many
-milliseconds, and not at all for a run that ends sooner (the end of a run shows at once). Each
-redraw of a widget makes Qt recompose the whole window, OpenGL canvas included, which on a
-software-rendered screen took CPU from the model: a one-box run drew the window 6 times."""
+"""While a run is going, the progress bar, the status line and the greyed-out Segment buttons are
+redrawn at most once per this many milliseconds, and not at all for a run that ends sooner (the
+end of a run shows at once, in the same redraw as its last result). Each redraw of a widget makes
+Qt recompose the whole window, OpenGL canvas included, which on a software-rendered screen took
+CPU from the model; a one-box run now redraws the window once."""
 
 NEW_BOXES = "<new boxes layer>"
 NEW_LABELS = "<new labels layer>"
