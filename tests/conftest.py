@@ -1,12 +1,26 @@
 """Shared fixtures. Torch uses one thread: the suite runs small models, and oversubscribed
-OpenMP threads (Xvfb, napari and subprocesses share 2 cores) slow it down many times."""
+OpenMP threads (Xvfb, napari and subprocesses share 2 cores) slow it down many times.
+
+Under pytest-xdist (``scripts/test.sh`` runs ``-n 2 --dist loadfile``: a file's tests, and so its
+module fixtures, stay on one worker) every worker process and the processes its tests start use
+one thread, and napari keeps its settings in a folder of its own per worker.
+"""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, subprocesses too
+    os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "NAPARI_CONFIG" not in os.environ:  # napari's settings file: never the user's, never another worker's
+    _napari_dir = tempfile.mkdtemp(prefix="segdiff-tests-napari-")
+    atexit.register(shutil.rmtree, _napari_dir, True)
+    os.environ["NAPARI_CONFIG"] = os.path.join(_napari_dir, "settings.yaml")
 
 
 @pytest.fixture(autouse=True)
