@@ -95,6 +95,14 @@ class StatusLine(QWidget):
         painter.end()
 
 
+def _shown(widget: QWidget) -> bool:
+    """True if ``widget`` still exists (Qt may have deleted it) and is visible."""
+    try:
+        return widget.isVisible()
+    except RuntimeError:  # its C++ object was deleted
+        return False
+
+
 def _flag(flag: Any) -> int:
     """A Qt flag as an int (Qt5 and Qt6 enums)."""
     return int(getattr(flag, "value", flag))
@@ -189,6 +197,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self._save_failed = False
         self._model_info: ModelInfo | None = None
         self._pending_view: dict[str, Any] = {}  # status/progress held back while a run is going
+        self._list_views: list[QListView] = []  # napari's layer list (see _lay_out_layer_list)
         self._view_timer = QTimer(self)
         self._view_timer.setSingleShot(True)
         self._view_timer.setInterval(UI_DELAY_MS)
@@ -605,15 +614,18 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         layout deferred to a zero timer, which Qt ran after the canvas's redraw: a second
         composite of the whole window per box, ~10 ms on a software-rendered screen.) The list
         is found with Qt's public API among the visible list views of the viewer's window (a
-        floating dock keeps the window as its parent)."""
+        floating dock keeps the window as its parent), and remembered: searching the window
+        takes milliseconds."""
         if self._closed:
             return
-        top: QWidget = self
-        while top.parentWidget() is not None:
-            top = top.parentWidget()
-        for view in top.findChildren(QListView):
-            if view.isVisible():
-                view.doItemsLayout()
+        views = [v for v in self._list_views if _shown(v)]
+        if not views:
+            top: QWidget = self
+            while top.parentWidget() is not None:
+                top = top.parentWidget()
+            self._list_views = views = [v for v in top.findChildren(QListView) if v.isVisible()]
+        for view in views:
+            view.doItemsLayout()
 
     def _on_returned(self, summary: RunSummary) -> None:
         self.controller.finish(summary)
