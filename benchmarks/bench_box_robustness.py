@@ -106,13 +106,15 @@ def build_methods(args: argparse.Namespace, tmp: Path) -> tuple[list[Method], di
     info: dict[str, Any] = {}
     for spec in args.model:
         name, _, where = spec.partition("=")
-        seg = Segmenter.from_checkpoint(resolve_model(where, tmp), device="cpu")
+        path = resolve_model(where, tmp)
+        seg = Segmenter.from_checkpoint(path, device="cpu")
         inf = seg.inference
         gens = args.generations or inf.generations
         steps = min(args.steps or inf.steps, seg.config.diffusion.num_timesteps)
         m = segdiff_method(seg, gens, steps, seed=args.seed)
         methods.append(dataclasses.replace(m, name=name))
-        info[name] = {"model": _rel(where), "box_channel": seg.config.model.box_channel, "generations": gens,
+        info[name] = {"model": _rel(where), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                      "box_channel": seg.config.model.box_channel, "noise_shift": seg.config.diffusion.noise_shift, "generations": gens,
                       "steps": steps, "sampler": inf.sampler, "threshold": inf.threshold,
                       "trained_on": seg.metadata.get("trained_on"), "train_steps": seg.metadata.get("steps")}
     if args.unet:

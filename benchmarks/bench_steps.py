@@ -338,11 +338,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+def merge_earlier(result: dict[str, Any], paths: list[Path], renames: dict[str, str], run_now: set[str]) -> dict[str, Any]:
+    """Put the models of earlier runs' JSONs (same prompts) into ``result``, renamed by ``renames``,
+    except those in ``run_now``; later files win. Returns the last JSON read (or {})."""
+    old: dict[str, Any] = {}
+    for path in paths:
+        old = json.loads(path.read_text())
+        if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
+            raise SystemExit(f"--merge {path}: other prompts or generations; rerun all models together")
+        kept = {renames.get(k, k): v for k, v in old["models"].items()}
+        result["models"].update({k: v for k, v in kept.items() if k not in run_now})
+        result["previous"] = list(dict.fromkeys(result.get("previous", []) + [renames.get(p, p) for p in old.get("previous", [])]))
+        base = old.get("base") or SHIPPED
+        result["base"] = renames.get(base, base)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", help=f"one model file, named {SHIPPED!r} (default: the bundled model)")
     ap.add_argument("--model", dest="models", action="append", default=[], help="NAME=PATH (repeatable)")
-    ap.add_argument("--merge", type=Path, help="keep this earlier JSON's models that are not run now (same prompts)")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="keep this earlier JSON's models that are not run now (same prompts; repeatable, later files win)")
     ap.add_argument("--rename", action="append", default=[], help="OLD=NEW: rename a model kept by --merge")
     ap.add_argument("--previous", action="append", default=[], help="NAME of an earlier bundled version (repeatable)")
     ap.add_argument("--base", help=f"NAME the variants and controls were trained from (default {SHIPPED!r})")
@@ -371,16 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "generations": args.generations, "threads": args.threads, "prompt_styles": [it.group for it in items],
         "models": {},
     }
-    old: dict[str, Any] = {}
-    if args.merge:
-        old = json.loads(args.merge.read_text())
-        if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
-            raise SystemExit(f"--merge {args.merge}: other prompts or generations; rerun all models together")
-        renames = dict(r.partition("=")[::2] for r in args.rename)
-        kept = {renames.get(k, k): v for k, v in old["models"].items()}
-        result["models"] = {k: v for k, v in kept.items() if k not in dict(specs)}
-        result["previous"] = [renames.get(p, p) for p in old.get("previous", [])]
-        result["base"] = renames.get(old.get("base") or SHIPPED, old.get("base") or SHIPPED)
+    old = merge_earlier(result, args.merge, dict(r.partition("=")[::2] for r in args.rename), {n for n, _ in specs})
     result["previous"] = list(dict.fromkeys(result.get("previous", []) + args.previous))
     result["base"] = args.base or result.get("base") or SHIPPED
     tmp = tempfile.TemporaryDirectory()
