@@ -177,12 +177,17 @@ def test_segment_prompts_with_bundled_model_recovers_objects(bundled):
 
 
 def test_find_objects_automatic_beats_nothing_and_is_seeded(bundled):
-    tile = generate_tile("fluorescence", 96, rng=4, n_nuclei=6, radius_range=(7, 10))
-    inf = bundled.inference.replace(generations=2, steps=3)
+    """Mean F1 over four small tiles (one 6-nucleus tile moves F1 by ~0.1 per object, too coarse
+    for a threshold): the automatic mode finds the nuclei, at least as well as the classical split,
+    and the same seed gives the same labels."""
+    inf = bundled.inference.replace(generations=2, steps=1)
     s = ProposalSettings(foreground="otsu", batch_size=8, seed=5)
-    a = find_objects(bundled, tile.image, s, inf)
+    f1, base = [], []
+    for rng in range(4, 8):
+        tile = generate_tile("fluorescence", 96, rng=rng, n_nuclei=6, radius_range=(7, 10))
+        a = find_objects(bundled, tile.image, s, inf)
+        f1.append(match_instances(a.labels, tile.labels)["f1"])
+        base.append(match_instances(classical_instances(tile.image), tile.labels)["f1"])
     b = find_objects(bundled, tile.image, s, inf)
     np.testing.assert_array_equal(a.labels, b.labels)
-    m = match_instances(a.labels, tile.labels)
-    base = match_instances(classical_instances(tile.image), tile.labels)
-    assert m["f1"] >= 0.6 and base["f1"] >= 0.6, (m, base)
+    assert np.mean(f1) >= 0.6 and np.mean(f1) >= np.mean(base), (f1, base)

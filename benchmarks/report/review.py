@@ -300,8 +300,8 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
     weights = ", ".join(f"{f} {w:+.2f}" for f, w in zip(cal["features"], cal["weights"]))
     env = data.get("environment", {})
     lines = [
-        f"Measured at commit `{env.get('commit', '?')}` ({env.get('date', '?')}; the synthetic generator and the bundled "
-        "model of that commit). "
+        f"Measured at commit `{env.get('commit', '?')}` ({env.get('date', '?')}; the synthetic generator of that commit, "
+        f"the model file with SHA-256 `{cal.get('model_sha256', '?')[:16]}…`). "
         f"Evaluated model, {st['generations']} generations, {st['steps']} {st['sampler'].upper()} steps, seed {st['seed']}; "
         f"{st['n_per_style']} held-out prompts per style ({counts}), each with the expansion crop and the tight box. "
         f"Positives of the AUROC: the {st['worst_fraction']:.0%} of objects with the lowest IoU in each row; "
