@@ -321,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         mine = {r["method"] for r in result["rows"]}
         result["rows"] = [r for r in other["rows"] if r["method"] not in mine] + result["rows"]
         result["methods"] = {**{k: v for k, v in other["methods"].items() if k not in mine}, **result["methods"]}
+        if not rows:  # nothing run now (--model none): the merged run's load average, not this moment's
+            result["load_average"] = other.get("load_average", result["load_average"])
+    if args.candidate:  # the candidate's rows first, the others in their order
+        result["rows"].sort(key=lambda r: r["method"] != args.candidate)
+        result["methods"] = dict(sorted(result["methods"].items(), key=lambda kv: kv[0] != args.candidate))
     write_outputs(args.out, "box-robustness", result, render, plot)
     return 0
 

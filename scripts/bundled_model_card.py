@@ -9,6 +9,11 @@ by hand.
     python scripts/bundled_model_card.py /work/runs/nuclei-box/out segdiff_core/models/nuclei-cpu.pt
     python scripts/bundled_model_card.py RUN MODEL --ship RUN/last.pt --generations 8 --steps 1
     python scripts/bundled_model_card.py /work/runs/v3/out segdiff_core/models/nuclei-cpu.pt --version 3
+    python scripts/bundled_model_card.py /work/runs/v3b/out segdiff_core/models/nuclei-cpu.pt --version 4 \
+        --earlier "version 3 (from version 2)=docs/bundled-model/training-v3-metrics.jsonl"
+
+``--earlier LABEL=METRICS`` (repeatable) adds a row for an earlier training stage of the same
+weights from its kept log, next to the run's own stage.
 
 ``--ship`` first copies a run's model file to MODEL with the default inference settings chosen
 from the measured quality-against-time curve (docs/steps-generations.md) saved in its config.
@@ -32,13 +37,28 @@ from segdiff_core.training.plots import plot_training, read_log  # noqa: E402
 BEGIN, END = "<!-- bundled_model_card: begin -->", "<!-- bundled_model_card: end -->"
 
 
-def card(run_dir: Path, model_path: Path, version: int = 2) -> str:
-    rows = read_log(run_dir / "metrics.jsonl")
-    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+def log_stats(metrics: Path) -> dict[str, float]:
+    """Steps, loss (mean of the first and last 4 log intervals), peak lr and speed of one run's log."""
+    rows = read_log(metrics)
+    loss = [r["loss"] for r in rows if "loss" in r]
     rate = np.array([r["steps_per_s"] for r in rows if "steps_per_s" in r])
+    lr = [r["lr"] for r in rows if "lr" in r]
+    return {"steps": max(r["step"] for r in rows), "first": float(np.mean(loss[:4])), "last": float(np.mean(loss[-4:])),
+            "lr": max(lr) if lr else float("nan"), "rate": float(np.median(rate)), "rate_min": float(rate.min()),
+            "rate_max": float(rate.max()), "n": int(rate.size)}
+
+
+def _stage_row(label: str, metrics: Path) -> str:
+    st = log_stats(metrics)
+    return (f"| earlier stage: {label} | {st['steps']} steps, peak logged lr {st['lr']:.1e}, loss {st['first']:.4f} -> "
+            f"{st['last']:.4f}, median {st['rate']:.2f} steps/s (log: `{metrics.name}`) |")
+
+
+def card(run_dir: Path, model_path: Path, version: int = 2, earlier: list[tuple[str, Path]] | None = None) -> str:
+    st = log_stats(run_dir / "metrics.jsonl")
     model, config, meta = load_model(model_path)
-    first, last = np.mean([v for _, v in loss[:4]]), np.mean([v for _, v in loss[-4:]])
     size_mb = model_path.stat().st_size / 1e6
+    train = meta.get("train", {})
     return "\n".join([
         BEGIN,
         "",
@@ -46,10 +66,12 @@ def card(run_dir: Path, model_path: Path, version: int = 2) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| training steps of this version | {meta.get('steps')} (warm start from version {version - 1}) |",
-        f"| training speed | median {np.median(rate):.2f} steps/s (min {rate.min():.2f}, max {rate.max():.2f}) over "
-        f"{rate.size} log intervals, batch {meta.get('train', {}).get('batch_size')}, 1 torch thread, shared 2-core machine |",
-        f"| training loss ({config.diffusion.prediction} MSE) | {first:.4f} (first 4 log intervals) -> {last:.4f} (last 4) |",
+        *[_stage_row(label, path) for label, path in earlier or []],
+        f"| training steps of this version | {meta.get('steps')} (warm start from version {version - 1}), "
+        f"lr {train.get('lr')}, {train.get('warmup_steps')} warm-up steps, seed {train.get('seed')} |",
+        f"| training speed | median {st['rate']:.2f} steps/s (min {st['rate_min']:.2f}, max {st['rate_max']:.2f}) over "
+        f"{st['n']} log intervals, batch {train.get('batch_size')}, 1 torch thread, shared 2-core machine |",
+        f"| training loss ({config.diffusion.prediction} MSE) | {st['first']:.4f} (first 4 log intervals) -> {st['last']:.4f} (last 4) |",
         f"| parameters, file size | {model.num_parameters() / 1e6:.2f} M, {size_mb:.1f} MB |",
         f"| box channel | {config.model.box_channel} |",
         f"| diffusion | T = {config.diffusion.num_timesteps}, {config.diffusion.prediction}-prediction, "
@@ -83,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--version", type=int, default=2, help="the bundled model's version number (names the curves)")
+    ap.add_argument("--earlier", action="append", default=[],
+                    help="LABEL=METRICS.jsonl of an earlier training stage of the same weights (repeatable)")
     args = ap.parse_args(argv)
+    earlier = [(label, Path(path)) for label, _, path in (e.partition("=") for e in args.earlier)]
     if args.ship:
         ship(args.ship, args.model, args.generations, args.steps)
     plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / f"training-v{args.version}.png")
-    text = card(args.run, args.model, args.version)
+    text = card(args.run, args.model, args.version, earlier)
     doc = args.doc.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(doc):
