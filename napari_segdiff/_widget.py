@@ -575,6 +575,8 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
 
     def segment(self, scope: str = "newest") -> GeneratorWorker | None:
         """Start segmenting ('newest': selected or newest box; 'all': every unsegmented box)."""
+        if self._after_finishing_thread(lambda: self.segment(scope)):
+            return None
         if self.worker is not None:
             self.controller.prepare_run(scope)  # reports that a run is going on
             return None
@@ -594,12 +596,24 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
 
     def find_all(self) -> GeneratorWorker | None:
         """Find all objects in the chosen area as boxes, then segment every open box."""
+        if self._after_finishing_thread(self.find_all):
+            return None
         if self.worker is not None:
             self.controller.prepare_run("all")  # reports that a run is going on
             return None
         if self.controller.find_objects(self.find_area.value) == 0:
             return None
         return self.segment("all")
+
+    def _after_finishing_thread(self, action: Callable[[], Any]) -> bool:
+        """True when the last run has ended but its worker thread has not yet (a few ms): then
+        ``action`` runs once the thread ends, so a click in that moment is carried out rather
+        than refused (the Segment buttons are enabled again with the run's end)."""
+        worker = self.worker
+        if worker is None or self.controller.is_running:
+            return False
+        worker.finished.connect(action)
+        return True
 
     def cancel(self) -> None:
         """Ask the running segmentation to stop after its current denoising step."""
@@ -677,7 +691,8 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self._show_pending_view()  # the run's last status and progress, at once
         if self.worker is not None:
             self.worker.quit()  # the controller ended the run (e.g. a failure): stop the worker
-        self._sync_enabled()
+        # the buttons come back with the run's result, in its redraw, not when the thread ends
+        self._sync_enabled(running=False)
 
     def _show_running_later(self) -> None:
         """Grey out the Segment buttons (and enable Cancel) with the next delayed redraw, not at
@@ -698,8 +713,9 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
             control.tooltip = f"{setting.tooltip}{setting.describe_range()} (0 = the model's default, {value})"
             control.native.setSpecialValueText(f"model default ({value})")
 
-    def _sync_enabled(self) -> None:
-        running = self.worker is not None or self.controller.is_running
+    def _sync_enabled(self, running: bool | None = None) -> None:
+        if running is None:
+            running = self.worker is not None or self.controller.is_running
         self.segment_button.setEnabled(not running)
         self.segment_all_button.setEnabled(not running)
         self.find_button.setEnabled(not running)
