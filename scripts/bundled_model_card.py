@@ -86,13 +86,18 @@ def card(run_dir: Path, model_path: Path, version: int = 2, earlier: list[tuple[
     ])
 
 
-def ship(source: Path, dest: Path, generations: int, steps: int) -> None:
-    """Write ``source``'s model to ``dest`` with new default generations/steps (atomic)."""
+def ship(source: Path, dest: Path, generations: int, steps: int, threshold: float | None = None) -> None:
+    """Write ``source``'s model to ``dest`` with new default generations/steps and, if given,
+    threshold (atomic)."""
     from segdiff_core.checkpoint import save_model
 
     model, config, meta = load_model(source)
     inference = config.inference.replace(generations=generations, steps=steps)
     meta = {**meta, "inference_chosen_by": "benchmarks/bench_steps.py (docs/steps-generations.md)"}
+    if threshold is not None:
+        inference = inference.replace(threshold=threshold)
+        meta["threshold_chosen_by"] = ("benchmarks/bench_box_robustness.py --eval-seed 777 on the training "
+                                       "families (a tuning set apart from the published prompts)")
     save_model(dest, model, config.replace(inference=inference), meta)
 
 
@@ -104,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ship", type=Path, help="copy this model file to MODEL first, with the settings below")
     ap.add_argument("--generations", type=int, default=8)
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--threshold", type=float, help="with --ship: the default threshold (default: the source's)")
     ap.add_argument("--version", type=int, default=2, help="the bundled model's version number (names the curves)")
     ap.add_argument("--earlier", action="append", default=[],
                     help="LABEL=METRICS.jsonl of an earlier training stage of the same weights (repeatable)")
     args = ap.parse_args(argv)
     earlier = [(label, Path(path)) for label, _, path in (e.partition("=") for e in args.earlier)]
     if args.ship:
-        ship(args.ship, args.model, args.generations, args.steps)
+        ship(args.ship, args.model, args.generations, args.steps, args.threshold)
     plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / f"training-v{args.version}.png")
     text = card(args.run, args.model, args.version, earlier)
     doc = args.doc.read_text()
