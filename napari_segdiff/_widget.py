@@ -612,7 +612,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         worker = self.worker
         if worker is None or self.controller.is_running:
             return False
-        worker.finished.connect(action)
+        worker.finished.connect(lambda: None if self._closed else action())
         return True
 
     def cancel(self) -> None:
@@ -669,7 +669,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         pending, self._pending_view = self._pending_view, {}
         if self._closed:
             return
-        if self.controller.is_running:  # (at the end of a run, the worker's end enables them)
+        if self.controller.is_running:  # (at a run's end, _on_running_changed enables them)
             self._sync_enabled()
         if "status" in pending:
             self.status.setText(pending["status"])
