@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round.append((statistics.median(rg), statistics.median(rl), statistics.median(rf)))
     n_objects = len(np.unique(widget.controller.labels_layer.data)) - 1
     redraw = _idle_redraw(viewer, app)
+    recolour = _idle_redraw(viewer, app, widget.controller.prompts_layer)
     throughput = _segment_all(widget, app, tile, args) if args.segment_all else []
     renderer = _renderer(viewer)
     window, canvas = _sizes(viewer)
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         f"one window redraw with nothing new (canvas update, same layers and window): median {redraw:.3f} s; "
         f"library + one redraw = {lm + redraw:.3f} s, so the lowest GUI / library a box can reach here "
         f"(its result needs one redraw after the network) is {(lm + redraw) / lm:.2f}",
+        f"the same redraw after one box changes colour: median {recolour:.3f} s (vispy relinks the "
+        "Shapes layer's shader program on every colour change: vispy issue #2568)",
         f"GUI / library over the {len(per_round)} round(s): "
         f"{min(a / b for a, b, _ in per_round):.2f} - {max(a / b for a, b, _ in per_round):.2f}",
         f"verdict in this run: GUI / library <= 1.3 {'met' if gm / lm <= 1.3 else 'NOT met'}; "
@@ -260,14 +263,21 @@ def _library_batches(tile, boxes, batch: int) -> tuple[float, float]:
     return one, time.perf_counter() - t
 
 
-def _idle_redraw(viewer, app, n: int = 15) -> float:
+def _idle_redraw(viewer, app, boxes=None, n: int = 15) -> float:
     """Median seconds of one window redraw that shows nothing new: the canvas is asked to
-    redraw and Qt runs until the window is composited (the floor any box's result pays)."""
+    redraw and Qt runs until the window is composited (the floor any box's result pays).
+    With ``boxes`` (a Shapes layer), the first box's edge colour changes before each redraw."""
     canvas = viewer.window._qt_viewer.canvas._scene_canvas
     times = []
-    for _ in range(n):
+    for k in range(n):
         _settle(app, 0.1)
+        colours = None
+        if boxes is not None:
+            colours = np.array(boxes.edge_color, copy=True)
+            colours[0, :3] = (k % 2, 1.0, 0.5)
         t = time.perf_counter()
+        if colours is not None:
+            boxes.edge_color = colours
         canvas.update()
         app.processEvents()
         times.append(time.perf_counter() - t)
