@@ -98,8 +98,8 @@ class ModelInfo:
         d = self.defaults
         return (
             f"{self.name}: {self.input_size} px, {self.in_channels} channel(s), on {self.device}; "
-            f"defaults {d.sampler.upper()} {d.steps} steps x {d.generations} generations "
-            "(used where steps or generations are 0)"
+            f"defaults {d.sampler.upper()} {d.steps} steps x {d.generations} generations, threshold "
+            f"{d.threshold:g} (used where steps, generations or threshold are 0)"
         )
 
 

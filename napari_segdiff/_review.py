@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox
+from magicgui.widgets import ComboBox
 from napari.layers import Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QEvent, Qt
@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_segdiff._review_model import ReviewRow, ReviewSession, counts
+from napari_segdiff._settings import SCHEMA
+from napari_segdiff._widget import make_control
 
 __all__ = ["ReviewWidget"]
 
@@ -65,7 +67,7 @@ class ReviewWidget(QWidget):
         self.redo_gen_btn = QPushButton("Redo: 2x generations (G)")
         self.redo_margin_btn = QPushButton("Redo: +10 % margin (M)")
         self.next_btn = QPushButton("Next to review (N)")
-        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.01, max=0.99, step=0.05)
+        self.threshold = make_control(SCHEMA["threshold"])  # the annotator's declaration: 0 = model default
         self.rethreshold_sel_btn = QPushButton("Re-threshold selected")
         self.rethreshold_all_btn = QPushButton("Re-threshold all")
         self.export_btn = QPushButton("Export CSV ...")
@@ -216,7 +218,7 @@ class ReviewWidget(QWidget):
                 show_info("SegDiff review: select an object in the table first")
                 return 0
             ids = [label_id]
-        changed, messages = self.session.rethreshold(float(self.threshold.value), ids)
+        changed, messages = self.session.rethreshold(float(self.threshold.value), ids, annotator=self._annotator)
         for msg in messages:
             show_warning(f"SegDiff review: {msg}")
         self.refresh()

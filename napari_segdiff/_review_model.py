@@ -23,11 +23,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from napari_segdiff._settings import MODEL_THRESHOLD, resolve_threshold
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ __all__ = [
     "remember_commit",
     "probability_store",
     "redo_settings",
+    "annotator_model",
     "score_colour",
     "box_edge_colours",
 ]
@@ -435,15 +438,26 @@ class ReviewSession:
         camera.zoom = float(fill * np.min(canvas / np.maximum(extent, 1e-6)))
         return True
 
-    def rethreshold(self, threshold: float, label_ids: list[int] | None = None) -> tuple[int, list[str]]:
+    def rethreshold(self, threshold: float, label_ids: list[int] | None = None,
+                    annotator: Callable[[], Any] | None = None) -> tuple[int, list[str]]:
         """Re-commit stored objects (all, or ``label_ids``) at ``threshold`` from their stored
         probability, in ONE undo step. Returns ``(objects changed, messages)``; objects edited
-        by hand, painted by hand or whose probability is not stored are left alone and named."""
+        by hand, painted by hand or whose probability is not stored are left alone and named.
+
+        ``threshold`` 0 is the annotator's *model default*: the threshold saved with the model
+        chosen in the annotator (``annotator()`` returns the annotator dock widget), resolved by
+        :func:`napari_segdiff._settings.resolve_threshold` as for a run."""
         from segdiff_core.rethreshold import plan_rethreshold
 
         labels = self.labels
         if labels is None:
             return 0, ["no labels layer to re-threshold"]
+        if threshold == MODEL_THRESHOLD:
+            segmenter = annotator_model(annotator()) if annotator is not None else None
+            if segmenter is None:
+                return 0, ["the model's default threshold is unknown (its file could not be loaded); "
+                           "choose a threshold"]
+            threshold = resolve_threshold(threshold, segmenter.inference)
         store = probability_store(labels)
         present = {r.label_id: r for r in self.rows() if r.area > 0}
         wanted = list(present) if label_ids is None else [int(i) for i in label_ids]
@@ -486,12 +500,7 @@ class ReviewSession:
             return None
         controller = annotator.controller
         before = controller.settings
-        try:
-            segmenter = controller.cache.get(controller.model_path(), before.device)
-        except Exception:  # the annotator reports an unusable model itself when it runs
-            log.warning("SegDiff review: could not load the model for its defaults", exc_info=True)
-            segmenter = None
-        if not controller.update_settings(**redo_settings(before, what, segmenter)):
+        if not controller.update_settings(**redo_settings(before, what, annotator_model(annotator))):
             return None
         controller.labels_layer = self.labels
         controller.prompts_layer = prompts
@@ -533,6 +542,17 @@ def box_edge_colours(objects: list[list[int]], table: Any) -> np.ndarray:
             scores = [r.score for r in recs if r.score is not None and math.isfinite(r.score)]
             out[i] = score_colour(min(scores) if scores else None)
     return out
+
+
+def annotator_model(annotator: Any) -> Any:
+    """The :class:`~segdiff_core.segmenter.Segmenter` of the model chosen in ``annotator`` (the
+    annotator dock widget; loaded through its cache), or None (logged) if it cannot be loaded."""
+    controller = annotator.controller
+    try:
+        return controller.cache.get(controller.model_path(), controller.settings.device)
+    except Exception:  # the annotator reports an unusable model itself when it runs
+        log.warning("SegDiff review: could not load the model for its defaults", exc_info=True)
+        return None
 
 
 def redo_settings(settings: Any, what: str, segmenter: Any = None) -> dict[str, Any]:

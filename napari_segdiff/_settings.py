@@ -31,11 +31,16 @@ __all__ = [
     "PREVIEW_KINDS",
     "UNCERTAINTY_KINDS",
     "PAPER_STEPS",
+    "MODEL_THRESHOLD",
     "AnnotatorSettings",
+    "resolve_threshold",
 ]
 
 PAPER_STEPS = 100
 """The paper samples with DDPM over all T = 100 steps."""
+
+MODEL_THRESHOLD = 0.0
+"""The *threshold* value that means "the threshold saved with the model" (like *steps* 0)."""
 
 
 class SettingsError(ValueError):
@@ -120,6 +125,16 @@ class Setting:
         return text + (f"; {self.lo:g} = {self.special})" if self.special else ")")
 
 
+def resolve_threshold(threshold: float, defaults: InferenceConfig) -> float:
+    """The threshold a mask is cut at: ``threshold``, or the model's own
+    (``defaults.threshold``, saved in the model file) when it is :data:`MODEL_THRESHOLD`.
+
+    The one place that resolves the plugin's *threshold* setting: runs
+    (:meth:`AnnotatorSettings.inference_for`) and the review panel's re-threshold use it.
+    """
+    return float(defaults.threshold) if threshold == MODEL_THRESHOLD else float(threshold)
+
+
 _MARGIN = f"{PAPER_MARGIN:.0%}"
 
 SETTINGS: tuple[Setting, ...] = (
@@ -166,10 +181,11 @@ SETTINGS: tuple[Setting, ...] = (
             "per box on a CPU); their objects are committed when the batch ends. 1 = one at a time. "
             "Whole-region windows always run one box at a time",
             lo=1, hi=256),
-    Setting("threshold", "threshold", float, 0.5,
-            "A pixel joins the object when its probability (mean over generations) exceeds this; "
+    Setting("threshold", "threshold", float, MODEL_THRESHOLD,
+            "A pixel joins the object when its probability (mean over generations) exceeds this. "
+            "Model default: the threshold saved with the model (chosen for it on a tuning set); "
             "1 could never be exceeded, so the range stops below it",
-            lo=0.0, hi=0.99, step=0.05),
+            lo=MODEL_THRESHOLD, hi=0.99, step=0.05, special="model default"),
     Setting("seed", "seed", int, 0,
             "Seed of the sampling noise: the same seed and settings reproduce a result",
             lo=-1, hi=2**31 - 1, special="random"),
@@ -224,7 +240,8 @@ class AnnotatorSettings:
     steps: denoising steps, ``0`` = the model's default.
     generations: ensemble size, ``0`` = the model's default.
     batch_boxes: boxes sampled together in one network batch (``1`` = one at a time).
-    threshold: probability above which a pixel belongs to the object.
+    threshold: probability above which a pixel belongs to the object, ``0`` = the model's
+        own threshold (:func:`resolve_threshold`).
     seed: random seed of the sampling noise, ``-1`` = a fresh random seed for every run.
     preview: one of :data:`PREVIEW_KINDS`.
     uncertainty: one of :data:`UNCERTAINTY_KINDS`.
@@ -304,7 +321,7 @@ class AnnotatorSettings:
         ``num_timesteps`` is the model's T: steps are capped at T, since no sampler can take
         more steps than the chain has.
         """
-        changes: dict[str, Any] = {"threshold": self.threshold}
+        changes: dict[str, Any] = {"threshold": resolve_threshold(self.threshold, defaults)}
         if self.sampler != "model":
             changes["sampler"] = self.sampler
         steps = self.steps

@@ -708,10 +708,10 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         self._model_info = info
         self.model_label.setText(info.describe())
         d = info.defaults
-        for name, value in (("steps", d.steps), ("generations", d.generations)):
+        for name, value in (("steps", d.steps), ("generations", d.generations), ("threshold", d.threshold)):
             setting, control = SCHEMA[name], self.controls[name]
-            control.tooltip = f"{setting.tooltip}{setting.describe_range()} (0 = the model's default, {value})"
-            control.native.setSpecialValueText(f"model default ({value})")
+            control.tooltip = f"{setting.tooltip}{setting.describe_range()} (0 = the model's default, {value:g})"
+            control.native.setSpecialValueText(f"model default ({value:g})")
 
     def _sync_enabled(self, running: bool | None = None) -> None:
         if running is None:

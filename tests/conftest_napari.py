@@ -72,14 +72,15 @@ def configure(widget, model_path: Path, steps: int = 3, generations: int = 2, se
 
 def docked_annotator(make_napari_viewer, model_path: Path):
     """A visible viewer with the annotator docked and set up for predictable masks: the test
-    model at threshold 0 (its mask is then the whole crop), every component kept."""
+    model at threshold 0.01 (its mask is then the whole crop; 0 would be "model default"),
+    every component kept."""
     from napari_segdiff._widget import AnnotatorWidget
 
     viewer = make_napari_viewer(show=True)
     widget = AnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SegDiff annotator")
     configure(widget, model_path)
-    widget.threshold.value = 0.0
+    widget.threshold.value = 0.01
     widget.largest_only.value = False
     return viewer, widget
 

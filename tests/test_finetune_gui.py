@@ -27,7 +27,7 @@ def session(make_napari_viewer, qtbot, tmp_path):
     base = tiny_base_model(tmp_path)
     _, annotator = viewer.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
     configure(annotator, base)
-    annotator.threshold.value = 0.0  # the tiny model's mask is then the whole crop
+    annotator.threshold.value = 0.01  # the tiny model's mask is then the whole crop
     annotator.largest_only.value = False
     image, labels = annotated_tile(0)
     img = viewer.add_image(image, name="cells", rgb=True)
@@ -202,7 +202,7 @@ def test_fine_tuned_models_are_offered_in_the_annotators_model_choice(qtbot, mak
     viewer = make_napari_viewer(show=True)
     _, annotator = viewer.window.add_plugin_dock_widget("napari-segdiff", "SegDiff annotator")
     configure(annotator, base)
-    annotator.threshold.value = 0.0
+    annotator.threshold.value = 0.01
     assert not annotator.finetuned_combo.enabled  # only used with 'fine-tuned model'
     _choose(annotator.model_source, "fine-tuned model")
     assert annotator.finetuned_combo.enabled

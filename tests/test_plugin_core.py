@@ -25,7 +25,7 @@ from napari_segdiff._engine import (
     run_segmentation,
 )
 from napari_segdiff._geometry import PlaneSpec, PromptError, current_plane, shape_box
-from napari_segdiff._settings import AnnotatorSettings, SettingsError
+from napari_segdiff._settings import MODEL_THRESHOLD, AnnotatorSettings, SettingsError
 from napari_segdiff._store import CONFIG_DIR_ENV, SettingsStore
 from tests.conftest_napari import model_file, notes, rect  # noqa: F401 (fixtures)
 
@@ -38,7 +38,8 @@ DEFAULTS = InferenceConfig(generations=8, steps=10, sampler="ddim")
 
 def test_inference_follows_model_defaults_unless_set():
     s = AnnotatorSettings()
-    assert s.inference_for(DEFAULTS, 100) == DEFAULTS.replace(threshold=0.5)
+    assert s.threshold == MODEL_THRESHOLD and s.inference_for(DEFAULTS, 100) == DEFAULTS  # the model's threshold
+    assert s.inference_for(DEFAULTS.replace(threshold=0.7), 100).threshold == 0.7
     paper = s.replace(sampler="ddpm").inference_for(DEFAULTS, 100)
     assert (paper.sampler, paper.steps, paper.generations) == ("ddpm", 100, 8)
     assert s.replace(sampler="ddpm").inference_for(DEFAULTS, 50).steps == 50  # capped at T
@@ -79,7 +80,7 @@ def test_settings_round_trip_through_json_and_bad_saved_values_keep_their_defaul
     assert back == s and problems == []
     saved = {**s.to_dict(), "threshold": 7, "steps": "many", "model_path": 5, "from_the_future": 1}
     back, problems = AnnotatorSettings.from_dict(saved)
-    assert (back.threshold, back.steps, back.model_path) == (0.5, 0, None)  # defaults kept
+    assert (back.threshold, back.steps, back.model_path) == (MODEL_THRESHOLD, 0, None)  # defaults kept
     assert (back.generations, back.margin, back.overwrite) == (3, 0.4, True)  # good values read
     assert len(problems) == 3 and any("threshold" in p for p in problems)
     assert AnnotatorSettings.from_dict(["not", "a", "table"]) == (AnnotatorSettings(), [
@@ -336,7 +337,7 @@ def test_controller_without_image_or_boxes_explains(model_file, notes):
     assert c.prompts_layer is not None and c.prompts_layer.mode == "add_rectangle"
     seen = [m for _sev, m in notes]
     assert any("no image layer" in m for m in seen) and any("no box to segment" in m for m in seen)
-    assert not c.update_settings(threshold=3.0) and c.settings.threshold == 0.5
+    assert not c.update_settings(threshold=3.0) and c.settings.threshold == MODEL_THRESHOLD
     c.close()
 
 

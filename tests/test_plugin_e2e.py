@@ -371,7 +371,7 @@ def test_segment_all_sends_boxes_through_the_network_in_batches(qtbot, annotator
     labels = widget.controller.labels_layer
     assert widget.controller.box_objects() == [[1], [2], [3], [4], [5], [6]]  # every box, in order
     for (y0, x0, y1, x1), label in zip(corners, range(1, 7)):
-        assert np.all(labels.data[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] == label)  # its own box (threshold 0)
+        assert np.all(labels.data[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] == label)  # its own box (threshold 0.01)
     steps = [e for e in events if isinstance(e, StepUpdate)]
     assert {(s.job_number, s.batch) for s in steps} == {(0, 4), (4, 2)}  # two network batches
     assert steps[-1].done == steps[-1].total == 6 * 3

@@ -103,9 +103,11 @@ def _segment_one_box(qtbot, viewer, widget):
 
 def _check_model_defaults_are_shown(widget, model_file) -> None:
     defaults = Segmenter.from_checkpoint(model_file, device="cpu").inference
-    assert widget.model_label.text().endswith(f"{defaults.steps} steps x {defaults.generations} generations "
-                                              "(used where steps or generations are 0)")
+    assert widget.model_label.text().endswith(
+        f"{defaults.steps} steps x {defaults.generations} generations, threshold {defaults.threshold:g} "
+        "(used where steps, generations or threshold are 0)")
     assert f"(0 = the model's default, {defaults.generations})" in widget.generations.tooltip
+    assert widget.threshold.native.specialValueText() == f"model default ({defaults.threshold:g})"
 
 
 def _check_maps_equal_the_library_on_the_crop(image, prob_layer, unc_layer, model_file):
@@ -224,7 +226,7 @@ def test_segment_all_gives_each_box_a_new_id_and_respects_existing_labels(qtbot,
     widget.draw_button.click()
     boxes = widget.controller.prompts_layer
     boxes.add_rectangles([rect(4, 4, 20, 20), rect(30, 30, 50, 50), rect(40, 6, 58, 24)])
-    widget.threshold.value = 0.0  # every pixel of the crop is "object": predictable masks
+    widget.threshold.value = 0.01  # every pixel of the crop is "object": predictable masks
     widget.largest_only.value = False
 
     # an existing annotation inside the second box must survive (overwrite is off)
@@ -245,7 +247,7 @@ def test_segment_all_gives_each_box_a_new_id_and_respects_existing_labels(qtbot,
     # was free is now object 79
     prob = full_map(layer_with_role(viewer, "probability"), (64, 64))
     crop = (slice(29, 52), slice(29, 52))
-    expect = (prob[crop] > 0.0) & (before[crop] == 0)
+    expect = (prob[crop] > 0.01) & (before[crop] == 0)
     assert expect.sum() > 100
     assert np.array_equal(labels.data[crop] == 79, expect)
 
@@ -267,7 +269,7 @@ def test_overwrite_and_redoing_a_selected_box(qtbot, viewer_widget):
     widget.draw_button.click()
     boxes = widget.controller.prompts_layer
     boxes.add_rectangles([rect(10, 10, 30, 30), rect(34, 34, 54, 54)])
-    widget.threshold.value = 0.0
+    widget.threshold.value = 0.01
     widget.largest_only.value = False
     labels_data = None
     press(qtbot, widget, widget.segment_all_button)
@@ -389,7 +391,7 @@ def test_3d_stack_segments_and_writes_only_the_current_slice(qtbot, viewer_widge
     boxes = widget.controller.prompts_layer
     assert boxes.ndim == 3
     boxes.add_rectangles(rect(10, 10, 30, 30, z=1))
-    widget.threshold.value = 0.0
+    widget.threshold.value = 0.01
     press(qtbot, widget, widget.segment_button)
 
     labels = widget.controller.labels_layer
@@ -563,7 +565,7 @@ def test_export_labels_and_training_pair(qtbot, viewer_widget, tmp_path, notes):
     viewer.add_image(image, name="my cells")
     widget.draw_button.click()
     widget.controller.prompts_layer.add_rectangles([rect(6, 6, 26, 26), rect(34, 34, 56, 56)])
-    widget.threshold.value = 0.0
+    widget.threshold.value = 0.01
     press(qtbot, widget, widget.segment_all_button)
     labels = widget.controller.labels_layer.data
 
@@ -589,7 +591,7 @@ def test_training_pair_export_keeps_only_accepted_objects(qtbot, viewer_widget, 
     viewer.add_image(fluo_image(64), name="cells")
     widget.draw_button.click()
     widget.controller.prompts_layer.add_rectangles([rect(6, 6, 26, 26), rect(34, 34, 56, 56)])
-    widget.threshold.value = 0.0
+    widget.threshold.value = 0.01
     press(qtbot, widget, widget.segment_all_button)
     labels_layer = widget.controller.labels_layer
     ids = [int(i) for i in np.unique(labels_layer.data) if i]
