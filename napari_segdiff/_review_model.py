@@ -307,8 +307,9 @@ def remember_commit(labels: Any, records: list[Any], written: list[tuple[int, np
     settings = request.settings
     details = {
         "model": Path(request.model_path).name, "seed": int(request.seed),
-        "settings": {k: settings_value(getattr(settings, k)) for k in (
-            "protocol", "margin", "sampler", "steps", "generations", "threshold", "largest_object_only", "overwrite")},
+        "settings": {**{k: settings_value(getattr(settings, k)) for k in (
+            "protocol", "margin", "sampler", "steps", "generations", "largest_object_only", "overwrite")},
+            "threshold": float(result.threshold)},  # the value the mask was cut at ("model default" resolved)
     }
     store = probability_store(labels)
     rows, cols = result.region

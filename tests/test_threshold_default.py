@@ -136,6 +136,8 @@ def test_model_default_threshold_in_runs_and_rethreshold(qtbot, make_napari_view
     review.labels_combo.value = labels
     review.refresh()
     assert review.threshold.value == MODEL_THRESHOLD  # the same declaration as the annotator's
+    settings = labels.features.set_index("index")["settings"]  # provenance: the threshold actually used
+    assert [json.loads(settings[i])["threshold"] for i in (1, 2)] == [pytest.approx(0.3), MODEL_THR]
     store = probability_store(labels)
     assert len(store) == 2
     for value, expected_thr in (("0.3", 0.3), (None, MODEL_THR)):
