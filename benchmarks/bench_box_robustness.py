@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report.common import judge, paired_difference, write_outputs  # noqa: E402
+from benchmarks.report.common import clustered_se, judge, paired_difference, write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.crops import CropProtocol  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -85,16 +85,25 @@ def jitter_items(items: Sequence[Any], jitter: float, seed: int) -> list[Any]:
     return out
 
 
+def tile_of(record: dict[str, Any]) -> str:
+    """The tile a prompt was cut from (its name up to ``#``): prompts of one tile share its
+    optics and stain, so their scores are correlated and errors are counted over tiles."""
+    return record["name"].rpartition("#")[0] or record["name"]
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean IoU with spread, and the predicted/true area ratio (median and mean over prompts)."""
+    """Mean IoU with spread, and the predicted/true area ratio (median and mean over prompts).
+    ``iou_sem``: the standard error of the mean IoU, clustered by tile (:func:`tile_of`)."""
     iou = np.array([r["iou"] for r in records], dtype=float)
     ratio = np.array([r["pred_pixels"] / max(r["true_pixels"], 1) for r in records], dtype=float)
     n = len(records)
+    sem = clustered_se(iou, [tile_of(r) for r in records]) if n > 1 else None
     return {
         "n": n,
+        "tiles": len({tile_of(r) for r in records}),
         "iou": float(iou.mean()),
         "iou_std": float(iou.std()),
-        "iou_sem": float(iou.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "iou_sem": float("nan") if sem is None else sem,
         "area_ratio_median": float(np.median(ratio)),
         "area_ratio_mean": float(ratio.mean()),
         "area_ratio_pooled": float(sum(r["pred_pixels"] for r in records) / max(sum(r["true_pixels"] for r in records), 1)),
@@ -136,7 +145,8 @@ def build_methods(args: argparse.Namespace, tmp: Path) -> tuple[list[Method], di
 
 
 def evaluate(args: argparse.Namespace, methods: list[Method]) -> list[dict[str, Any]]:
-    base = synthetic_items(args.styles, args.n_per_style, tile_size=256, eval_seed=args.eval_seed)
+    base = synthetic_items(args.styles, args.n_per_style, tile_size=256, eval_seed=args.eval_seed,
+                           objects_per_tile=args.objects_per_tile)
     rows: list[dict[str, Any]] = []
     for jitter in args.jitters:
         items = jitter_items(base, jitter, args.eval_seed + 1)
@@ -168,14 +178,20 @@ def _row(rows: list[dict[str, Any]], method: str, margin: float, jitter: float) 
 
 def paired(result: dict[str, Any], a: str, b: str, margin: float, jitter: float, styles: Sequence[str] | None = None) -> dict[str, Any]:
     """IoU of method ``a`` minus method ``b`` on the same prompts (matched by name), in IoU points:
-    mean, its standard error and n over the prompts of ``styles`` (None: all), and the verdict
-    'better' / 'worse' beyond twice the standard error, else 'no different'."""
+    mean, its standard error (clustered by tile) and n over the prompts of ``styles`` (None: all),
+    and the verdict 'better' / 'worse' beyond twice the standard error, else 'no different'."""
     ra, rb = (_row(result["rows"], m, margin, jitter)["per_prompt"] for m in (a, b))
     iou_b = {r["name"]: r["iou"] for r in rb}
     keep = [r for r in ra if styles is None or r["style"] in styles]
-    d = paired_difference([100 * r["iou"] for r in keep], [100 * iou_b[r["name"]] for r in keep])
+    d = paired_difference([100 * r["iou"] for r in keep], [100 * iou_b[r["name"]] for r in keep],
+                          groups=[tile_of(r) for r in keep])
     word = {"agrees": "better", "disagrees": "worse"}.get(judge(d["mean"], d["se"], +1), "no different")
     return {**d, "verdict": word}
+
+
+def _tiles(result: dict[str, Any], styles: Sequence[str]) -> int:
+    """How many tiles the prompts of ``styles`` come from (in the first row's records)."""
+    return len({tile_of(r) for r in result["rows"][0]["per_prompt"] if r["style"] in styles})
 
 
 def render_paired(result: dict[str, Any]) -> list[str]:
@@ -187,9 +203,11 @@ def render_paired(result: dict[str, Any]) -> list[str]:
     others = [m for m in dict.fromkeys(r["method"] for r in result["rows"]) if m != cand]
     lines = ["", f"## Paired differences: `{cand}` minus each other method", "",
              f"IoU points of `{cand}` minus the other method on the same prompts (mean ± standard error of the "
-             "per-prompt differences); *better* / *worse*: beyond twice the standard error, else *no different*.",
+             "per-prompt differences, clustered by tile); *better* / *worse*: beyond twice the standard error, "
+             "else *no different*.",
              f"n = {len(result['styles']) * result['n_per_style']} prompts (all families) or "
-             f"{len(result['heldout']) * result['n_per_style']} (held out) per cell."]
+             f"{len(result['heldout']) * result['n_per_style']} (held out) per cell, from "
+             f"{_tiles(result, result['styles'])} and {_tiles(result, result['heldout'])} tiles."]
     for jitter in result["jitters"]:
         lines += ["", f"### Box jitter {jitter:g}", "",
                   "| other method | prompts | " + " | ".join(f"margin {m:g}" for m in result["margins"]) + " |",
@@ -200,7 +218,8 @@ def render_paired(result: dict[str, Any]) -> list[str]:
                     continue
                 cells = [paired(result, cand, other, m, jitter, styles) for m in result["margins"]]
                 lines.append(f"| {other} | {tag} | " + " | ".join(
-                    f"{c['mean']:+.1f} ± {c['se']:.1f} ({c['verdict']})" for c in cells) + " |")
+                    f"{c['mean']:+.1f} ± {'n/a' if c['se'] is None else format(c['se'], '.1f')} ({c['verdict']})"
+                    for c in cells) + " |")
     return lines
 
 
@@ -211,10 +230,12 @@ def render(result: dict[str, Any]) -> str:
         "# Box robustness (issue 11 benchmark)",
         "",
         "Written by `benchmarks/bench_box_robustness.py`; do not edit by hand. Synthetic prompts of the",
-        f"families {', '.join(styles)} ({result['n_per_style']} per family, evaluation seed {result['eval_seed']}; held out of",
+        f"families {', '.join(styles)} ({result['n_per_style']} per family, at most {result.get('objects_per_tile', 6)} per tile, "
+        f"evaluation seed {result['eval_seed']}; held out of",
         f"training: {', '.join(result['heldout']) or 'none of these'}), scored on the image's own pixels through `prompt_crop` ->",
         "`Segmenter.segment_batch` -> `paste_back` at each model's own threshold (listed under Methods). Cells: mean IoU ×100",
-        "± its standard error over prompts; area: median over prompts of predicted / true area.",
+        "± its standard error, clustered by tile (prompts cut from one tile share its optics and stain, so",
+        "the error counts tiles, not prompts); area: median over prompts of predicted / true area.",
         "Box jitter j: centre shifted by U(-j, j) of the box size, sides scaled by U(1 - j, 1 + 2 j).",
         f"Torch threads {result['threads']}; load average at the end of the run "
         f"{' / '.join(f'{x:.1f}' for x in result.get('load_average', []))} (1/5/15 min; quality only, no timing claims).",
@@ -288,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", help="NAME=PATH or NAME=git:REV:PATH (repeatable)")
     ap.add_argument("--unet", help="a plain U-Net model file (segdiff_core.baselines.unet)")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
-    ap.add_argument("--n-per-style", type=int, default=24)
+    ap.add_argument("--n-per-style", type=int, default=48)
+    ap.add_argument("--objects-per-tile", type=int, default=2,
+                    help="at most this many prompts per tile (fewer: more tiles, errors closer to the truth)")
     ap.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.15, 0.3, 0.5])
     ap.add_argument("--jitters", type=float, nargs="*", default=[0.0, 0.15])
     ap.add_argument("--generations", type=int, help="default: each model's own")
@@ -315,10 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"eval_seed": args.eval_seed, "n_per_style": args.n_per_style, "styles": args.styles,
               "heldout": [s for s in args.styles if s in HELDOUT_STYLES], "margins": args.margins,
               "jitters": args.jitters, "methods": info, "threads": args.threads,
-              "load_average": list(os.getloadavg()), "rows": rows, "candidate": args.candidate}
+              "load_average": list(os.getloadavg()), "rows": rows, "candidate": args.candidate,
+              "objects_per_tile": args.objects_per_tile}
     for other_path in args.merge:
         other = json.loads(other_path.read_text())
-        if any(other[k] != result[k] for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters")):
+        if any(other.get(k, 6 if k == "objects_per_tile" else None) != result[k]
+               for k in ("eval_seed", "n_per_style", "styles", "margins", "jitters", "objects_per_tile")):
             raise SystemExit(f"--merge {other_path}: other prompts or margins; rerun all methods together")
         mine = {r["method"] for r in result["rows"]}
         result["rows"] = [r for r in other["rows"] if r["method"] not in mine] + result["rows"]

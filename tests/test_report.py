@@ -24,6 +24,7 @@ from benchmarks.report.common import (
     ReplaySource,
     ReportError,
     judge,
+    clustered_se,
     paired_difference,
     pm,
     seed_stats,
@@ -203,6 +204,21 @@ def test_statistics_helpers_against_hand_values() -> None:
     assert s == {"mean": 2.0, "std": pytest.approx(math.sqrt(2.0)), "n": 2}
     assert seed_stats([4.0]) == {"mean": 4.0, "std": None, "n": 1}
     assert standard_error(2.0, 4) == 1.0 and standard_error(None, 4) is None and standard_error(1.0, 1) is None
+
+
+def test_clustered_se_counts_groups_not_copies() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    plain = x.std(ddof=1) / math.sqrt(x.size)
+    assert clustered_se(x, list(range(12))) == pytest.approx(plain)  # one sample per group: the usual SE
+    copies = np.repeat(x, 4)  # each sample four times, inside its own group (prompts of one tile alike)
+    assert clustered_se(copies, np.repeat(np.arange(12), 4)) == pytest.approx(plain)
+    assert copies.std(ddof=1) / math.sqrt(copies.size) < 0.6 * plain  # what the per-sample SE would claim
+    assert clustered_se(x, ["a"] * 12) is None  # one group: no spread between groups
+    with pytest.raises(ReportError):
+        clustered_se(x, [0, 1])
+    d = paired_difference(copies + 1.0, copies, groups=np.repeat(np.arange(12), 4))
+    assert d["mean"] == pytest.approx(1.0) and d["se"] == pytest.approx(0.0, abs=1e-12) and d["groups"] == 12
     assert pm(0.0123, 0.004, "+.1f", 100) == "+1.2 ± 0.4"
     assert pm(0.5, None) == "0.5"
     fit = linear_fit([1, 2, 3], [3, 5, 7])

@@ -193,13 +193,33 @@ def standard_error(std: float | None, n: int | None) -> float | None:
     return std / math.sqrt(n)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+def clustered_se(values: Sequence[float], groups: Sequence[Any]) -> float | None:
+    """Standard error of the mean of ``values`` (n) when samples of one group are correlated
+    (prompts cut from one tile): the cluster-robust estimate over the G groups,
+    ``sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2) / n``. With one sample per group
+    it equals ``std(ddof=1) / sqrt(n)``; copies of a sample inside its group do not shrink it.
+    None for fewer than two groups."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(groups) != x.size:
+        raise ReportError(f"got {len(groups)} groups for {x.size} values")
+    _, g = np.unique(np.asarray([str(k) for k in groups]), return_inverse=True)
+    n_groups = int(g.max()) + 1 if x.size else 0
+    if n_groups < 2:
+        return None
+    sums = np.bincount(g, weights=x - x.mean())
+    return float(math.sqrt(n_groups / (n_groups - 1) * float(np.sum(sums**2))) / x.size)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], groups: Sequence[Any] | None = None) -> dict[str, Any]:
     """Per-sample differences ``a - b`` of two methods scored on the same samples: mean,
-    standard error of the mean (std ddof=1 / sqrt n; None for one sample) and n."""
+    standard error of the mean and n. The error is std (ddof=1) / sqrt n, or with ``groups``
+    (one key per sample, e.g. its tile) :func:`clustered_se`; None for one sample or group."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.ndim != 1 or x.size == 0:
         raise ReportError(f"paired values must be two equal-length non-empty lists, got {x.shape} and {y.shape}")
     d = x - y
+    if groups is not None:
+        return {"mean": float(d.mean()), "se": clustered_se(d, groups), "n": int(d.size), "groups": len(set(map(str, groups)))}
     se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else None
     return {"mean": float(d.mean()), "se": se, "n": int(d.size)}
 
