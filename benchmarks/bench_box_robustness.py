@@ -285,19 +285,25 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = result["rows"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(2, len(result["jitters"]), figsize=(5.2 * len(result["jitters"]), 7), squeeze=False)
+    held = [s for s in result["heldout"] if s in result["styles"]]
+    panels = [("all families", lambda r: r["all"])] + [(f"{s}, held out", lambda r, s=s: r["styles"][s]) for s in held]
+    n_rows = len(panels) + 1
+    fig, axes = plt.subplots(n_rows, len(result["jitters"]), figsize=(5.2 * len(result["jitters"]), 3.5 * n_rows),
+                             squeeze=False)
     for c, jitter in enumerate(result["jitters"]):
         for meth in methods:
             sel = [next(x for x in rows if x["method"] == meth and x["margin"] == m and x["jitter"] == jitter)
                    for m in result["margins"]]
-            axes[0, c].errorbar(result["margins"], [r["all"]["iou"] for r in sel],
-                                yerr=[r["all"]["iou_sem"] for r in sel], marker="o", capsize=3, label=meth)
-            axes[1, c].plot(result["margins"], [r["all"]["area_ratio_median"] for r in sel], marker="o", label=meth)
+            for k, (_, part) in enumerate(panels):
+                axes[k, c].errorbar(result["margins"], [part(r)["iou"] for r in sel],
+                                    yerr=[part(r)["iou_sem"] for r in sel], marker="o", capsize=3, label=meth)
+            axes[-1, c].plot(result["margins"], [r["all"]["area_ratio_median"] for r in sel], marker="o", label=meth)
         axes[0, c].set_title(f"box jitter {jitter:g}")
-        axes[0, c].set_ylabel("mean IoU (all families)")
-        axes[1, c].set_ylabel("predicted / true area (median)")
-        axes[1, c].axhspan(0.95, 1.10, color="0.9", zorder=0)
-        axes[1, c].set_xlabel("crop margin around the box")
+        for k, (name, _) in enumerate(panels):
+            axes[k, c].set_ylabel(f"mean IoU ({name})")
+        axes[-1, c].set_ylabel("predicted / true area (median, all)")
+        axes[-1, c].axhspan(0.95, 1.10, color="0.9", zorder=0)
+        axes[-1, c].set_xlabel("crop margin around the box")
         axes[0, c].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
