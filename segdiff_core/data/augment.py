@@ -566,7 +566,7 @@ class RandomGamma(_RandomIntensity):
 # --------------------------------------------------------------------------------------------
 
 #: Names accepted by :func:`paper_augmentation`.
-PRESET_NAMES = ("cityscapes", "vaihingen", "monuseg", "nuclei", "nuclei-box")
+PRESET_NAMES = ("cityscapes", "vaihingen", "monuseg", "nuclei", "nuclei-box", "nuclei-box-stain")
 
 _PAPER_JITTER = dict(brightness=0.6, contrast=0.5, saturation=0.4, hue=0.025)
 
@@ -590,6 +590,10 @@ def paper_augmentation(name: str) -> Compose:
       exact: 90-degree rotations and flips only, no resampling. The crop margin jitter of the
       training protocol (0 .. 0.6) already varies the object's scale, and a free rotation would
       turn the drawn box into a rotated rectangle that no user draws.
+    * ``"nuclei-box-stain"``: as ``"nuclei-box"`` with the hue turned anywhere on the wheel
+      (``U[-0.5, 0.5]`` turns) and stronger saturation jitter (0.4), so that a brightfield model
+      cannot tie "nucleus" to the haematoxylin colour of its training stains (grayscale images
+      are unchanged by hue).
 
     Raises
     ------
@@ -627,12 +631,13 @@ def paper_augmentation(name: str) -> Compose:
             GaussianNoise(std=(0.0, 0.03), p=0.3),
             RandomGamma(gamma=(0.75, 1.35), p=0.3),
         ])
-    if key == "nuclei-box":
+    if key in ("nuclei-box", "nuclei-box-stain"):
+        stain = key == "nuclei-box-stain"
         return Compose([
             RandomRot90(),
             RandomHFlip(0.5),
             RandomVFlip(0.5),
-            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
+            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.4 if stain else 0.1, hue=0.5 if stain else 0.02),
             GaussianBlur(sigma=(0.3, 1.2), p=0.3),
             GaussianNoise(std=(0.0, 0.03), p=0.3),
             RandomGamma(gamma=(0.75, 1.35), p=0.3),
