@@ -54,7 +54,8 @@ def _stage_row(label: str, metrics: Path) -> str:
             f"{st['last']:.4f}, median {st['rate']:.2f} steps/s (log: `{metrics.name}`) |")
 
 
-def card(run_dir: Path, model_path: Path, version: int = 2, earlier: list[tuple[str, Path]] | None = None) -> str:
+def card(run_dir: Path, model_path: Path, version: int = 2, earlier: list[tuple[str, Path]] | None = None,
+         threads: int = 1) -> str:
     st = log_stats(run_dir / "metrics.jsonl")
     model, config, meta = load_model(model_path)
     size_mb = model_path.stat().st_size / 1e6
@@ -70,7 +71,8 @@ def card(run_dir: Path, model_path: Path, version: int = 2, earlier: list[tuple[
         f"| training steps of this version | {meta.get('steps')} (warm start from version {version - 1}), "
         f"lr {train.get('lr')}, {train.get('warmup_steps')} warm-up steps, seed {train.get('seed')} |",
         f"| training speed | median {st['rate']:.2f} steps/s (min {st['rate_min']:.2f}, max {st['rate_max']:.2f}) over "
-        f"{st['n']} log intervals, batch {train.get('batch_size')}, 1 torch thread, shared 2-core machine |",
+        f"{st['n']} log intervals, batch {train.get('batch_size')}, {threads} torch thread{'s' if threads > 1 else ''}, "
+        "shared 2-core machine |",
         f"| training loss ({config.diffusion.prediction} MSE) | {st['first']:.4f} (first 4 log intervals) -> {st['last']:.4f} (last 4) |",
         f"| parameters, file size | {model.num_parameters() / 1e6:.2f} M, {size_mb:.1f} MB |",
         f"| box channel | {config.model.box_channel} |",
@@ -113,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", type=int, default=2, help="the bundled model's version number (names the curves)")
     ap.add_argument("--earlier", action="append", default=[],
                     help="LABEL=METRICS.jsonl of an earlier training stage of the same weights (repeatable)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads the run trained with (for the card)")
     args = ap.parse_args(argv)
     earlier = [(label, Path(path)) for label, _, path in (e.partition("=") for e in args.earlier)]
     if args.ship:
         ship(args.ship, args.model, args.generations, args.steps, args.threshold)
     plot_training(args.run / "metrics.jsonl", ROOT / "docs" / "images" / "bundled-model" / f"training-v{args.version}.png")
-    text = card(args.run, args.model, args.version, earlier)
+    text = card(args.run, args.model, args.version, earlier, args.threads)
     doc = args.doc.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(doc):
