@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="2 prompts per family, 2 margins, output to a temp folder")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.model = [] if args.model == ["none"] else (args.model or [f"v1={V1_MODEL}", f"v2={bundled_model_path()}"])
+    args.model = [] if args.model == ["none"] else (args.model or [f"v1={V1_MODEL}", f"bundled={bundled_model_path()}"])
     if args.smoke:
         args.n_per_style, args.margins, args.jitters = 2, [0.0, 0.5], [0.0, 0.15]
         args.out = Path(tempfile.mkdtemp(prefix="box-robustness-"))

@@ -193,6 +193,12 @@ def standard_error(std: float | None, n: int | None) -> float | None:
     return std / math.sqrt(n)
 
 
+def _group_index(groups: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """Each sample's group as an index ``0..G-1`` (groups compared as strings), and G."""
+    _, g = np.unique(np.asarray([str(k) for k in groups]), return_inverse=True)
+    return g, int(g.max()) + 1 if g.size else 0
+
+
 def clustered_se(values: Sequence[float], groups: Sequence[Any]) -> float | None:
     """Standard error of the mean of ``values`` (n) when samples of one group are correlated
     (prompts cut from one tile): the cluster-robust estimate over the G groups,
@@ -202,8 +208,7 @@ def clustered_se(values: Sequence[float], groups: Sequence[Any]) -> float | None
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or len(groups) != x.size:
         raise ReportError(f"got {len(groups)} groups for {x.size} values")
-    _, g = np.unique(np.asarray([str(k) for k in groups]), return_inverse=True)
-    n_groups = int(g.max()) + 1 if x.size else 0
+    g, n_groups = _group_index(groups)
     if n_groups < 2:
         return None
     sums = np.bincount(g, weights=x - x.mean())
@@ -219,7 +224,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], groups: Sequence[A
         raise ReportError(f"paired values must be two equal-length non-empty lists, got {x.shape} and {y.shape}")
     d = x - y
     if groups is not None:
-        return {"mean": float(d.mean()), "se": clustered_se(d, groups), "n": int(d.size), "groups": len(set(map(str, groups)))}
+        return {"mean": float(d.mean()), "se": clustered_se(d, groups), "n": int(d.size), "groups": _group_index(groups)[1]}
     se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else None
     return {"mean": float(d.mean()), "se": se, "n": int(d.size)}
 
