@@ -46,6 +46,7 @@ from psygnal import Signal
 from scipy import ndimage
 
 from segdiff_core.bundled import bundled_model_path
+from segdiff_core.data.readers import write_pair
 from segdiff_core.objectness import assess_remnant
 from segdiff_core.training.finetune import FinetuneError, accepted_ids, finetuned_path
 
@@ -73,7 +74,7 @@ from napari_segdiff._layers import (
 from napari_segdiff._objects import BoxKey, ObjectRecord, ObjectTable, box_key, region_of
 from napari_segdiff._review_model import box_edge_colours, remember_commit
 from napari_segdiff._settings import AnnotatorSettings, SettingsError
-from napari_segdiff._writer import export_training_pair, write_labels_tiff
+from napari_segdiff._writer import write_labels_tiff
 
 __all__ = ["AnnotatorController", "Scope"]
 
@@ -825,7 +826,7 @@ class AnnotatorController:
                 lab = _accepted_only(labels, lab, plane.describe())
             img = plane.read(image_data(image))
             name = _safe_name(image.name) + "".join(f"_a{ax}-{idx:04d}" for ax, idx in plane.fixed)
-            paths = export_training_pair(Path(folder), name, img, lab)
+            paths = write_pair(folder, name, img, lab)
         except PromptError as exc:
             show_error(f"SegDiff: {exc}")
             return None

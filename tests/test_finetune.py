@@ -165,10 +165,10 @@ def test_accepted_only_uses_the_features_column(base):
 
 
 def test_exported_folder_adds_objects(base, tmp_path):
-    from napari_segdiff._writer import export_training_pair
+    from segdiff_core.data.readers import write_pair
 
     image, labels = annotated_tile(2)
-    export_training_pair(tmp_path / "export", "slice0", image, labels)
+    write_pair(tmp_path / "export", "slice0", image, labels)
     only_folder = collect_objects([], [tmp_path / "export"], in_channels=3)
     both = collect_objects([TrainingImage(*annotated_tile(0), "t")], [tmp_path / "export"], in_channels=3)
     assert len(only_folder) >= MIN_OBJECTS and len(both) > len(only_folder)
@@ -278,13 +278,13 @@ def test_segdiff_train_runs_the_same_recipe_file(base, tmp_path):
     """configs/finetune.toml is the recipe the panel reads, and segdiff-train takes it as is."""
     from pathlib import Path
 
-    from napari_segdiff._writer import export_training_pair
+    from segdiff_core.data.readers import write_pair
     from segdiff_core.training.cli import main
     from segdiff_core.training.finetune import RECIPE_PATH
 
     config = Path(__file__).resolve().parents[1] / "configs" / "finetune.toml"
     assert config.resolve() == RECIPE_PATH.resolve()
-    export_training_pair(tmp_path / "export", "tile0", *annotated_tile())
+    write_pair(tmp_path / "export", "tile0", *annotated_tile())
     code = main(["--config", str(config), "--init-from", str(base), "--data.source", "instances",
                  "--data.root", str(tmp_path / "export"), "--data.val_fraction", "0", "--out", str(tmp_path / "run"),
                  "--train.steps", "4", "--train.val_every", "2", "--train.val_samples", "3", "--train.batch_size", "2",

@@ -12,7 +12,8 @@ import pytest
 import tifffile
 
 from napari_segdiff._sample_data import fluorescence_nuclei, he_nuclei
-from napari_segdiff._writer import LabelsWriteError, export_training_pair, labels_dtype, write_labels_tiff
+from napari_segdiff._writer import write_labels_tiff
+from segdiff_core.data.readers import LabelsWriteError, labels_dtype, write_pair
 from tests.conftest_napari import configure, model_file  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_labels_writer(tmp_path):
     with pytest.raises(LabelsWriteError, match="integers"):
         write_labels_tiff(str(tmp_path / "f.tif"), np.zeros((2, 2), float), {})
     with pytest.raises(LabelsWriteError, match="differ in size"):
-        export_training_pair(tmp_path, "x", np.zeros((4, 4)), np.zeros((4, 5), int))
+        write_pair(tmp_path, "x", np.zeros((4, 4)), np.zeros((4, 5), int))
 
 
 @pytest.mark.gui

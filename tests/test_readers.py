@@ -21,6 +21,7 @@ from segdiff_core.data.readers import (
     DatasetWarning,
     FolderDataset,
     InstancePromptDataset,
+    LabelsWriteError,
     MoNuSegDataset,
     NoObjectError,
     Sample,
@@ -28,9 +29,12 @@ from segdiff_core.data.readers import (
     VaihingenDataset,
     central_component,
     central_object,
+    pick_objects,
     read_aperio_regions,
     split_dataset,
     split_indices,
+    write_pair,
+    write_tiff,
 )
 
 
@@ -324,6 +328,54 @@ def test_instance_prompt_from_synthetic_folder(tmp_path: Path) -> None:
     mixed = InstancePromptDataset([tmp_path / "images/syn_000.tif"], [np.asarray(
         tifffile.imread(tmp_path / "masks/syn_000.tif"))])
     assert mixed[0].name == "syn_000.tif#1"
+
+
+def test_write_pair_round_trips_through_the_folder_reader(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    lab = np.zeros((20, 24), np.int64)
+    lab[2:8, 3:9], lab[10:18, 12:20] = 7, 300
+    img_path, mask_path = write_pair(tmp_path, "cell01", rgb, lab)
+    assert (img_path, mask_path) == (tmp_path / "images/cell01.tif", tmp_path / "masks/cell01.tif")
+    assert tifffile.imread(mask_path).dtype == np.uint16  # smallest type that holds 300
+    with tifffile.TiffFile(img_path) as tf:
+        assert tf.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+    ds = InstancePromptDataset.from_folder(tmp_path)
+    assert [s.name for s in ds] == ["cell01.tif#7", "cell01.tif#300"]
+    assert np.array_equal(ds[0].image, rgb) and ds[1].box == Box(10, 12, 18, 20)
+    for bad, match in (((rgb, lab[:, :5]), "differ in size"), ((rgb, lab[None]), "2D"),
+                       ((rgb, -lab), ">= 0"), ((rgb, lab * 0.5), "integers")):
+        with pytest.raises(LabelsWriteError, match=match):
+            write_pair(tmp_path, "cell02", *bad)
+    with pytest.raises(LabelsWriteError, match="invalid file name"):
+        write_pair(tmp_path, "../up", rgb, lab)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["cell01.tif", "cell01.tif"]
+
+
+def test_failed_writes_keep_the_earlier_file_whole(tmp_path: Path) -> None:
+    """A write that fails (labels refused, or the encoder raising) leaves the file it would have
+    replaced byte for byte, and no temporary file behind."""
+    lab = np.zeros((16, 16), np.uint8)
+    lab[4:9, 4:9] = 1
+    _, mask_path = write_pair(tmp_path, "a", np.ones((16, 16), np.float32), lab)
+    before = mask_path.read_bytes()
+    with pytest.raises(LabelsWriteError):
+        write_pair(tmp_path, "a", np.ones((16, 16), np.float32), lab.astype(np.int8) - 2)
+    with pytest.raises(ValueError):
+        write_tiff(mask_path, lab, photometric="rgb")  # a 2D array cannot be RGB
+    assert mask_path.read_bytes() == before
+    assert sorted(p.name for p in mask_path.parent.iterdir()) == ["a.tif"]
+
+
+def test_pick_objects_respects_min_area_and_draws_distinct_ids() -> None:
+    labels = np.zeros((20, 20), np.int32)
+    labels[0:5, 0:5] = 1  # 25 px
+    labels[10:12, 10:12] = 2  # 4 px: too small
+    labels[6:10, 0:8] = 3  # 32 px
+    for seed in range(5):
+        picked = pick_objects(labels, 5, np.random.default_rng(seed), min_area=16)
+        assert sorted(picked.tolist()) == [1, 3]
+    assert pick_objects(labels, 1, np.random.default_rng(0), min_area=16).size == 1
+    assert pick_objects(labels, 3, np.random.default_rng(0), min_area=100).size == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from segdiff_core.data.synthetic import (
     iter_tiles,
     make_dataset,
     parameter_table,
-    pick_objects,
     style_parameter_names,
     tile_rng,
 )
@@ -435,8 +434,8 @@ def test_make_dataset_writes_readable_tiffs(tmp_path):
         ref = stream[style][int(idx)]
         np.testing.assert_array_equal(img, ref.image)
         np.testing.assert_array_equal(mask, ref.labels)
-        assert mask.dtype == np.int32
-        assert_valid_labels(mask, (48, 48))
+        assert mask.dtype == np.uint8  # the smallest type that holds the labels (readers.write_pair)
+        assert_valid_labels(mask.astype(np.int32), (48, 48))
     manifest = json.loads((tmp_path / "ds" / "synthetic_manifest.json").read_text())
     assert [m["name"] for m in manifest] == names
     assert manifest[2]["style"] == "he" and "architecture" in manifest[2]["params"]
@@ -445,18 +444,6 @@ def test_make_dataset_writes_readable_tiffs(tmp_path):
 def test_make_dataset_rejects_bad_count(tmp_path):
     with pytest.raises(SyntheticError, match="n_per_style"):
         make_dataset(tmp_path, n_per_style=0)
-
-
-def test_pick_objects_respects_min_area_and_draws_distinct_ids():
-    labels = np.zeros((20, 20), np.int32)
-    labels[0:5, 0:5] = 1  # 25 px
-    labels[10:12, 10:12] = 2  # 4 px: too small
-    labels[6:10, 0:8] = 3  # 32 px
-    for seed in range(5):
-        picked = pick_objects(labels, 5, np.random.default_rng(seed), min_area=16)
-        assert sorted(picked.tolist()) == [1, 3]
-    assert pick_objects(labels, 1, np.random.default_rng(0), min_area=16).size == 1
-    assert pick_objects(labels, 3, np.random.default_rng(0), min_area=100).size == 0
 
 
 def test_tile_rng_is_the_stream_of_iter_tiles():

@@ -203,7 +203,8 @@ def synthetic_items(
         bad arguments, or no objects found in ``max_tiles_per_style`` tiles
         (default ``50 * n_per_style + 50``).
     """
-    from segdiff_core.data.synthetic import STYLES, generate_tile, pick_objects, tile_rng
+    from segdiff_core.data.readers import pick_objects
+    from segdiff_core.data.synthetic import STYLES, generate_tile, tile_rng
 
     check_int(n_per_style, "the number of samples per style", 1, error=EvaluationError)
     if not styles:

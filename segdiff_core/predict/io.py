@@ -13,7 +13,8 @@ is moved last.
 Outputs
 -------
 Every file is written to a temporary name beside its destination and renamed into place:
-TIFF and CSV and JSON through :func:`segdiff_core.checkpoint.atomic_write`, zarr folders by
+TIFF (:func:`segdiff_core.data.readers.write_tiff`), CSV and JSON through
+:func:`segdiff_core.checkpoint.atomic_write`, zarr folders by
 renaming a finished temporary folder. A killed run leaves no half-written output under a
 final name, so a restarted run sees only complete outputs.
 """
@@ -33,6 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from segdiff_core.checkpoint import atomic_write
+from segdiff_core.data.readers import write_tiff
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -247,18 +249,6 @@ def check_writable(folder: str | os.PathLike) -> Path:
     except OSError as exc:
         raise OutputError(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
     return folder
-
-
-def write_tiff(path: Path, array: np.ndarray, **kwargs: Any) -> Path:
-    """Atomic TIFF write (zlib-compressed)."""
-    import tifffile
-
-    def _write(fh: Any) -> None:
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, array, compression="zlib", **kwargs)
-        fh.write(buf.getbuffer())
-
-    return atomic_write(path, _write)
 
 
 def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:

@@ -163,7 +163,8 @@ class SyntheticSource:
     task: str = "prompt"
 
     def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, Box | None]]:
-        from segdiff_core.data.synthetic import generate_tile, pick_objects
+        from segdiff_core.data.readers import pick_objects
+        from segdiff_core.data.synthetic import generate_tile
 
         out: list[tuple[np.ndarray, np.ndarray, Box | None]] = []
         while len(out) < n:

@@ -193,7 +193,7 @@ def collect_objects(
     min_objects: int = MIN_OBJECTS,
 ) -> Dataset:
     """Every object (of at least ``min_area`` pixels) of ``images`` and of exported folders
-    (``root/images`` + ``root/masks``, see ``napari_segdiff._writer.export_training_pair``),
+    (``root/images`` + ``root/masks``, see :func:`segdiff_core.data.readers.write_pair`),
     one box-prompt :class:`~segdiff_core.data.readers.Sample` each.
 
     Raises

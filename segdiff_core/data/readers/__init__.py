@@ -17,7 +17,11 @@ Readers
 * :class:`VaihingenDataset` -- one building per image (DSAC layout with the reference
   train/test split, or images/ + masks/ folders).
 
-Objects: :func:`central_object` (Vaihingen protocol), :func:`central_component`.
+Objects: :func:`central_object` (Vaihingen protocol), :func:`central_component`,
+:func:`pick_objects` (the object-picking rule of training and evaluation).
+
+Writing (atomic): :func:`write_tiff`, :func:`write_label_image`, :func:`write_pair` (one
+``images/`` + ``masks/`` pair).
 
 Splits: :func:`split_indices`, :func:`split_dataset`, :class:`Subset`.
 """
@@ -28,12 +32,14 @@ from segdiff_core.data.readers.cityscapes import (
     CityscapesDataset,
     rasterise_cityscapes_polygons,
 )
+from segdiff_core.data.readers._io import LabelsWriteError, labels_dtype, write_label_image, write_tiff
 from segdiff_core.data.readers.folder import (
     FolderDataset,
     InstancePromptDataset,
     VaihingenDataset,
+    write_pair,
 )
-from segdiff_core.data.readers.objects import NoObjectError, central_component, central_object
+from segdiff_core.data.readers.objects import NoObjectError, central_component, central_object, pick_objects
 from segdiff_core.data.readers.monuseg import MoNuSegDataset, read_aperio_regions
 from segdiff_core.data.readers._raster import rasterise_polygons
 from segdiff_core.data.readers.splits import Subset, split_dataset, split_indices
@@ -47,6 +53,7 @@ __all__ = [
     "DatasetWarning",
     "FolderDataset",
     "InstancePromptDataset",
+    "LabelsWriteError",
     "MoNuSegDataset",
     "Sample",
     "Subset",
@@ -54,9 +61,14 @@ __all__ = [
     "NoObjectError",
     "central_component",
     "central_object",
+    "labels_dtype",
+    "pick_objects",
     "rasterise_cityscapes_polygons",
     "rasterise_polygons",
     "read_aperio_regions",
     "split_dataset",
     "split_indices",
+    "write_label_image",
+    "write_pair",
+    "write_tiff",
 ]

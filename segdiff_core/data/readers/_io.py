@@ -1,14 +1,16 @@
-"""File-level helpers shared by the dataset readers: decoding, header peeks, folder pairing.
+"""File-level helpers shared by the dataset readers: decoding, header peeks, folder pairing, and
+the one atomic TIFF writer (predictions, label images, training pairs).
 
 Every function that touches a file wraps any failure in :class:`DatasetError` whose message names
 the file, so one corrupt file in a dataset of thousands can be found and fixed.
 """
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -324,3 +326,49 @@ def check_xml_bytes(data: bytes, path: Path) -> None:
             f"XML file {path} contains a DOCTYPE/ENTITY declaration, which is refused for "
             "safety (entity expansion); annotation files do not need one, remove it"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+class LabelsWriteError(ValueError):
+    """Labels that cannot be stored as an instance label image (negative or not integers)."""
+
+
+def labels_dtype(labels: np.ndarray) -> np.dtype:
+    """The smallest unsigned integer dtype that holds every label of ``labels`` (any shape).
+
+    Raises
+    ------
+    LabelsWriteError
+        Negative or non-integer labels.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype == bool or arr.size == 0:
+        return np.dtype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise LabelsWriteError(f"labels must be integers, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0:
+        raise LabelsWriteError(f"labels must be >= 0 (0 = background), found {lo}")
+    return next(np.dtype(dt) for dt in (np.uint8, np.uint16, np.uint32, np.uint64) if hi <= np.iinfo(dt).max)
+
+
+def write_tiff(path: str | Path, array: np.ndarray, **kwargs: Any) -> Path:
+    """Write ``array`` as a zlib-compressed TIFF atomically: the file is encoded in memory, written
+    to a temporary name beside ``path`` and renamed over it, so an interrupted or failed write
+    leaves any earlier file of that name untouched. ``kwargs`` go to :func:`tifffile.imwrite`."""
+    import tifffile
+
+    from segdiff_core.checkpoint import atomic_write
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, compression="zlib", **kwargs)
+    return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
+
+
+def write_label_image(path: str | Path, labels: np.ndarray, **kwargs: Any) -> Path:
+    """Write instance labels (any shape, 0 = background) atomically as a TIFF of the smallest
+    unsigned integer type that holds them (:func:`labels_dtype`)."""
+    arr = np.asarray(labels)
+    return write_tiff(path, arr.astype(labels_dtype(arr), copy=False), photometric="minisblack", **kwargs)

@@ -5,7 +5,8 @@ Layout: ``root/<images>/<name>.<ext>`` and ``root/<masks>/<name>.<ext>``, paired
 (``cell01.png`` pairs with ``cell01.tif``). Extensions: .tif/.tiff (tifffile), .png/.jpg/.jpeg
 (imageio, scikit-image's backend), case-insensitive. Hidden files and other extensions are
 ignored; files without a counterpart are reported (a :class:`DatasetWarning`, or an error with
-``strict=True``) and listed in ``dataset.unmatched``.
+``strict=True``) and listed in ``dataset.unmatched``. :func:`write_pair` writes one pair of this
+layout (the plugin's training export and the synthetic generator's datasets).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from segdiff_core.data.readers.objects import central_component
 from segdiff_core.data.readers._io import (
     IMAGE_EXTENSIONS,
     LOSSY_EXTENSIONS,
+    LabelsWriteError,
     as_label_image,
     binary_foreground,
     index_by_stem,
@@ -36,6 +38,8 @@ from segdiff_core.data.readers._io import (
     read_mask,
     report_unmatched,
     require_dir,
+    write_label_image,
+    write_tiff,
 )
 
 FolderMode = Literal["binary", "instances", "auto"]
@@ -280,6 +284,45 @@ class InstancePromptDataset(IndexedDataset):
         ds.unmatched = unmatched
         ds.root = root_p
         return ds
+
+
+def write_pair(root: str | Path, name: str, image: np.ndarray, labels: np.ndarray,
+               images: str = "images", masks: str = "masks") -> tuple[Path, Path]:
+    """Write one image/mask pair of the folder layout, each file atomically.
+
+    Parameters
+    ----------
+    root : str or Path
+        Dataset folder; ``root/<images>`` and ``root/<masks>`` are created when missing.
+    name : str
+        File stem: writes ``<images>/<name>.tif`` and ``<masks>/<name>.tif``, replacing files of
+        that name.
+    image : ndarray
+        ``(H, W)`` or ``(H, W, C)``, dtype kept; uint8 with 3 or 4 channels is stored as RGB(A).
+    labels : ndarray
+        ``(H, W)`` instance labels (0 = background), stored in the smallest unsigned integer type.
+
+    Returns
+    -------
+    (Path, Path)
+        The image and mask paths.
+
+    Raises
+    ------
+    LabelsWriteError
+        Labels that are not 2D, not the image's size, negative or not integers, or a bad name.
+    """
+    img, lab = np.asarray(image), np.asarray(labels)
+    if lab.ndim != 2:
+        raise LabelsWriteError(f"training masks must be 2D (H, W), got shape {lab.shape}")
+    if img.shape[:2] != lab.shape:
+        raise LabelsWriteError(f"image {img.shape} and labels {lab.shape} differ in size")
+    if not name or any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+        raise LabelsWriteError(f"invalid file name {name!r}")
+    root = Path(root)
+    rgb = img.ndim == 3 and img.shape[2] in (3, 4) and img.dtype == np.uint8
+    mask_path = write_label_image(root / masks / f"{name}.tif", lab)  # checks the labels first
+    return write_tiff(root / images / f"{name}.tif", img, photometric="rgb" if rgb else "minisblack"), mask_path
 
 
 def _as_item(item: np.ndarray | str | Path, what: str) -> np.ndarray | Path:

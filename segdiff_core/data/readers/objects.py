@@ -1,4 +1,5 @@
-"""Picking the object at the image centre (the Vaihingen protocol: one building per image)."""
+"""Picking objects: the one at the image centre (the Vaihingen protocol: one building per image)
+and random objects of an instance label image (the prompts of training and evaluation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ from scipy import ndimage
 
 from segdiff_core.validation import check_int
 
-__all__ = ["NoObjectError", "central_object", "central_component"]
+__all__ = ["NoObjectError", "central_object", "central_component", "pick_objects"]
 
 
 class NoObjectError(ValueError):
@@ -93,3 +94,14 @@ def central_component(mask: np.ndarray, min_area: int = 1) -> np.ndarray | None:
     if not big.any():
         return None
     return central_object(np.where(big[labels], labels, 0), instances=True)
+
+
+def pick_objects(labels: np.ndarray, k: int, rng: np.random.Generator, min_area: int = 16) -> np.ndarray:
+    """Up to ``k`` distinct object ids of ``labels`` ``(H, W)`` with at least ``min_area`` pixels.
+
+    Drawn without replacement with one ``rng.choice`` call (no draw, and an empty array, when
+    no object is large enough): the one object-picking rule of training and evaluation.
+    """
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    ids = ids[areas >= min_area]
+    return ids if ids.size == 0 else rng.choice(ids, size=min(int(k), ids.size), replace=False)

@@ -28,7 +28,7 @@ from ._params import Param, Params, SyntheticError, markdown_table
 
 __all__ = ["STYLES", "TRAIN_STYLES", "HELDOUT_STYLES", "PARAMETERS", "SyntheticError", "SyntheticTile",
            "generate_tile", "iter_tiles", "make_dataset", "style_parameter_names", "parameter_table",
-           "tile_rng", "pick_objects"]
+           "tile_rng"]
 
 STYLES: tuple[str, ...] = ("fluorescence", "he", "ihc", "confocal")  # appended only: the index seeds streams
 TRAIN_STYLES: tuple[str, ...] = ("fluorescence", "he", "confocal")  # for training the bundled model
@@ -144,17 +144,6 @@ def tile_rng(seed: int, style: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=key))
 
 
-def pick_objects(labels: np.ndarray, k: int, rng: np.random.Generator, min_area: int = 16) -> np.ndarray:
-    """Up to ``k`` distinct object ids of ``labels`` ``(H, W)`` with at least ``min_area`` pixels.
-
-    Drawn without replacement with one ``rng.choice`` call (no draw, and an empty array, when
-    no object is large enough): the one object-picking rule of training and evaluation.
-    """
-    ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    ids = ids[areas >= min_area]
-    return ids if ids.size == 0 else rng.choice(ids, size=min(int(k), ids.size), replace=False)
-
-
 def iter_tiles(styles: str | Iterable[str] = TRAIN_STYLES, n: int | None = None,
                size: int | tuple[int, int] = 256, seed: int = 0, **overrides: Any) -> Iterator[SyntheticTile]:
     """Stream tiles, cycling through ``styles`` (tile ``k`` has style ``styles[k % len]``).
@@ -180,31 +169,26 @@ def make_dataset(root: str | Path, n_per_style: int, styles: str | Iterable[str]
                  size: int | tuple[int, int] = 256, seed: int = 0, **overrides: Any) -> list[str]:
     """Write a folder dataset of synthetic tiles.
 
-    Layout: ``root/images/<style>_<index:05d>.tif`` (the image), ``root/masks/<same>.tif``
-    (``int32`` labels) and ``root/synthetic_manifest.json`` (each tile's style, seed and
-    parameters). Tile ``i`` of a style is the ``i``-th tile of that style in
-    ``iter_tiles(styles, seed=seed)``.
+    Layout: ``root/images/<style>_<index:05d>.tif`` and ``root/masks/<same>.tif`` (one pair of
+    :func:`segdiff_core.data.readers.write_pair`), and ``root/synthetic_manifest.json`` (each
+    tile's style, seed and parameters). Tile ``i`` of a style is the ``i``-th tile of that style
+    in ``iter_tiles(styles, seed=seed)``.
 
     Returns
     -------
     list of str
         The tile names written, in order.
     """
-    import tifffile
+    from segdiff_core.checkpoint import atomic_write
+    from segdiff_core.data.readers import write_pair
 
     styles_t, shape = _check(styles, size)
     check_int(n_per_style, "n_per_style", 1, error=SyntheticError)
-    root = Path(root)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
     manifest = []
     for style in dict.fromkeys(styles_t):
         for i in range(int(n_per_style)):
             tile = generate_tile(style, shape, tile_rng(int(seed), style, i), **overrides)
-            name = f"{style}_{i:05d}"
-            for sub, data in (("images", tile.image), ("masks", tile.labels)):
-                tifffile.imwrite(root / sub / f"{name}.tif", data, compression="zlib",
-                                 photometric="rgb" if data.ndim == 3 else "minisblack")
-            manifest.append(dict(name=name, style=style, seed=int(seed), index=i, params=tile.params))
-    (root / "synthetic_manifest.json").write_text(json.dumps(manifest, indent=1))
+            write_pair(root, f"{style}_{i:05d}", tile.image, tile.labels)
+            manifest.append(dict(name=f"{style}_{i:05d}", style=style, seed=int(seed), index=i, params=tile.params))
+    atomic_write(Path(root) / "synthetic_manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=1).encode()))
     return [m["name"] for m in manifest]
