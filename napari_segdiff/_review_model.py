@@ -258,7 +258,7 @@ def write_objects_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
 
     frame = frame.rename(columns={"index": "id"})
     text = frame.to_csv(index=False, float_format="%.6g")
-    return atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+    return atomic_write(Path(path), text)
 
 
 def read_objects_csv(path: str | os.PathLike) -> pd.DataFrame:

@@ -62,7 +62,7 @@ class SettingsStore:
         """Write ``settings`` atomically; returns None, or a message if the file cannot be written."""
         text = json.dumps({"format": FORMAT, "version": VERSION, "settings": settings.to_dict()}, indent=2)
         try:
-            atomic_write(self.path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+            atomic_write(self.path, text + "\n")
         except OSError as exc:
             return f"cannot save the settings to {self.path}: {exc}"
         return None

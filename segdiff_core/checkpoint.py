@@ -48,9 +48,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file atomically: ``write(fh)`` fills a temp file beside ``path``, which is
-    fsynced and renamed over ``path`` (readers see the old file or the new one, never half)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | bytes | str) -> Path:
+    """Write a file atomically: ``write(fh)`` (or the given bytes, or text as UTF-8) fills a temp
+    file beside ``path``, which is fsynced and renamed over ``path`` (readers see the old file or
+    the new one, never half; a failed write leaves the old file as it was)."""
+    if not callable(write):
+        data = write.encode("utf-8") if isinstance(write, str) else bytes(write)
+        write = lambda fh: fh.write(data)  # noqa: E731
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

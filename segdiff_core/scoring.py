@@ -280,7 +280,7 @@ class ScoreCalibration:
 
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1) + "\n"
-        atomic_write(path, lambda f: f.write(text.encode()))
+        atomic_write(path, text)
         return path
 
     @classmethod

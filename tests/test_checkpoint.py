@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from segdiff_core.checkpoint import CheckpointError, atomic_save, load_model, model_payload
+from segdiff_core.checkpoint import CheckpointError, atomic_save, atomic_write, load_model, model_payload
 
 
 def test_round_trip_restores_weights_config_and_metadata(saved):
@@ -119,3 +119,19 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(saved):
         atomic_save({"x": Unpicklable()}, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_atomic_write_takes_text_bytes_or_a_writer_and_never_leaves_half_a_file(tmp_path):
+    path = tmp_path / "sub" / "out.json"
+    assert atomic_write(path, "größe\n") == path and path.read_bytes() == "größe\n".encode()
+    atomic_write(path, b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+
+    def half_then_fail(fh):
+        fh.write(b"half of the new content")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_bytes() == b"\x00\x01"
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]

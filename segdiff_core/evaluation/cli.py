@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from segdiff_core import __version__
-from segdiff_core.checkpoint import CheckpointError
+from segdiff_core.checkpoint import CheckpointError, atomic_write
 from segdiff_core.config import SAMPLERS, ConfigError
 from segdiff_core.data.crops import PAPER_MARGIN
 from segdiff_core.evaluation.baselines import BASELINES, otsu_method
@@ -379,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare_seconds=prepare_seconds, total_seconds=time.perf_counter() - started,
         )
         try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+            atomic_write(args.json, json.dumps(report, indent=2, allow_nan=False) + "\n")
         except OSError as exc:
             return _fail(f"cannot write {args.json}: {exc}", 1)
         print(f"results written to {args.json}")

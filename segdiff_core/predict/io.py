@@ -258,12 +258,12 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]
     writer.writeheader()
     for row in rows:
         writer.writerow(row)
-    return atomic_write(path, lambda fh: fh.write(text.getvalue().encode()))
+    return atomic_write(path, text.getvalue())
 
 
 def write_json(path: Path, data: Any) -> Path:
     """Atomic, indented JSON write."""
-    return atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 class ZarrOutput:

@@ -328,7 +328,7 @@ class FinetuneResult:
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / ".write-test", lambda fh: fh.write(b"ok"))
+        atomic_write(folder / ".write-test", b"ok")
         (folder / ".write-test").unlink()
     except OSError as exc:
         raise FinetuneError(
@@ -498,4 +498,4 @@ def finetuned_name(path: str | os.PathLike, root: Path | None = None) -> str | N
 def write_summary(result: FinetuneResult, path: Path) -> None:
     """The result's metadata as JSON beside a run (for scripts)."""
     text = json.dumps({"model": str(result.model_path), **result.metadata}, indent=2)
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+    atomic_write(path, text)

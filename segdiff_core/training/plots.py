@@ -1,10 +1,13 @@
 """Training curves as a PNG (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+
+from segdiff_core.checkpoint import atomic_write
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -40,7 +43,7 @@ def plot_training(log_path: str | Path, out_png: str | Path) -> Path:
         axes[1].legend(loc="lower right")
     axes[1].set(xlabel="step", title="validation (EMA weights, held-out prompts)")
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return out_png
+    return atomic_write(out_png, buf.getvalue())

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from segdiff_core import __version__
-from segdiff_core.checkpoint import CheckpointError, ModelFile, atomic_save, read_model_file, safe_load, save_model
+from segdiff_core.checkpoint import (CheckpointError, ModelFile, atomic_save, atomic_write, read_model_file, safe_load,
+                                     save_model)
 from segdiff_core.config import ConfigError, SegDiffConfig
 from segdiff_core.data.readers import Subset
 from segdiff_core.diffusion.scheduler import DDPMScheduler
@@ -366,7 +367,7 @@ class Trainer:
         if not self.ctx.is_main or not path.exists():
             return
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        atomic_write(path, "".join(ln + "\n" for ln in keep))
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -490,7 +491,7 @@ class Trainer:
         tc = self.run.train
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "run.json").write_text(json.dumps(self.run.to_dict(), indent=2))
+            atomic_write(self.out / "run.json", json.dumps(self.run.to_dict(), indent=2))
             self._trim_log()
         self._callback = callback
         loader, bar = self._loader(), self._progress_bar()
@@ -562,7 +563,7 @@ class Trainer:
         if self.ctx.enabled:
             same = replicas_identical(self.model, self.ctx)
             if self.ctx.is_main:
-                (self.out / "distributed.json").write_text(json.dumps({"world_size": self.ctx.world_size, "replicas_identical": same, "step": self.step}))
+                atomic_write(self.out / "distributed.json", json.dumps({"world_size": self.ctx.world_size, "replicas_identical": same, "step": self.step}))
             if not same:
                 raise TrainingError("the model replicas of the processes differ at the end of training")
         if self.ctx.is_main:

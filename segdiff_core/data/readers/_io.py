@@ -364,7 +364,7 @@ def write_tiff(path: str | Path, array: np.ndarray, **kwargs: Any) -> Path:
 
     buf = io.BytesIO()
     tifffile.imwrite(buf, array, compression="zlib", **kwargs)
-    return atomic_write(path, lambda fh: fh.write(buf.getbuffer()))
+    return atomic_write(path, buf.getvalue())
 
 
 def write_label_image(path: str | Path, labels: np.ndarray, **kwargs: Any) -> Path:

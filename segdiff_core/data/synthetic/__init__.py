@@ -190,5 +190,5 @@ def make_dataset(root: str | Path, n_per_style: int, styles: str | Iterable[str]
             tile = generate_tile(style, shape, tile_rng(int(seed), style, i), **overrides)
             write_pair(root, f"{style}_{i:05d}", tile.image, tile.labels)
             manifest.append(dict(name=f"{style}_{i:05d}", style=style, seed=int(seed), index=i, params=tile.params))
-    atomic_write(Path(root) / "synthetic_manifest.json", lambda fh: fh.write(json.dumps(manifest, indent=1).encode()))
+    atomic_write(Path(root) / "synthetic_manifest.json", json.dumps(manifest, indent=1))
     return [m["name"] for m in manifest]
