@@ -7,11 +7,15 @@ once with the largest number of generations for each number of DDIM steps; the e
 first ``g`` generations gives the curve over ``g`` (nested ensembles, a paired comparison). All
 models see the same prompts, so model-against-model differences are paired too. IoU is measured
 on the image's own pixels (paste-back of the mean map, the model's threshold); seconds are wall
-time per prompt of the sampling (batched, 1 torch thread unless ``--threads``).
+time per prompt of the sampling (batched, 1 torch thread unless ``--threads``). The evaluation set
+cuts several prompts from one tile, and prompts of one tile share its optics and stain: every
+standard error and paired difference is clustered by tile (``prompt_tiles`` in the JSON).
 
     python benchmarks/bench_steps.py                                  # the bundled model
     python benchmarks/bench_steps.py --model selfcond=runs/selfcond/last.pt --merge docs/steps-generations.json
     python benchmarks/bench_steps.py runs/x/last.pt --n-per-style 4 --out /tmp/steps
+    python benchmarks/bench_steps.py --merge docs/steps-generations.json --rename shipped=v4 --previous v4 \
+        --describe v4=git:cc4db75:segdiff_core/models/nuclei-cpu.pt   # a new bundled model; the old one kept as v4
 
 Writes ``<out>/steps-generations.json``, ``<out>/steps-generations.md`` and
 ``<out>/images/steps-generations.png`` (default ``<out>`` = docs/). With the default ``<out>``
@@ -35,8 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_box_robustness import resolve_model  # noqa: E402
-from benchmarks.report.common import write_outputs  # noqa: E402
+from benchmarks.bench_box_robustness import resolve_model, tile_of  # noqa: E402
+from benchmarks.report.common import clustered_se, fmt, judge, paired_difference, write_outputs  # noqa: E402
+from segdiff_core.checkpoint import file_sha256  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
 from segdiff_core.evaluation.runner import EvalProtocol, prepare_items, synthetic_items  # noqa: E402
@@ -72,12 +77,14 @@ def sweep(seg: Segmenter, prepared: list[Any], steps: list[int], generations: li
     return out
 
 
-def describe(seg: Segmenter, path: str) -> dict[str, Any]:
-    """What distinguishes a model file: its refinement-related settings and training."""
+def describe(seg: Segmenter, path: str, file: Path) -> dict[str, Any]:
+    """What distinguishes a model file: its refinement-related settings and training. ``path``: the
+    model as named on the command line (a path or ``git:<rev>:<path>``); ``file``: the file read."""
     m, d = seg.config.model, seg.config.diffusion
-    return {"model": path, "train_steps": seg.metadata.get("steps"), "prediction": d.prediction,
+    return {"model": path, "sha256": file_sha256(file), "train_steps": seg.metadata.get("steps"), "prediction": d.prediction,
             "noise_shift": d.noise_shift, "self_condition": m.self_condition, "box_channel": m.box_channel,
-            "default": f"{seg.inference.generations} x {seg.inference.steps} {seg.inference.sampler}"}
+            "default": f"{seg.inference.generations} x {seg.inference.steps} {seg.inference.sampler}",
+            "threshold": seg.inference.threshold}
 
 
 def _rel(path: str) -> str:
@@ -89,30 +96,53 @@ def _rel(path: str) -> str:
         return str(path)
 
 
+def prompt_tiles(items: list[Any]) -> list[str]:
+    """The tile each prompt was cut from (:func:`~benchmarks.bench_box_robustness.tile_of`), in
+    prompt order: the clusters of every standard error on the page."""
+    return [tile_of({"name": it.name}) for it in items]
+
+
 # ------------------------------------------------------------------ statistics
-def _mean_se(v: np.ndarray) -> tuple[float, float]:
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
-
-
-def _cell(v: np.ndarray) -> str:
-    m, se = _mean_se(100 * v)
-    return f"{m:.1f} ± {se:.1f}"
-
-
 def _sel(result: dict[str, Any], subset: str) -> np.ndarray:
     """Boolean mask over the prompts: ``all`` or ``heldout`` (the held-out families)."""
     styles = np.array(result["prompt_styles"])
     return np.ones(styles.size, bool) if subset == "all" else np.isin(styles, result["heldout"])
 
 
+def _tiles(result: dict[str, Any], subset: str = "all") -> list[str]:
+    """The tile of each prompt of ``subset`` (the clusters of its standard errors)."""
+    return [t for t, keep in zip(result["prompt_tiles"], _sel(result, subset)) if keep]
+
+
+def _n(result: dict[str, Any], subset: str) -> str:
+    """``n=<prompts> from <tiles> tiles`` of a subset, as the page writes it."""
+    tiles = _tiles(result, subset)
+    return f"n={len(tiles)} from {len(set(tiles))} tiles"
+
+
+def _cell(v: np.ndarray, tiles: list[str]) -> str:
+    """Mean IoU ×100 ± its standard error clustered by tile."""
+    return f"{100 * v.mean():.1f} ± {fmt(clustered_se(100 * v, tiles), '.1f')}"
+
+
 def _ious(result: dict[str, Any], model: str, margin: str, steps: str, g: int, subset: str = "all") -> np.ndarray:
     return np.array(result["models"][model]["margins"][margin][steps]["iou"][str(g)])[_sel(result, subset)]
 
 
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
-    """Mean and SE of ``a - b`` in IoU points, and whether it is beyond twice its SE."""
-    m, se = _mean_se(100 * (a - b))
-    return m, se, ("better" if m > 2 * se else "worse" if m < -2 * se else "no different")
+WORDS = {"agrees": "better", "disagrees": "worse", "inconclusive": "no different", "n/a": "n/a"}
+MIN_VERDICT_TILES = 4
+"""A paired difference over fewer tiles gets no verdict: its clustered error has fewer than 3
+degrees of freedom (with 2 tiles it is the gap between two tile means) and may be far too small."""
+
+
+def _paired(a: np.ndarray, b: np.ndarray, tiles: list[str]) -> tuple[float, float | None, str]:
+    """Mean of ``a - b`` in IoU points, its standard error clustered by tile (None: one tile), and
+    whether it is beyond twice that error (``better`` / ``worse``; ``no different`` otherwise;
+    ``no verdict`` over fewer than :data:`MIN_VERDICT_TILES` tiles)."""
+    d = paired_difference(100 * a, 100 * b, groups=tiles)
+    if d["groups"] < MIN_VERDICT_TILES:
+        return d["mean"], d["se"], f"no verdict: {d['groups']} tiles"
+    return d["mean"], d["se"], WORDS[judge(d["mean"], d["se"], +1)]
 
 
 # ------------------------------------------------------------------ report
@@ -124,32 +154,71 @@ def render(result: dict[str, Any]) -> str:
         "Written by `benchmarks/bench_steps.py`; do not edit by hand.",
         f"{result['n_prompts']} prompts per margin ({result['n_per_style']} per family of {', '.join(result['styles'])};",
         f"held out of training: {', '.join(result['heldout'])}), evaluation seed {result['eval_seed']}, the same prompts",
-        "for every model. Cells: mean IoU ×100 ± standard error over prompts (n = all prompts, or the held-out",
-        "family's); nested ensembles (the first g of the same samples). Time: seconds per prompt of batched sampling",
+        f"for every model. The evaluation set cuts several prompts from one tile: the {result['n_prompts']} prompts come "
+        f"from {len(set(_tiles(result)))} tiles,",
+        f"the held-out family's {_n(result, 'heldout').removeprefix('n=')}. Prompts of one tile share its optics and stain, "
+        "so every standard error",
+        "and paired difference on this page is clustered by tile (`benchmarks.report.common.clustered_se`): it counts "
+        "tiles, not prompts.",
+        "Cells: mean IoU ×100 ± that standard error (all prompts, or the held-out family's); nested ensembles",
+        "(the first g of the same samples). Time: seconds per prompt of batched sampling",
         f"with {result['threads']} torch thread(s) on a shared 2-core machine at G={g_max} (load average "
         f"{' / '.join(f'{x:.1f}' for x in result.get('load_average', []))} at the end of the last run; absolute",
         "times move with the load, time is linear in g x steps).",
         "",
+        *_notes(result),
         "Models:",
         "",
     ]
     for name, info in result["models"].items():
-        lines.append(f"- `{name}`: " + ", ".join(f"{k} {_rel(v) if k == 'model' else v}" for k, v in info["info"].items()))
+        lines.append(f"- `{name}`: " + ", ".join(f"{k} {_show(k, v)}" for k, v in info["info"].items()))
     for name, info in result["models"].items():
         lines += ["", f"## Model `{name}`"]
         for margin, data in info["margins"].items():
-            n_held = int(_sel(result, "heldout").sum())
             lines += ["", f"### Crop margin {margin}", "",
                       "| DDIM steps | " + " | ".join(f"G={g}" for g in result["generations"])
-                      + f" | held out, G={g_max} (n={n_held}) | s/prompt at G={g_max} |",
+                      + f" | held out, G={g_max} ({_n(result, 'heldout')}) | s/prompt at G={g_max} |",
                       "|---|" + "---|" * (len(result["generations"]) + 2)]
             for n_steps, d in data.items():
-                cells = [_cell(_ious(result, name, margin, n_steps, g)) for g in result["generations"]]
-                cells.append(_cell(_ious(result, name, margin, n_steps, g_max, "heldout")))
+                cells = [_cell(_ious(result, name, margin, n_steps, g), _tiles(result)) for g in result["generations"]]
+                cells.append(_cell(_ious(result, name, margin, n_steps, g_max, "heldout"), _tiles(result, "heldout")))
                 lines.append(f"| {n_steps} | " + " | ".join(cells) + f" | {d['seconds_per_prompt_at_max_g']:.2f} |")
     lines += ["", "## Does iterative refinement earn its steps?", "", verdict(result), "",
               "![IoU against steps and generations](images/steps-generations.png)", ""]
     return "\n".join(lines)
+
+
+def _show(key: str, value: Any) -> Any:
+    """A model's description entry as the page writes it (paths relative, hashes shortened)."""
+    return _rel(value) if key == "model" else value[:12] if key == "sha256" else value
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    """The page's warnings (few held-out tiles, a changed bundled file), each a paragraph."""
+    return [line for note in _few_tiles_note(result) + _stale_note(result) for line in (note, "")]
+
+
+def _stale_note(result: dict[str, Any]) -> list[str]:
+    """A warning when ``shipped`` was measured with the bundled model's path but the file there has
+    changed since (another SHA-256): its rows are then an earlier version's."""
+    info = result["models"].get(SHIPPED, {}).get("info", {})
+    bundled = bundled_model_path()
+    if "sha256" not in info or _rel(info["model"]) != _rel(str(bundled)) or info["sha256"] == file_sha256(bundled):
+        return []
+    return [f"**The bundled model file has changed since `{SHIPPED}` was measured (SHA-256 {info['sha256'][:12]}, now "
+            f"{file_sha256(bundled)[:12]}): its rows are an earlier version's. Rerun this script.**"]
+
+
+def _few_tiles_note(result: dict[str, Any]) -> list[str]:
+    """A warning when a subset's errors rest on very few tiles (few degrees of freedom)."""
+    n_tiles = len(set(_tiles(result, "heldout")))
+    if n_tiles >= MIN_VERDICT_TILES:
+        return []
+    df = max(n_tiles - 1, 0)
+    return [f"**The held-out family's prompts come from {n_tiles} tile{'s' * (n_tiles != 1)}**: its clustered errors "
+            f"rest on {df} degree{'s' * (df != 1)} of freedom (with 2 tiles, the gap between the two tile means) and can be "
+            f"far too small or too large, so held-out comparisons get no *better* / *worse* verdict (that needs "
+            f"{MIN_VERDICT_TILES} tiles or more); read their means, and the all-families rows."]
 
 
 def _refinement_lines(result: dict[str, Any], name: str) -> tuple[list[str], bool]:
@@ -158,16 +227,17 @@ def _refinement_lines(result: dict[str, Any], name: str) -> tuple[list[str], boo
     out, pays = [], False
     for margin, data in result["models"][name]["margins"].items():
         for subset in ("all", "heldout"):
-            one = _ious(result, name, margin, "1", g, subset)
+            one, tiles = _ious(result, name, margin, "1", g, subset), _tiles(result, subset)
             parts = []
             for n_steps in data:
                 if n_steps == "1":
                     continue
-                m, se, word = _paired(_ious(result, name, margin, n_steps, g, subset), one)
+                m, se, word = _paired(_ious(result, name, margin, n_steps, g, subset), one, tiles)
                 pays |= word == "better"
-                parts.append(f"{n_steps} steps {m:+.1f} ± {se:.1f} ({word})")
+                parts.append(f"{n_steps} steps {m:+.1f} ± {fmt(se, '.1f')} ({word})")
             tag = "all families" if subset == "all" else "held-out family"
-            out.append(f"- `{name}`, margin {margin}, {tag} (n={one.size}), G={g}, against its own 1 step: " + "; ".join(parts) + ".")
+            out.append(f"- `{name}`, margin {margin}, {tag} ({_n(result, subset)}), G={g}, against its own 1 step: "
+                       + "; ".join(parts) + ".")
     return out, pays
 
 
@@ -186,11 +256,12 @@ def _against_shipped(result: dict[str, Any], name: str) -> tuple[list[str], bool
     for margin in result["models"][name]["margins"]:
         for subset in ("all", "heldout"):
             best, _ = _best(result, name, margin, subset)
-            m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, base, margin, "1", g, subset))
+            m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, base, margin, "1", g, subset),
+                                  _tiles(result, subset))
             better_everywhere &= word == "better"
             tag = "all families" if subset == "all" else "held-out family"
             out.append(f"- `{name}` at its best ({best} steps) vs `{base}` at 1 step, margin {margin}, {tag}: "
-                       f"{m:+.1f} ± {se:.1f} IoU points ({word}).")
+                       f"{m:+.1f} ± {fmt(se, '.1f')} IoU points ({word}).")
     return out, better_everywhere
 
 
@@ -208,10 +279,11 @@ def _against_previous(result: dict[str, Any], name: str) -> list[str]:
     out = []
     for margin in result["models"][name]["margins"]:
         for subset in ("all", "heldout"):
-            m, se, word = _paired(_ious(result, SHIPPED, margin, mine, g, subset), _ious(result, name, margin, theirs, g, subset))
+            m, se, word = _paired(_ious(result, SHIPPED, margin, mine, g, subset), _ious(result, name, margin, theirs, g, subset),
+                                  _tiles(result, subset))
             tag = "all families" if subset == "all" else "held-out family"
             out.append(f"- `{SHIPPED}` ({mine} steps) minus `{name}` ({theirs} steps), margin {margin}, {tag}: "
-                       f"{m:+.1f} ± {se:.1f} IoU points ({word}).")
+                       f"{m:+.1f} ± {fmt(se, '.1f')} IoU points ({word}).")
     return out
 
 
@@ -222,11 +294,11 @@ def _is_variant(info: dict[str, Any]) -> bool:
 
 def verdict(result: dict[str, Any]) -> str:
     """Does any model gain from more than one step, and does any variant beat the shipped model? In words."""
-    lines, pays_any = [], False
+    lines, paying = [], []
     for name in result["models"]:
         rl, pays = _refinement_lines(result, name)
         lines += rl
-        pays_any |= pays
+        paying += [name] * pays
     base, previous = _base(result), result.get("previous", [])
     fixed = {SHIPPED, base, *previous}
     variants = [n for n in result["models"] if n not in fixed and _is_variant(result["models"][n]["info"])]
@@ -240,9 +312,9 @@ def verdict(result: dict[str, Any]) -> str:
                 winners.append(name)
     older = [line for name in previous if name in result["models"] and SHIPPED in result["models"]
              for line in _against_previous(result, name)]
-    if pays_any:
-        head = ("**In some settings more steps are better than one step of the same model beyond twice the noise "
-                "(marked *better* below).**")
+    if paying:
+        head = ("**In some settings more steps are better than one step of the same model beyond twice the noise: "
+                f"for {', '.join(f'`{n}`' for n in paying)} (marked *better* below).**")
     else:
         head = ("**No: for no model and no margin does more than one DDIM step improve the ensemble beyond twice "
                 "the noise; one step is the best quality for the time.**")
@@ -265,18 +337,18 @@ def verdict(result: dict[str, Any]) -> str:
 def choice(result: dict[str, Any]) -> str:
     """The quality-against-time reading for the shipped model: the best (steps, G) by mean IoU over
     the margins (all families), and every cheaper-or-equal setting not worse than it beyond twice
-    the standard error of the paired difference (same prompts)."""
+    the standard error of the paired difference (same prompts, clustered by tile)."""
     name = SHIPPED if SHIPPED in result["models"] else next(iter(result["models"]))
     margins = list(result["models"][name]["margins"])
     per = {(int(n), g): np.mean([_ious(result, name, m, n, g) for m in margins], axis=0)
            for n in result["models"][name]["margins"][margins[0]] for g in result["generations"]}
     best = max(per, key=lambda k: per[k].mean())
-    same = [k for k in per if k == best or _paired(per[k], per[best])[2] != "worse"]
+    same = [k for k in per if k == best or _paired(per[k], per[best], _tiles(result))[2] != "worse"]
     same.sort(key=lambda k: (k[0] * k[1], -k[1]))
-    fmt = lambda k: f"{k[1]} x {k[0]} ({100 * per[k].mean():.1f})"  # noqa: E731
+    show = lambda k: f"{k[1]} x {k[0]} ({100 * per[k].mean():.1f})"  # noqa: E731
     return (f"Quality against time, `{name}` (G x DDIM steps; mean IoU over margins {', '.join(margins)}, all "
-            f"families; cost = G x steps network calls): best {fmt(best)}; not worse than it beyond twice the paired "
-            f"standard error, cheapest first: {', '.join(fmt(k) for k in same)}.")
+            f"families; cost = G x steps network calls): best {show(best)}; not worse than it beyond twice the paired "
+            f"standard error (clustered by tile), cheapest first: {', '.join(show(k) for k in same)}.")
 
 
 def evaluation_section(result: dict[str, Any]) -> str:
@@ -288,15 +360,16 @@ def evaluation_section(result: dict[str, Any]) -> str:
     rows = []
     for name, info in result["models"].items():
         for n_steps in info["margins"][margins[0]]:
-            cells = [_cell(_ious(result, name, m, n_steps, g, s)) for m in margins for s in ("all", "heldout")]
+            cells = [_cell(_ious(result, name, m, n_steps, g, s), _tiles(result, s)) for m in margins for s in ("all", "heldout")]
             secs = np.mean([info["margins"][m][n_steps]["seconds_per_prompt_at_max_g"] for m in margins])
             rows.append(f"| `{name}` | {n_steps} | " + " | ".join(cells) + f" | {secs:.2f} |")
-    n_held = int(_sel(result, "heldout").sum())
     return "\n".join([
         f"Written by `benchmarks/bench_steps.py` (raw numbers: [steps-generations.json](steps-generations.json), more in "
-        f"[steps-generations.md](steps-generations.md)). G = {g} generations, IoU ×100 ± SE over {result['n_prompts']} "
-        f"prompts (held out: the {', '.join(result['heldout'])} family, n = {n_held}). Each model is timed in "
-        "its own run, at that run's machine load: compare s/prompt within a model, not across models.", "",
+        f"[steps-generations.md](steps-generations.md)). G = {g} generations, IoU ×100 ± SE clustered by tile over "
+        f"{result['n_prompts']} prompts from {len(set(_tiles(result)))} tiles (held out: the {', '.join(result['heldout'])} "
+        f"family, {_n(result, 'heldout')}). Each model is timed in "
+        "its own run, at that run's machine load: compare s/prompt within a model, not across models.",
+        "", *_notes(result),
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "", verdict(result)])
 
 
@@ -325,11 +398,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
             for name in names:
                 steps = list(result["models"][name]["margins"][margin])
                 vals = [_ious(result, name, margin, s, g_max, subset) for s in steps]
+                errs = [clustered_se(v, _tiles(result, subset)) for v in vals]
                 axes[r, c].errorbar([int(s) for s in steps], [v.mean() for v in vals],
-                                    yerr=[v.std(ddof=1) / np.sqrt(v.size) for v in vals], marker="o", capsize=3, label=name)
+                                    yerr=[np.nan if e is None else e for e in errs], marker="o", capsize=3, label=name)
             axes[r, c].set_xscale("log")
             axes[r, c].set_xlabel("DDIM steps")
-            axes[r, c].set_title(f"G={g_max}, margin {margin}, {'all families' if subset == 'all' else 'held-out family'}")
+            axes[r, c].set_title(f"G={g_max}, margin {margin}, {'all families' if subset == 'all' else 'held-out family'} "
+                                 "(± SE clustered by tile)", fontsize=9)
         for r in range(3):
             axes[r, c].set_ylabel("mean IoU")
             axes[r, c].legend(fontsize=8)
@@ -344,7 +419,8 @@ def merge_earlier(result: dict[str, Any], paths: list[Path], renames: dict[str, 
     old: dict[str, Any] = {}
     for path in paths:
         old = json.loads(path.read_text())
-        if any(old.get(k) != result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")):
+        same = [old.get(k) == result[k] for k in ("styles", "n_per_style", "eval_seed", "generations", "prompt_styles")]
+        if not all(same) or old.get("prompt_tiles", result["prompt_tiles"]) != result["prompt_tiles"]:
             raise SystemExit(f"--merge {path}: other prompts or generations; rerun all models together")
         kept = {renames.get(k, k): v for k, v in old["models"].items()}
         result["models"].update({k: v for k, v in kept.items() if k not in run_now})
@@ -362,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep this earlier JSON's models that are not run now (same prompts; repeatable, later files win)")
     ap.add_argument("--rename", action="append", default=[], help="OLD=NEW: rename a model kept by --merge")
     ap.add_argument("--previous", action="append", default=[], help="NAME of an earlier bundled version (repeatable)")
+    ap.add_argument("--describe", action="append", default=[],
+                    help="NAME=MODEL: describe a kept model anew from its file (a path or git:<rev>:<path>; no sampling), "
+                         "e.g. a record measured with a bundled file that is now in git history (repeatable)")
     ap.add_argument("--base", help=f"NAME the variants and controls were trained from (default {SHIPPED!r})")
     ap.add_argument("--render-only", action="store_true", help="run no model: rewrite the outputs from --merge's JSON")
     ap.add_argument("--styles", nargs="*", default=list(STYLES))
@@ -386,15 +465,21 @@ def main(argv: list[str] | None = None) -> int:
         "styles": args.styles, "heldout": [s for s in args.styles if s in HELDOUT_STYLES],
         "n_per_style": args.n_per_style, "n_prompts": len(items), "eval_seed": EVAL_SEED,
         "generations": args.generations, "threads": args.threads, "prompt_styles": [it.group for it in items],
-        "models": {},
+        "prompt_tiles": prompt_tiles(items), "models": {},
     }
     old = merge_earlier(result, args.merge, dict(r.partition("=")[::2] for r in args.rename), {n for n, _ in specs})
     result["previous"] = list(dict.fromkeys(result.get("previous", []) + args.previous))
     result["base"] = args.base or result.get("base") or SHIPPED
     tmp = tempfile.TemporaryDirectory()
+    for name, path in (d.partition("=")[::2] for d in args.describe):
+        if name not in result["models"] or name in {n for n, _ in specs}:
+            raise SystemExit(f"--describe {name}: not a model kept from --merge")
+        file = resolve_model(path, Path(tmp.name))
+        result["models"][name]["info"] = describe(Segmenter.from_checkpoint(file, device="cpu"), path, file)
     for name, path in specs:
-        seg = Segmenter.from_checkpoint(resolve_model(path, Path(tmp.name)), device="cpu")
-        entry: dict[str, Any] = {"info": describe(seg, path), "margins": {}}
+        file = resolve_model(path, Path(tmp.name))
+        seg = Segmenter.from_checkpoint(file, device="cpu")
+        entry: dict[str, Any] = {"info": describe(seg, path, file), "margins": {}}
         for margin in args.margins:
             print(f"{name}: margin {margin}", flush=True)
             prepared = prepare_items(items, EvalProtocol("expansion", margin=margin), seg.input_size)

@@ -291,3 +291,75 @@ def test_verdict_digest_names_every_disagreement():
     assert "1 are measurements the paper makes no claim about" in text
     assert "- b: the paper says x improves; we measured x got worse by 2." in text
     assert "disagree with the paper:" not in _verdict_digest(claims[:1])
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks/bench_steps.py: errors clustered by the tile each prompt was cut from
+# --------------------------------------------------------------------------------------------
+
+
+def _steps_record(one_step: list[float], two_steps: list[float], tiles: list[str]) -> dict:
+    """A bench_steps JSON for a 'shipped' model, one margin, 1 and 2 DDIM steps at G = 1 and 2."""
+    styles = [t.partition("/")[0] for t in tiles]
+    runs = {s: {"seconds_per_prompt_at_max_g": 0.1, "iou": {"1": v, "2": v}} for s, v in (("1", one_step), ("2", two_steps))}
+    return {"styles": list(dict.fromkeys(styles)), "heldout": ["ihc"], "n_per_style": len(tiles) // 2, "n_prompts": len(tiles),
+            "eval_seed": 1, "generations": [1, 2], "threads": 1, "prompt_styles": styles, "prompt_tiles": tiles,
+            "load_average": [1.0, 1.0, 1.0],
+            "models": {"shipped": {"info": {"model": "m.pt", "default": "2 x 1 ddim"}, "margins": {"0.15": runs}}}}
+
+
+def test_bench_steps_errors_and_verdicts_are_clustered_by_tile() -> None:
+    from benchmarks.bench_steps import render
+
+    # two prompts per tile, alike within their tile: the per-prompt error counts each tile twice
+    tiles = [t for t in ("fluorescence/tile0000", "fluorescence/tile0001", "ihc/tile0000", "ihc/tile0001") for _ in (0, 1)]
+    one = np.linspace(0.6, 0.8, 8)
+    gain = np.repeat([0.05, 0.0, 0.03, 0.0], 2)
+    result = _steps_record(one.tolist(), (one + gain).tolist(), tiles)
+    per_prompt_se = 100 * gain.std(ddof=1) / math.sqrt(gain.size)
+    assert 100 * gain.mean() > 2 * per_prompt_se  # by prompts, 2 steps would be "better"
+    clustered = clustered_se(100 * gain, tiles)
+    assert 100 * gain.mean() < 2 * clustered and clustered > 1.4 * per_prompt_se
+    page = render(result)
+    line = next(x for x in page.splitlines() if "margin 0.15, all families" in x and "own 1 step" in x)
+    assert f"2 steps +{100 * gain.mean():.1f} ± {clustered:.1f} (no different)" in line
+    assert "n=8 from 4 tiles" in line
+    assert "held out, G=2 (n=4 from 2 tiles)" in page and "the 8 prompts come from 4 tiles" in page
+    assert "come from 2 tiles**: its clustered errors rest on 1 degree of freedom" in page  # two held-out tiles: said on the page, and no verdict over them
+    held = next(x for x in page.splitlines() if "margin 0.15, held-out family" in x and "own 1 step" in x)
+    assert held.endswith(f"± {clustered_se(100 * gain[4:], tiles[4:]):.1f} (no verdict: 2 tiles).")
+    cell = f"{100 * one.mean():.1f} ± {clustered_se(100 * one, tiles):.1f}"
+    assert f"| 1 | {cell} | {cell} |" in page
+    # one sample per tile: the clustered error is the per-prompt one and the verdict flips to "better"
+    result["prompt_tiles"] = [f"{t}#{k}" for k, t in enumerate(tiles)]
+    assert f"2 steps +{100 * gain.mean():.1f} ± {per_prompt_se:.1f} (better)" in render(result)
+
+
+def test_bench_steps_render_only_stores_the_tiles_and_describes_a_kept_model_anew(tmp_path: Path, model_file: Path) -> None:
+    from benchmarks.bench_steps import EVAL_SEED, main as steps_main
+    from segdiff_core.checkpoint import file_sha256
+
+    items = synthetic_items(["fluorescence", "ihc"], 3, tile_size=256, eval_seed=EVAL_SEED)
+    tiles = [it.name.rpartition("#")[0] for it in items]
+    old = _steps_record([0.7] * 6, [0.6] * 6, ["?"] * 6)  # written before tiles were stored
+    old.update(styles=["fluorescence", "ihc"], n_per_style=3, eval_seed=EVAL_SEED, prompt_styles=[it.group for it in items])
+    del old["prompt_tiles"]
+    old["models"]["shipped"]["info"] = {"model": "segdiff_core/models/nuclei-cpu.pt"}  # the file has changed since
+    src = tmp_path / "old.json"
+    src.write_text(json.dumps(old))
+    args = ["--render-only", "--merge", str(src), "--styles", "fluorescence", "ihc", "--n-per-style", "3", "--generations", "1", "2",
+            "--rename", "shipped=v4", "--previous", "v4", "--out", str(tmp_path / "out")]
+    assert steps_main([*args, "--describe", f"v4={model_file}"]) == 0
+    new = json.loads((tmp_path / "out" / "steps-generations.json").read_text())
+    assert new["prompt_tiles"] == tiles and len(set(tiles)) < len(tiles)
+    assert list(new["models"]) == ["v4"] and new["previous"] == ["v4"]
+    info = new["models"]["v4"]["info"]
+    assert info["model"] == str(model_file) and info["sha256"] == file_sha256(model_file)
+    assert info["threshold"] == Segmenter.from_checkpoint(model_file, device="cpu").inference.threshold
+    assert f"from {len(set(tiles))} tiles" in (tmp_path / "out" / "steps-generations.md").read_text()
+    with pytest.raises(SystemExit, match="not a model kept"):
+        steps_main([*args, "--describe", f"v9={model_file}"])
+    new["prompt_tiles"] = new["prompt_tiles"][::-1]  # other prompts under the same styles: not paired
+    src.write_text(json.dumps(new))
+    with pytest.raises(SystemExit, match="other prompts"):
+        steps_main(args)
