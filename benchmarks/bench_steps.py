@@ -258,7 +258,7 @@ def _against_shipped(result: dict[str, Any], name: str) -> tuple[list[str], bool
             best, _ = _best(result, name, margin, subset)
             m, se, word = _paired(_ious(result, name, margin, best, g, subset), _ious(result, base, margin, "1", g, subset),
                                   _tiles(result, subset))
-            better_everywhere &= word == "better"
+            better_everywhere &= word == "better" or word.startswith("no verdict")
             tag = "all families" if subset == "all" else "held-out family"
             out.append(f"- `{name}` at its best ({best} steps) vs `{base}` at 1 step, margin {margin}, {tag}: "
                        f"{m:+.1f} ± {fmt(se, '.1f')} IoU points ({word}).")
@@ -318,11 +318,13 @@ def verdict(result: dict[str, Any]) -> str:
     else:
         head = ("**No: for no model and no margin does more than one DDIM step improve the ensemble beyond twice "
                 "the noise; one step is the best quality for the time.**")
+    where = (" and on the held-out family" if len(set(_tiles(result, "heldout"))) >= MIN_VERDICT_TILES
+             else " on all families (the held-out family gets no verdict)")
     if variants:
         head += (f" Refinement variants measured: {', '.join(f'`{v}`' for v in variants)}; "
-                 + (f"clearly better than `{base}` at every margin and on the held-out family: "
+                 + (f"clearly better than `{base}` at every margin{where}: "
                     f"{', '.join(winners)}." if winners else
-                    f"none is clearly better than `{base}` at one step at every margin and on the held-out family."))
+                    f"none is clearly better than `{base}` at one step at every margin{where}."))
     if controls:
         head += (f" Controls (`{base}`'s recipe, trained further with a variant's budget): "
                  f"{', '.join(f'`{c}`' for c in controls)}.")
