@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report.common import clustered_se, judge, paired_difference, write_outputs  # noqa: E402
+from benchmarks.report.common import clustered_se, judge, paired_difference, save_figure, write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.crops import CropProtocol  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -305,9 +305,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes[-1, c].axhspan(0.95, 1.10, color="0.9", zorder=0)
         axes[-1, c].set_xlabel("crop margin around the box")
         axes[0, c].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> int:

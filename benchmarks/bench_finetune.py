@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report.common import save_figure  # noqa: E402
+from segdiff_core.checkpoint import atomic_write  # noqa: E402
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.evaluation.runner import EvalProtocol, prepare_items, run_method, segdiff_method, synthetic_items
 from segdiff_core.segmenter import Segmenter
@@ -187,7 +189,7 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
             record["held_out_vs_minutes"] = [(m, step, score(p)["ious"]) for m, step, p in pick]
             results[part] = record
         results[part]["wall_minutes"] = (time.perf_counter() - t0) / 60.0
-        out.write_text(dump(results))
+        atomic_write(out, dump(results))
         h = results[part]["held_out"]
         print(f"{part}: IoU {h['iou']:.4f} n={h['n']} ({results[part]['wall_minutes']:.1f} min, load {os.getloadavg()[0]:.1f})", flush=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -393,9 +395,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def write_doc(results: dict[str, Any]) -> None:
@@ -404,7 +404,7 @@ def write_doc(results: dict[str, Any]) -> None:
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     block = f"{BEGIN}\n<!-- written by benchmarks/bench_finetune.py --report; do not edit -->\n{report(results)}\n![fine-tuning](images/{PLOT.name})\n{END}"
-    DOC.write_text(head + block + tail)
+    atomic_write(DOC, head + block + tail)
 
 
 def main(argv: list[str] | None = None) -> int:

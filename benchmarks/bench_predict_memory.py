@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from segdiff_core.checkpoint import atomic_write  # noqa: E402
 from segdiff_core.data.synthetic import generate_tile
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -142,8 +143,8 @@ segments every proposal; it was not part of this measurement (on this synthetic 
 background a global Otsu threshold per tile would propose noise, and on this shared 2-core
 machine the run would take hours).
 """
-    (DOCS / "predict-memory.md").write_text(text)
-    (DOCS / "predict-memory.json").write_text(json.dumps(r, indent=2))
+    atomic_write(DOCS / "predict-memory.md", text)
+    atomic_write(DOCS / "predict-memory.json", json.dumps(r, indent=2))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.report.common import save_figure  # noqa: E402
+from segdiff_core.checkpoint import atomic_write  # noqa: E402
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, iter_tiles
 from segdiff_core.proposals import (
@@ -150,10 +152,7 @@ def plot(rows, path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_docs(rows, args, record) -> None:
@@ -183,8 +182,8 @@ def write_docs(rows, args, record) -> None:
     lines += _table(rows)
     lines += ["Settings of the SegDiff rows: `" + json.dumps({k: record[k] for k in ("proposals", "inference")}) + "`", ""]
     lines += verdict(rows)
-    (DOCS / "predict-quality.md").write_text("\n".join(lines))
-    (DOCS / "predict-quality.json").write_text(json.dumps({"seed": args.seed, "args": vars(args), **record, "rows": rows}, indent=2))
+    atomic_write(DOCS / "predict-quality.md", "\n".join(lines))
+    atomic_write(DOCS / "predict-quality.json", json.dumps({"seed": args.seed, "args": vars(args), **record, "rows": rows}, indent=2))
     plot(rows, DOCS / "images" / "predict-quality.png")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from segdiff_core.checkpoint import atomic_write  # noqa: E402
 from segdiff_core.bundled import bundled_model_path
 from segdiff_core.data.crops import CropProtocol, paste_back, prompt_crop
 from segdiff_core.data.prompt import box_in_crop
@@ -155,8 +156,8 @@ def write_docs(rows, args, n, seg, inf) -> None:
             "extra throughput. Batching pays on a GPU, where a batch of 8 images leaves most of the "
             "device idle.",
         ]
-    (DOCS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    (DOCS / f"{args.out}.json").write_text(json.dumps({"args": vars(args), "boxes": n, "rows": rows}, indent=2))
+    atomic_write(DOCS / f"{args.out}.md", "\n".join(lines) + "\n")
+    atomic_write(DOCS / f"{args.out}.json", json.dumps({"args": vars(args), "boxes": n, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -109,8 +109,7 @@ def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> 
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     new = pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text + "\n"
-    data = new.encode()
-    atomic_write(path, lambda fh: fh.write(data))
+    atomic_write(path, new)
 
 
 def network_work(seg: Segmenter, model: torch.nn.Module, inf: InferenceConfig, image: torch.Tensor,
@@ -237,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in tuned or []:
         print(f"{r['case']}: median {r['median_s']:.4f} s (min {r['min_s']:.4f}, n {r['n']})")
     if args.json:
-        args.json.write_text(json.dumps({"model": path, "threads": args.threads, "rows": rows, "tuning": tuned,
-                                         "load_average": list(os.getloadavg())}, indent=1))
+        atomic_write(args.json, json.dumps({"model": path, "threads": args.threads, "rows": rows, "tuning": tuned,
+                                            "load_average": list(os.getloadavg())}, indent=1))
     if args.markdown:
         text = markdown(Path(path).name, args.threads, rows, default, tuned, args.rounds)
         write_section(args.markdown, f"{BEGIN}\n\n{text}\n\n{END}")

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_prompt import write_section  # noqa: E402 (the one writer of benchmark doc sections)
+from segdiff_core.checkpoint import atomic_write  # noqa: E402
 from segdiff_core.config import SegDiffConfig  # noqa: E402
 from segdiff_core.diffusion.sampler import sample, sample_progressive  # noqa: E402
 from segdiff_core.diffusion.scheduler import DDPMScheduler  # noqa: E402
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         begin, end = "<!-- bench_sampler: begin -->", "<!-- bench_sampler: end -->"
         write_section(args.markdown, f"{begin}\n\n" + "\n".join(header) + text + f"\n\n{end}", begin, end)
     if args.json:
-        args.json.write_text(json.dumps(raw, indent=2))
+        atomic_write(args.json, json.dumps(raw, indent=2))
     return 0
 
 

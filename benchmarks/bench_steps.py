@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_box_robustness import resolve_model, tile_of  # noqa: E402
-from benchmarks.report.common import clustered_se, fmt, judge, paired_difference, write_outputs  # noqa: E402
+from benchmarks.report.common import clustered_se, fmt, judge, paired_difference, save_figure, write_outputs  # noqa: E402
 from segdiff_core.checkpoint import file_sha256  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -410,9 +410,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for r in range(3):
             axes[r, c].set_ylabel("mean IoU")
             axes[r, c].legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
 
 
 def merge_earlier(result: dict[str, Any], paths: list[Path], renames: dict[str, str], run_now: set[str]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from segdiff_core.checkpoint import atomic_write
+
 from benchmarks.report import PARTS
 from benchmarks.report.common import (
     FULL,
@@ -352,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths.markdown.parent.mkdir(parents=True, exist_ok=True)
-    paths.markdown.write_text(text)
+    atomic_write(paths.markdown, text)
     print(f"wrote {paths.markdown}")
     for c in claims:
         print(f"  [{c.verdict}] {c.claim}: {c.ours}")

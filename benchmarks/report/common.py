@@ -11,6 +11,7 @@ Every part module (``generations``, ``steps``, ...) has the same interface:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from segdiff_core.checkpoint import atomic_write
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES, TRAIN_STYLES
 from segdiff_core.evaluation.runner import (
     EvalProtocol,
@@ -575,11 +577,13 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it as a PNG atomically (folders created) and close it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
     pyplot().close(fig)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def iou_bar_chart(entries: Mapping[str, Mapping[str, Any]], names: Sequence[str], splits: Sequence[str],
@@ -615,19 +619,15 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str | 
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
 
 
 def write_outputs(out: Path, stem: str, result: Mapping[str, Any], render: Callable[[Mapping[str, Any]], str],
                   plot: Callable[[Mapping[str, Any], Path], Any]) -> None:
     """Write a benchmark's ``<stem>.json``, its page ``<stem>.md`` (``render``) and ``images/<stem>.png`` (``plot``)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{stem}.md").write_text(render(result))
+    atomic_write(out / f"{stem}.json", json.dumps(result, indent=1))
+    atomic_write(out / f"{stem}.md", render(result))
     plot(result, out / "images" / f"{stem}.png")
     print(f"wrote {out / f'{stem}.md'}")
 
