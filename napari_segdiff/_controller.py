@@ -787,7 +787,8 @@ class AnnotatorController:
             show_error("SegDiff: choose a file name for the labels (e.g. labels.tif)")
             return None
         try:
-            written = write_labels_tiff(str(path), labels.data, {"name": labels.name})
+            _, state, _ = labels.as_layer_data_tuple()  # what napari's own save passes to the writer
+            written = write_labels_tiff(str(path), labels.data, state)
         except (OSError, ValueError) as exc:
             show_error(f"SegDiff: could not write the labels: {exc}")
             return None

@@ -237,6 +237,14 @@ def rows_to_frame(rows: list[ReviewRow], id_column: str = "index") -> pd.DataFra
     return frame.rename(columns={"id": id_column})
 
 
+def objects_frame(labels_data: Any, table: Any = None, features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The per-object table of a labels layer as labels features (``index`` = label id, label
+    order): every object of ``labels_data`` and the rejected ones of ``table`` (see
+    :func:`collect_rows`). What the review panel keeps in ``labels.features`` and what the
+    labels writer saves beside the TIFF."""
+    return rows_to_frame(collect_rows(labels_data, table, features))
+
+
 def frame_to_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """A CSV frame (``id`` column) as labels features (``index`` column), types restored."""
     out = frame.rename(columns={"id": "index"}).copy()
@@ -373,9 +381,11 @@ class ReviewSession:
 
     def sync_features(self) -> pd.DataFrame:
         """Write every row (label order) into ``labels.features``; returns the frame."""
-        frame = rows_to_frame(sorted(self.rows(), key=lambda r: r.label_id))
-        if self.labels is not None:
-            self.labels.features = frame
+        if self.labels is None:
+            return rows_to_frame([])
+        features = self.labels.features if len(self.labels.features) else None
+        frame = objects_frame(self.labels.data, self.table(), features)
+        self.labels.features = frame
         return frame
 
     # -- actions ---------------------------------------------------------------------------

@@ -14,9 +14,15 @@ import numpy as np
 
 from segdiff_core.data.readers import write_label_image
 
-__all__ = ["write_labels_tiff"]
+__all__ = ["write_labels_tiff", "PLACEMENT_KEY"]
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
+
+PLACEMENT_KEY = "segdiff_placement"
+"""Key of the layer's data -> world transform in the TIFF's JSON description (read back by
+:mod:`napari_segdiff._reader`)."""
+
+_PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
 
 
 def _tiff_path(path: str | os.PathLike) -> Path:
@@ -26,24 +32,61 @@ def _tiff_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def _placement(meta: dict) -> dict[str, Any]:
+    """The layer's placement (scale, translate, rotate, shear, affine) from napari's layer
+    state ``meta``, as JSON lists; keys napari did not pass are left out."""
+    out: dict[str, Any] = {}
+    for name in _PLACEMENT:
+        value = meta.get(name)
+        if value is None:
+            continue
+        value = getattr(value, "affine_matrix", value)  # an Affine object
+        out[name] = np.asarray(value, dtype=float).tolist()
+    return out
+
+
+def _objects(arr: np.ndarray, meta: dict) -> Any:
+    """The per-object table to save beside the labels (None: the layer has none): every object
+    of the labels with the score and review status of the annotator's object table, else of
+    the layer's ``features`` (a reopened file)."""
+    from napari_segdiff._objects import META_OBJECTS, ObjectTable
+    from napari_segdiff._review_model import objects_frame
+
+    table = (meta.get("metadata") or {}).get(META_OBJECTS)
+    table = table if isinstance(table, ObjectTable) and len(table) else None
+    features = meta.get("features")
+    if features is None or not len(features) or "index" not in getattr(features, "columns", ()):
+        features = None
+    if table is None and features is None:
+        return None
+    frame = objects_frame(arr, table, features)
+    return frame if len(frame) else None
+
+
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """napari writer: save a Labels layer's data as a compressed TIFF of the smallest unsigned
     integer type (uint8/16/32) that holds its labels; any number of dimensions.
 
-    When the layer has per-object ``features`` (an ``index`` column = label id: scores and
-    review statuses), they are written beside it as ``<name>.objects.csv``, which the plugin's
-    reader restores. Returns the written paths (``.tif`` is appended if the name has no TIFF
-    extension). Raises :class:`segdiff_core.data.readers.LabelsWriteError` for non-integer or
-    negative labels.
+    ``meta`` is napari's layer state. The layer's placement (scale, translate, rotate, shear,
+    affine) goes into the TIFF's description, so the reopened labels lie over the image again.
+    When the layer has per-object records (the annotator's scores, the review's statuses) or
+    ``features`` with an ``index`` column = label id, a table of every object is written beside
+    it as ``<name>.objects.csv``. The plugin's reader restores both. Returns the written paths
+    (``.tif`` is appended if the name has no TIFF extension). Raises
+    :class:`segdiff_core.data.readers.LabelsWriteError` for non-integer or negative labels.
     """
     arr = np.asarray(data)
     out = _tiff_path(path)
-    axes = "YX" if arr.ndim == 2 else ("ZYX" if arr.ndim == 3 else None)
-    write_label_image(out, arr, metadata={"axes": axes} if axes else {})
+    meta = meta if isinstance(meta, dict) else {}
+    description: dict[str, Any] = {"axes": "YX" if arr.ndim == 2 else "ZYX"} if arr.ndim in (2, 3) else {}
+    placement = _placement(meta)
+    if placement:
+        description[PLACEMENT_KEY] = placement
+    write_label_image(out, arr, metadata=description)
     written = [str(out)]
-    features = meta.get("features") if isinstance(meta, dict) else None
-    if features is not None and len(features) and "index" in getattr(features, "columns", ()):
+    frame = _objects(arr, meta) if np.issubdtype(arr.dtype, np.integer) else None
+    if frame is not None:
         from napari_segdiff._review_model import sidecar_path, write_objects_csv
 
-        written.append(str(write_objects_csv(sidecar_path(out), features)))  # read back by _reader
+        written.append(str(write_objects_csv(sidecar_path(out), frame)))  # read back by _reader
     return written
