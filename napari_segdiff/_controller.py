@@ -190,10 +190,12 @@ class AnnotatorController:
         if old is not None:
             old.events.set_data.disconnect(self.refresh_boxes)
             old.events.paint.disconnect(self.refresh_boxes)
+            ObjectTable.of(old).changed.disconnect(self.refresh_boxes)
         self._labels_layer = layer
         if layer is not None:
             layer.events.set_data.connect(self.refresh_boxes)  # undo / redo / new data
             layer.events.paint.connect(self.refresh_boxes)  # commits and hand edits
+            ObjectTable.of(layer).changed.connect(self.refresh_boxes)  # review decisions (rejected: grey)
         self.refresh_boxes()
 
     # ---------------------------------------------------------------------------------------
@@ -217,6 +219,18 @@ class AnnotatorController:
                 by_key.setdefault(rec.box_key, []).append(rec.label_id)
         return [sorted(by_key.get(box_key(prompts.unique_id, v), [])) for v in prompts.data]
 
+    def rejected_boxes(self, prompts: Shapes | None = None) -> list[bool]:
+        """For each box of ``prompts`` (default: the prompts layer), True if its object was
+        rejected in the review and it has no object now (Segment all leaves such boxes)."""
+        prompts = prompts if prompts is not None else self.prompts_layer
+        labels = self.labels_layer
+        if prompts is None:
+            return []
+        if labels is None:
+            return [False for _ in prompts.data]
+        gone = ObjectTable.of(labels).rejected_boxes(labels.data)
+        return [bool(gone) and box_key(prompts.unique_id, v) in gone for v in prompts.data]
+
     def refresh_boxes(self, *_: Any) -> None:
         """Colour the boxes: yellow until their object is in the labels; then by the object's
         quality score (:func:`napari_segdiff._review_model.box_edge_colours`)."""
@@ -226,7 +240,8 @@ class AnnotatorController:
         try:
             objects = self.box_objects(prompts)
             labels = self.labels_layer
-            want = box_edge_colours(objects, ObjectTable.of(labels) if labels is not None else None)
+            want = box_edge_colours(objects, ObjectTable.of(labels) if labels is not None else None,
+                                    self.rejected_boxes(prompts))
         except Exception:  # never let a colour update break napari's event loop
             log.exception("SegDiff: could not update the box colours")
             return
@@ -374,7 +389,8 @@ class AnnotatorController:
         labels = self._labels_for(image)
         indices = self._box_indices(prompts, scope)
         if not indices:
-            show_info("SegDiff: every box already has a label; draw a new box (or select one to redo it)")
+            show_info("SegDiff: every box already has a label (or its object was rejected in the review); "
+                      "draw a new box (or select one to redo it)")
             return None
 
         jobs: list[BoxJob] = []
@@ -462,13 +478,15 @@ class AnnotatorController:
 
     def _box_indices(self, prompts: Shapes, scope: Scope) -> list[int]:
         """'all': every box without a present object; 'newest': the selected boxes (an
-        explicit redo: their objects are replaced), else the newest box without an object."""
+        explicit redo: their objects are replaced), else the newest box without an object.
+        Boxes whose object was rejected in the review are left out unless selected."""
         n = len(prompts.data)
         if scope == "newest":
             selected = sorted(i for i in prompts.selected_data if 0 <= i < n)
             if selected:
                 return selected
-        open_boxes = [i for i, ids in enumerate(self.box_objects(prompts)) if not ids]
+        rejected = self.rejected_boxes(prompts)
+        open_boxes = [i for i, ids in enumerate(self.box_objects(prompts)) if not ids and not rejected[i]]
         if scope == "all":
             return open_boxes
         return open_boxes[-1:]

@@ -181,6 +181,15 @@ class ObjectTable:
         """Keys of the boxes that have at least one present object."""
         return {rec.box_key for rec in self.alive(labels_data) if rec.box_key is not None}
 
+    def rejected_boxes(self, labels_data: Any) -> set[BoxKey]:
+        """Keys of the boxes whose object was rejected in the review (status ``"rejected"``,
+        gone from ``labels_data``) and that have no present object: Segment all leaves them."""
+        gone = {
+            rec.box_key for rec in self._records.values()
+            if rec.box_key is not None and rec.status == "rejected" and not rec.present_in(labels_data)
+        }
+        return gone - self.segmented_boxes(labels_data) if gone else set()
+
     def to_frame(self, labels_data: Any | None = None) -> pd.DataFrame:
         """One row per record: label_id, plane, region, score, status, source, present."""
         rows = []

@@ -541,14 +541,21 @@ def score_colour(score: float | None) -> np.ndarray:
     return (1.0 - s) * UNCERTAIN_EDGE + s * DONE_EDGE
 
 
-def box_edge_colours(objects: list[list[int]], table: Any) -> np.ndarray:
+REJECTED_EDGE = np.array([0.55, 0.55, 0.55, 1.0])
+"""Edge colour of a box whose object was rejected in the review (grey): Segment all leaves it."""
+
+
+def box_edge_colours(objects: list[list[int]], table: Any, rejected: list[bool] | None = None) -> np.ndarray:
     """``(n_boxes, 4)`` edge colours: yellow for boxes without objects (``objects[i] == []``),
-    else :func:`score_colour` of the lowest score of the box's objects."""
+    :data:`REJECTED_EDGE` for those whose object was rejected (``rejected[i]``), else
+    :func:`score_colour` of the lowest score of the box's objects."""
     from napari_segdiff._layers import PROMPT_EDGE
 
     out = np.tile(PROMPT_EDGE, (len(objects), 1))
     for i, ids in enumerate(objects):
-        if ids:
+        if not ids and rejected is not None and rejected[i]:
+            out[i] = REJECTED_EDGE
+        elif ids:
             recs = table.records_of(ids) if table is not None else []
             scores = [r.score for r in recs if r.score is not None and math.isfinite(r.score)]
             out[i] = score_colour(min(scores) if scores else None)

@@ -268,3 +268,46 @@ def test_a_damaged_sidecar_opens_the_labels_without_scores(qtbot, make_napari_vi
     layer = viewer.open(str(tmp_path / "l.tif"), plugin="napari-segdiff")[0]
     assert np.array_equal(layer.data, data) and len(layer.features) == 0
     assert any("opened without their scores" in m for m in messages(notes, "warning"))
+
+
+def test_a_rejected_object_stays_rejected_through_the_next_segment_all(qtbot, annotated, notes):
+    """Reject (R), draw one more box, Shift-G: only the new box is segmented; the rejected
+    object does not come back as a new pending object. Selecting its box and Shift-S samples
+    it again on purpose."""
+    from napari_segdiff._review_model import REJECTED_EDGE
+    from tests.gui_helpers import click, key
+
+    viewer, annotator, review, labels, boxes = annotated
+    before = {r.label_id: r.box for r in review._rows}
+    _click_row(qtbot, review, 0)
+    rejected = review.selected_id()
+    review.table.setFocus()
+    qtbot.keyClick(review.table, Qt.Key.Key_R)
+    assert not (labels.data == rejected).any()
+    index = annotator.controller.box_objects(boxes).index([])  # the rejected object's box
+    np.testing.assert_allclose(boxes.edge_color[index], REJECTED_EDGE)
+
+    image = annotator.controller.image_layer
+    free = np.argwhere(labels.data[4:-20, 4:-20] == 0)[0] + 4  # room for a new box
+    draw_box_px(qtbot, viewer, boxes, image, free[0], free[1], free[0] + 12, free[1] + 12)
+    key(qtbot, viewer, "G", Qt.KeyboardModifier.ShiftModifier)
+    from tests.conftest_napari import wait_idle
+
+    wait_idle(qtbot, annotator)
+    review.refresh()
+    rows = {r.label_id: r for r in review._rows}
+    assert rows[rejected].status == "rejected" and rows[rejected].area == 0
+    new = [i for i in rows if i not in before]
+    assert all(rows[i].box[0] >= free[0] - 2 for i in new)  # only the new box gave objects
+    assert annotator.controller.box_objects(boxes)[index] == []
+    np.testing.assert_allclose(boxes.edge_color[index], REJECTED_EDGE)
+
+    # on purpose: select the rejected box and press Segment (Shift-S)
+    viewer.layers.selection.active = boxes
+    boxes.mode = "select"
+    y0, x0, y1, x1 = before[rejected]
+    click(qtbot, viewer, image.data_to_world(((y0 + y1) / 2, x0 + 0.5)))
+    assert boxes.selected_data == {index}
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
+    wait_idle(qtbot, annotator)
+    assert annotator.controller.box_objects(boxes)[index] != []
