@@ -98,6 +98,7 @@ class _ActiveRun:
     planes: dict[int, PlaneSpec]
     keys: dict[int, BoxKey]
     labels_max: int
+    labels_edited: bool = False  # the labels changed during the run other than by its commits
     preview: Image | None = None
     preview_key: tuple | None = None
     committed: dict[int, list[int]] = field(default_factory=dict)
@@ -432,9 +433,18 @@ class AnnotatorController:
             preview_kind=lambda: self.settings.preview,
         )
         self._run = _ActiveRun(request, image, prompts, labels, planes, keys, labels_max)
+        labels.events.paint.connect(self._note_labels_edit)  # hand edits during the run
+        labels.events.set_data.connect(self._note_labels_edit)
         self.running_changed.emit(True)
         self.status_changed.emit(f"loading model {model_path.name} ...")
         return request
+
+    def _note_labels_edit(self, *_: Any) -> None:
+        """The run's labels changed, not by its own commit (a stroke painted by hand, an undo):
+        the next commit takes its ids above the labels' new maximum."""
+        run = self._run
+        if run is not None and not self._holding_boxes:
+            run.labels_edited = True
 
     def find_objects(self, area: str) -> int:
         """Add one box per automatically proposed object in ``area`` (see
@@ -667,6 +677,8 @@ class AnnotatorController:
         table = ObjectTable.of(labels)
         key = run.keys[result.job_id]
         old = [rec.label_id for rec in table.for_box(key, labels.data)]
+        if run.labels_edited:  # e.g. napari's new label (M) painted by hand meanwhile: never reuse its id
+            run.labels_max, run.labels_edited = max(run.labels_max, int(np.max(labels.data))), False
         writer = _ObjectWriter(labels, plane, result, old, settings)
         ids = writer.write(objects, table.next_id(run.labels_max))
         run.committed[result.job_id] = ids
@@ -757,6 +769,8 @@ class AnnotatorController:
         if run is None:
             return
         try:
+            run.labels.events.paint.disconnect(self._note_labels_edit)
+            run.labels.events.set_data.disconnect(self._note_labels_edit)
             changed = bool(run.stale_maps)
             if run.preview is not None and run.preview in self.viewer.layers and run.preview.visible:
                 run.preview.visible = False

@@ -453,3 +453,38 @@ def test_a_one_box_result_reaches_the_screen_in_one_window_redraw(qtbot, annotat
     assert "new label(s) 2" in first["status"] and first["segment enabled"]
     assert not np.allclose(first["box colour"], PROMPT_EDGE)  # already its score colour
     assert len(redraws.seen) == showing[0] + 1, "the window was redrawn again after the result"
+
+
+def test_an_object_painted_during_a_run_keeps_its_own_id(qtbot, annotator):
+    """Segment all runs; meanwhile the user picks napari's new label (M) on the labels layer and
+    paints a missed object by hand. The run's objects must not take the painted id (they were
+    merged with the hand-painted object into one two-piece label)."""
+    from scipy import ndimage
+
+    from tests.gui_helpers import drag
+
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot, size=96)
+    draw_box_px(qtbot, viewer, boxes, image, 4, 4, 20, 20)
+    segment(qtbot, viewer, widget)
+    labels = widget.controller.labels_layer
+    draw_box_px(qtbot, viewer, boxes, image, 36, 4, 54, 20)
+    draw_box_px(qtbot, viewer, boxes, image, 60, 4, 78, 20)
+    widget.steps.value = 150  # long enough to paint while it runs
+    widget.segment_all_button.click()
+    qtbot.waitUntil(lambda: (widget.controller.run_progress or (0, 0))[0] > 2, timeout=30_000)
+
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    labels.brush_size = 3
+    key(qtbot, viewer, "M")  # napari: the largest used label plus one
+    hand = labels.selected_label
+    assert hand == 2
+    drag(qtbot, viewer, image.data_to_world((70, 60)), image.data_to_world((70, 80)))
+    assert widget.controller.is_running and (labels.data == hand).any()
+    wait_idle(qtbot, widget)
+
+    assert (labels.data[70, 60:81] == hand).all() and not (labels.data[:, :25] == hand).any()
+    assert widget.controller.box_objects() == [[1], [3], [4]]
+    for label_id in present(labels):
+        assert ndimage.label(labels.data == label_id)[1] == 1, f"label {label_id} is in pieces"
