@@ -137,6 +137,7 @@ class AnnotatorController:
         self.cache = ModelCache()
         self.image_layer: Image | None = None
         self._prompts_layer: Shapes | None = None
+        self._box_keys: list[BoxKey] = []  # the prompts' keys after their last change (to follow edits)
         self._labels_layer: Labels | None = None
         self._run: _ActiveRun | None = None
         self._rng = np.random.default_rng()
@@ -172,10 +173,29 @@ class AnnotatorController:
         if layer is old:
             return
         if old is not None:
-            old.events.data.disconnect(self.refresh_boxes)
+            old.events.data.disconnect(self._on_boxes_edited)
         self._prompts_layer = layer
         if layer is not None:
-            layer.events.data.connect(self.refresh_boxes)
+            layer.events.data.connect(self._on_boxes_edited)
+        self._on_boxes_edited()  # remembers the boxes' keys, recolours them
+
+    def _on_boxes_edited(self, event: Any = None) -> None:
+        """Boxes were drawn, deleted or edited. A box moved or resized by hand (napari's select
+        or direct tool: 'changed', naming the edited vertices; replacing ``layer.data`` names
+        none and keeps nothing) keeps its objects: they follow its new vertices, in the object
+        table and in a run that is going on."""
+        prompts = self._prompts_layer
+        before, self._box_keys = self._box_keys, (
+            [box_key(prompts.unique_id, v) for v in prompts.data] if prompts is not None else [])
+        by_hand = any(len(v) for v in (getattr(event, "vertex_indices", None) or ()))
+        if str(getattr(event, "action", "")) == "changed" and by_hand and len(before) == len(self._box_keys):
+            moved = {before[i]: self._box_keys[i] for i in getattr(event, "data_indices", ())
+                     if 0 <= i < len(before) and before[i] != self._box_keys[i]}
+            run = self._run
+            for labels in {id(x): x for x in (self._labels_layer, run and run.labels) if x is not None}.values():
+                ObjectTable.of(labels).rekey(moved)
+            if run is not None and run.prompts is prompts:
+                run.keys = {job: moved.get(k, k) for job, k in run.keys.items()}
         self.refresh_boxes()
 
     @property

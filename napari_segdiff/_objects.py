@@ -181,6 +181,18 @@ class ObjectTable:
         """Keys of the boxes that have at least one present object."""
         return {rec.box_key for rec in self.alive(labels_data) if rec.box_key is not None}
 
+    def rekey(self, moved: dict[BoxKey, BoxKey]) -> None:
+        """A box was moved or resized (``moved``: its old :func:`box_key` -> its new one): its
+        objects now belong to the edited box (which redoes them)."""
+        changed = False
+        for label_id, rec in list(self._records.items()):
+            new = moved.get(rec.box_key) if rec.box_key is not None else None
+            if new is not None and new != rec.box_key:
+                self._records[label_id] = dataclasses.replace(rec, box_key=new)
+                changed = True
+        if changed:
+            self.changed.emit()
+
     def rejected_boxes(self, labels_data: Any) -> set[BoxKey]:
         """Keys of the boxes whose object was rejected in the review (status ``"rejected"``,
         gone from ``labels_data``) and that have no present object: Segment all leaves them."""

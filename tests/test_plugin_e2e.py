@@ -488,3 +488,34 @@ def test_an_object_painted_during_a_run_keeps_its_own_id(qtbot, annotator):
     assert widget.controller.box_objects() == [[1], [3], [4]]
     for label_id in present(labels):
         assert ndimage.label(labels.data == label_id)[1] == 1, f"label {label_id} is in pieces"
+
+
+def test_a_moved_box_keeps_its_object_and_segment_replaces_it(qtbot, annotator):
+    """Segment a box, then adjust it with the select tool (drag it a few pixels) and press
+    Segment again: the box's object gives way to the new one in one undo step. (A moved box
+    lost its object: it turned yellow and the new object was cut around the old one.)"""
+    from tests.gui_helpers import drag
+
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot, size=96)
+    draw_box_px(qtbot, viewer, boxes, image, 20, 20, 40, 40)
+    segment(qtbot, viewer, widget)
+    labels = widget.controller.labels_layer
+    assert present(labels) == {1}
+    first = labels.data.copy()
+
+    viewer.layers.selection.active = boxes
+    key(qtbot, viewer, "S")  # napari's select tool
+    assert boxes.mode == "select"
+    drag(qtbot, viewer, image.data_to_world((30, 30)), image.data_to_world((34, 34)))
+    assert boxes.selected_data == {0} and boxes.data[0][0][-1] > 22  # moved by about 4 px
+    assert widget.controller.box_objects() == [[1]]  # still its object (not yellow)
+    assert not np.allclose(boxes.edge_color[0], PROMPT_EDGE)
+
+    segment(qtbot, viewer, widget)  # redo the selected, moved box
+    assert present(labels) == {2}
+    assert widget.controller.box_objects() == [[2]]
+    rows, cols = np.nonzero(labels.data == 2)
+    assert rows.min() > np.nonzero(first)[0].min()  # the new crop follows the moved box
+    undo(qtbot, viewer, labels)
+    assert np.array_equal(labels.data, first)
