@@ -491,9 +491,10 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         """Remember the model used before a switch (for :meth:`use_previous`)."""
         now = self.active_model()
         if now is not None and now != self._model_now:
-            if self._model_now is not None:
-                self.previous_model = self._model_now
-            self._model_now = now
+            before, self._model_now = self._model_now, now
+            if before is not None:
+                self.previous_model = before
+                self._show_model_defaults(None)  # the last model's defaults no longer apply
         prev = self.previous_model
         self.previous_button.setToolTip(
             f"Go back to {prev.name if prev else 'the model used before the last switch'}"
@@ -705,11 +706,24 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         if info == self._model_info:
             return  # the same model as the last run: nothing to redraw
+        self._show_model_defaults(info)
+
+    def _show_model_defaults(self, info: ModelInfo | None) -> None:
+        """Describe the loaded model and show its defaults in the fields whose 0 means "the
+        model's default" (None: another model was chosen and is not loaded yet)."""
         self._model_info = info
-        self.model_label.setText(info.describe())
-        d = info.defaults
-        for name, value in (("steps", d.steps), ("generations", d.generations), ("threshold", d.threshold)):
+        if info is None:
+            name = self._model_now.name if self._model_now is not None else "the model"
+            self.model_label.setText(f"{name}: its defaults are shown after its first run")
+        else:
+            self.model_label.setText(info.describe())
+        for name in ("steps", "generations", "threshold"):
             setting, control = SCHEMA[name], self.controls[name]
+            if info is None:
+                control.tooltip = setting.tooltip + setting.describe_range()
+                control.native.setSpecialValueText(setting.special)
+                continue
+            value = getattr(info.defaults, name)
             control.tooltip = f"{setting.tooltip}{setting.describe_range()} (0 = the model's default, {value:g})"
             control.native.setSpecialValueText(f"model default ({value:g})")
 

@@ -153,3 +153,33 @@ def test_model_default_threshold_in_runs_and_rethreshold(qtbot, make_napari_view
             others = (region != 0) & (region != obj.label)
             assert np.array_equal(region == obj.label, fresh & ~others), (value, obj.label)
     assert not messages(notes, "warning")
+
+
+def test_switching_models_never_shows_the_previous_models_defaults(qtbot, make_napari_viewer, model_07, notes):
+    """Run with one model, then choose another model file: the threshold field and the model
+    line must not go on announcing the first model's threshold (the next run uses the new
+    model's); after a run they show the new model's values."""
+    model, cfg = random_model()
+    cfg = cfg.replace(inference=cfg.inference.replace(threshold=0.3))
+    model_03 = save_model(model_07.parent / "thr03.pt", model, cfg)
+    viewer = make_napari_viewer(show=True)
+    widget = AnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SegDiff annotator")
+    configure(widget, model_03)
+    image = viewer.add_image(generate_tile("fluorescence", 96, 3).image, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    _segment_box(qtbot, viewer, widget, image, (8, 8, 30, 30))
+    assert widget.threshold.native.text() == "model default (0.3)"
+    assert widget.model_label.text().startswith("thr03")
+
+    widget.model_file.value = model_07  # the file picker
+    assert "0.3" not in widget.threshold.native.text()
+    assert "0.3" not in widget.threshold.tooltip and "thr03" not in widget.model_label.text()
+    _segment_box(qtbot, viewer, widget, image, (56, 56, 84, 84))
+    assert widget.threshold.native.text() == f"model default ({MODEL_THR:g})"
+    assert widget.model_label.text().startswith("thr07")
+
+    widget.previous_button.click()  # back to the first model
+    assert widget.controller.model_path() == model_03
+    assert str(MODEL_THR) not in widget.threshold.native.text() and "thr07" not in widget.model_label.text()
