@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report.common import clustered_se, judge, paired_difference, save_figure, write_outputs  # noqa: E402
+from benchmarks.report.common import clustered_se, judge, paired_difference, save_figure, tile_of, write_outputs  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.crops import CropProtocol  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -85,22 +85,16 @@ def jitter_items(items: Sequence[Any], jitter: float, seed: int) -> list[Any]:
     return out
 
 
-def tile_of(record: dict[str, Any]) -> str:
-    """The tile a prompt was cut from (its name up to ``#``): prompts of one tile share its
-    optics and stain, so their scores are correlated and errors are counted over tiles."""
-    return record["name"].rpartition("#")[0] or record["name"]
-
-
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean IoU with spread, and the predicted/true area ratio (median and mean over prompts).
-    ``iou_sem``: the standard error of the mean IoU, clustered by tile (:func:`tile_of`)."""
+    ``iou_sem``: the standard error of the mean IoU, clustered by tile (:func:`benchmarks.report.common.tile_of`)."""
     iou = np.array([r["iou"] for r in records], dtype=float)
     ratio = np.array([r["pred_pixels"] / max(r["true_pixels"], 1) for r in records], dtype=float)
     n = len(records)
-    sem = clustered_se(iou, [tile_of(r) for r in records]) if n > 1 else None
+    sem = clustered_se(iou, [tile_of(r["name"]) for r in records]) if n > 1 else None
     return {
         "n": n,
-        "tiles": len({tile_of(r) for r in records}),
+        "tiles": len({tile_of(r["name"]) for r in records}),
         "iou": float(iou.mean()),
         "iou_std": float(iou.std()),
         "iou_sem": float("nan") if sem is None else sem,
@@ -184,14 +178,14 @@ def paired(result: dict[str, Any], a: str, b: str, margin: float, jitter: float,
     iou_b = {r["name"]: r["iou"] for r in rb}
     keep = [r for r in ra if styles is None or r["style"] in styles]
     d = paired_difference([100 * r["iou"] for r in keep], [100 * iou_b[r["name"]] for r in keep],
-                          groups=[tile_of(r) for r in keep])
+                          groups=[tile_of(r["name"]) for r in keep])
     word = {"agrees": "better", "disagrees": "worse"}.get(judge(d["mean"], d["se"], +1), "no different")
     return {**d, "verdict": word}
 
 
 def _tiles(result: dict[str, Any], styles: Sequence[str]) -> int:
     """How many tiles the prompts of ``styles`` come from (in the first row's records)."""
-    return len({tile_of(r) for r in result["rows"][0]["per_prompt"] if r["style"] in styles})
+    return len({tile_of(r["name"]) for r in result["rows"][0]["per_prompt"] if r["style"] in styles})
 
 
 def render_paired(result: dict[str, Any]) -> list[str]:

@@ -39,8 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_box_robustness import resolve_model, tile_of  # noqa: E402
-from benchmarks.report.common import clustered_se, fmt, judge, paired_difference, save_figure, write_outputs  # noqa: E402
+from benchmarks.bench_box_robustness import resolve_model  # noqa: E402
+from benchmarks.report.common import (MIN_VERDICT_TILES, clustered_se, fmt, judge, paired_difference, save_figure,  # noqa: E402
+                                      tile_of, write_outputs)
 from segdiff_core.checkpoint import file_sha256  # noqa: E402
 from segdiff_core.bundled import bundled_model_path  # noqa: E402
 from segdiff_core.data.synthetic import HELDOUT_STYLES, STYLES  # noqa: E402
@@ -97,9 +98,9 @@ def _rel(path: str) -> str:
 
 
 def prompt_tiles(items: list[Any]) -> list[str]:
-    """The tile each prompt was cut from (:func:`~benchmarks.bench_box_robustness.tile_of`), in
+    """The tile each prompt was cut from (:func:`~benchmarks.report.common.tile_of`), in
     prompt order: the clusters of every standard error on the page."""
-    return [tile_of({"name": it.name}) for it in items]
+    return [tile_of(it.name) for it in items]
 
 
 # ------------------------------------------------------------------ statistics
@@ -130,9 +131,6 @@ def _ious(result: dict[str, Any], model: str, margin: str, steps: str, g: int, s
 
 
 WORDS = {"agrees": "better", "disagrees": "worse", "inconclusive": "no different", "n/a": "n/a"}
-MIN_VERDICT_TILES = 4
-"""A paired difference over fewer tiles gets no verdict: its clustered error has fewer than 3
-degrees of freedom (with 2 tiles it is the gap between two tile means) and may be far too small."""
 
 
 def _paired(a: np.ndarray, b: np.ndarray, tiles: list[str]) -> tuple[float, float | None, str]:

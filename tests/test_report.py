@@ -23,10 +23,14 @@ from benchmarks.report.common import (
     EnsembleBank,
     ReplaySource,
     ReportError,
+    MIN_VERDICT_TILES,
     judge,
     clustered_se,
+    paired_by_tile,
     paired_difference,
     pm,
+    tile_of,
+    tile_verdict,
     seed_stats,
     standard_error,
 )
@@ -227,6 +231,33 @@ def test_clustered_se_counts_groups_not_copies() -> None:
     assert linear_fit([1, 3, 5], [1, 1, 4])["r2"] == pytest.approx(0.75)
 
 
+def test_report_parts_pair_prompts_by_name_and_cluster_their_errors_by_tile() -> None:
+    """Parts 3 and 4 (conditioning, baselines): the paired differences of two methods' records
+    are clustered by the tile in each prompt's name, and get no verdict over fewer than 4 tiles."""
+    from benchmarks.report import baselines
+
+    assert tile_of("ihc/tile0003#12") == "ihc/tile0003" and tile_of("plain") == "plain"
+    rng = np.random.default_rng(0)
+    tile_gain = rng.normal(0.02, 0.03, 6)  # the gain varies between tiles, barely within a tile
+    names = [f"he/tile{t:04d}#{k}" for t in range(6) for k in range(5)]
+    b = rng.uniform(0.6, 0.9, len(names))
+    a = b + np.repeat(tile_gain, 5) + rng.normal(0, 0.001, len(names))
+    d = paired_by_tile({"name": names, "iou": list(a)}, {"name": names, "iou": list(b)})
+    per_prompt = paired_difference(a, b)
+    assert d["groups"] == 6 and d["n"] == 30 and d["se"] > 1.5 * per_prompt["se"]
+    assert tile_verdict(d) == judge(d["mean"], d["se"], +1)
+    few = paired_by_tile({"name": names[:10], "iou": list(a[:10] + 0.2)}, {"name": names[:10], "iou": list(b[:10])})
+    assert few["groups"] == 2 < MIN_VERDICT_TILES and judge(few["mean"], few["se"], +1) == "agrees"
+    assert tile_verdict(few) == "inconclusive"  # +20 points, but two tiles cannot tell
+    with pytest.raises(ReportError, match="same prompts"):
+        paired_by_tile({"name": names[::-1], "iou": list(a)}, {"name": names, "iou": list(b)})
+    split = {"per_sample": {"name": names, "iou": list(a)}}
+    methods = {"segdiff-small": {"splits": {"in-distribution": split}},
+               **{m: {"splits": {"in-distribution": {"per_sample": {"name": names, "iou": list(b)}}}} for m in ("unet", "otsu")}}
+    compared = baselines.comparisons(methods)
+    assert compared["unet"]["in-distribution"] == d == compared["otsu"]["in-distribution"]
+
+
 def test_replay_source_repeats_the_wrapped_stream_exactly() -> None:
     inner = SyntheticSource(("fluorescence", "he"), tile_size=64, objects_per_tile=2)
     replay = ReplaySource(inner)
@@ -287,7 +318,8 @@ def test_verdict_digest_names_every_disagreement():
         Claim("d", "(no claim)", "3x", "n/a"),
     ]
     text = _verdict_digest(claims)
-    assert "Of 4 rows, 1 agree with the paper, 1 disagree and 1 are inconclusive" in text
+    assert "Of 4 rows, 1 agrees with the paper, 1 disagrees and 1 is inconclusive" in text
+    assert "2 agree with the paper, 1 disagrees and 0 are inconclusive" in _verdict_digest(claims[:1] * 2 + claims[1:2])
     assert "1 are measurements the paper makes no claim about" in text
     assert "- b: the paper says x improves; we measured x got worse by 2." in text
     assert "disagree with the paper:" not in _verdict_digest(claims[:1])

@@ -216,8 +216,10 @@ def _rel(path: Path) -> str:
 def _verdict_digest(claims: list[Claim]) -> str:
     """Plain sentences under the summary table: the counts, and every disagreement by name."""
     counts = {v: sum(c.verdict == v for c in claims) for v in ("agrees", "disagrees", "inconclusive")}
-    lines = ["", "", f"Of {len(claims)} rows, {counts['agrees']} agree with the paper, {counts['disagrees']} disagree and "
-             f"{counts['inconclusive']} are inconclusive at this sample size"
+    verbs = {v: (s if counts[v] == 1 else p) for v, s, p in (("agrees", "agrees", "agree"), ("disagrees", "disagrees", "disagree"),
+                                                              ("inconclusive", "is", "are"))}
+    lines = ["", "", f"Of {len(claims)} rows, {counts['agrees']} {verbs['agrees']} with the paper, {counts['disagrees']} "
+             f"{verbs['disagrees']} and {counts['inconclusive']} {verbs['inconclusive']} inconclusive at this sample size"
              + (f"; {len(claims) - sum(counts.values())} are measurements the paper makes no claim about." if len(claims) > sum(counts.values()) else ".")]
     against = [c for c in claims if c.verdict == "disagrees"]
     if against:

@@ -249,6 +249,41 @@ def judge(delta: float | None, noise: float | None, expected_sign: int, k: float
     return "inconclusive"
 
 
+MIN_VERDICT_TILES = 4
+"""A difference over fewer tiles gets no verdict: its tile-clustered error has fewer than 3 degrees
+of freedom (with 2 tiles it is the gap between two tile means) and may be far too small."""
+
+
+def tile_of(name: str) -> str:
+    """The tile a prompt was cut from: its name up to ``#`` (``"he/tile0003#12"`` -> ``"he/tile0003"``).
+    Prompts of one tile share its optics and stain, so their scores are correlated and errors are
+    counted over tiles."""
+    return name.rpartition("#")[0] or name
+
+
+def tile_verdict(d: Mapping[str, Any], expected_sign: int = +1) -> str:
+    """:func:`judge` of a paired difference clustered by tile (:func:`paired_difference` with
+    ``groups``); 'inconclusive' over fewer than :data:`MIN_VERDICT_TILES` tiles."""
+    if d.get("groups", 0) < MIN_VERDICT_TILES:
+        return "inconclusive"
+    return judge(d["mean"], d["se"], expected_sign)
+
+
+def paired_by_tile(a: Mapping[str, Any], b: Mapping[str, Any], key: str = "iou") -> dict[str, Any]:
+    """:func:`paired_difference` of two methods' ``per_sample[key]`` on the same prompts, clustered
+    by the prompts' tiles (``per_sample["name"]``, :func:`tile_of`)."""
+    if a["name"] != b["name"]:
+        raise ReportError("the two methods were not scored on the same prompts")
+    return paired_difference(a[key], b[key], groups=[tile_of(n) for n in a["name"]])
+
+
+def tiles_text(d: Mapping[str, Any]) -> str:
+    """``n=<prompts> prompts from <tiles> tiles`` of a tile-clustered difference, with a warning
+    when the tiles are too few for a verdict."""
+    few = "" if d["groups"] >= MIN_VERDICT_TILES else f"; fewer than {MIN_VERDICT_TILES} tiles: no verdict"
+    return f"n={d['n']} prompts from {d['groups']} tiles, SE clustered by tile{few}"
+
+
 def fmt(value: float | None, spec: str = ".2f", scale: float = 1.0) -> str:
     """Format a number (None/NaN -> 'n/a')."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -588,9 +623,10 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
 
 def iou_bar_chart(entries: Mapping[str, Mapping[str, Any]], names: Sequence[str], splits: Sequence[str],
                   title: str, path: Path, label_size: int | None = None) -> Path:
-    """Grouped bars of IoU (%) per name and split, with ± standard error over prompts.
+    """Grouped bars of IoU (%) per name and split, with ± the standard error of the mean clustered
+    by tile (:func:`clustered_se`).
 
-    ``entries[name]["splits"][split]`` holds ``iou``, ``iou_std`` and ``n``.
+    ``entries[name]["splits"][split]`` holds ``iou`` and ``per_sample`` (``iou``, ``name``).
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -598,7 +634,8 @@ def iou_bar_chart(entries: Mapping[str, Mapping[str, Any]], names: Sequence[str]
     for k, split in enumerate(splits):
         vals = [entries[n]["splits"][split] for n in names]
         ax.bar([i + (k - (len(splits) - 1) / 2) * width for i in range(len(names))], [v["iou"] * 100 for v in vals], width,
-               yerr=[v["iou_std"] * 100 / max(v["n"], 1) ** 0.5 for v in vals], capsize=3, label=split)
+               yerr=[100 * (clustered_se(v["per_sample"]["iou"], [tile_of(n) for n in v["per_sample"]["name"]]) or 0.0)
+                     for v in vals], capsize=3, label=split)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, fontsize=label_size)
     ax.set(ylabel="IoU (%)", title=title)

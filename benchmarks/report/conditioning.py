@@ -22,16 +22,18 @@ from benchmarks.report.common import (
     Claim,
     RenderContext,
     ReportContext,
+    MIN_VERDICT_TILES,
     ReportSizes,
     ReplaySource,
     Section,
     evaluate_splits,
     fmt,
     iou_bar_chart,
-    judge,
     md_table,
-    paired_difference,
+    paired_by_tile,
     pm,
+    tile_verdict,
+    tiles_text,
     read_json,
     write_json,
 )
@@ -223,14 +225,15 @@ def run(ctx: ReportContext) -> dict[str, Any]:
 
 
 def comparisons(results: dict[str, Any]) -> dict[str, Any]:
-    """Paired per-prompt IoU differences ``sum - variant`` per split."""
+    """Paired per-prompt IoU differences ``sum - variant`` per split, standard errors clustered by
+    tile (recomputed from the records when a page is rendered)."""
     out: dict[str, Any] = {}
     base = results["sum"]["splits"]
     for cond, res in results.items():
         if cond == "sum":
             continue
         out[cond] = {
-            split: paired_difference(base[split]["per_sample"]["iou"], res["splits"][split]["per_sample"]["iou"])
+            split: paired_by_tile(base[split]["per_sample"], res["splits"][split]["per_sample"])
             for split in base
             if split in res["splits"]
         }
@@ -240,18 +243,19 @@ def comparisons(results: dict[str, Any]) -> dict[str, Any]:
 def _claims(data: dict[str, Any]) -> list[Claim]:
     claims = []
     labels = dict(VARIANTS)
-    for cond, splits in data["comparisons"].items():
+    compared = comparisons(data["variants"])
+    for cond, splits in compared.items():
         d = splits.get("in-distribution") or next(iter(splits.values()))
         split = "in-distribution" if "in-distribution" in splits else next(iter(splits))
         expected = 0 if cond == "deep1" else +1
-        if expected or d["se"] is None:
-            verdict = judge(d["mean"], d["se"], +1)
+        if expected or d["se"] is None or d["groups"] < MIN_VERDICT_TILES:
+            verdict = tile_verdict(d)
         else:  # the paper finds no real difference: agreeing means within noise
-            verdict = "agrees" if judge(d["mean"], d["se"], +1) == "inconclusive" else "disagrees"
+            verdict = "agrees" if tile_verdict(d) == "inconclusive" else "disagrees"
         claims.append(Claim(
             f"3. sum vs {labels[cond].split(':')[0]} ({cond}, {split})",
             PAPER_SAYS[cond],
-            f"sum {pm(d['mean'], d['se'], '+.1f', 100)} IoU points (paired over n={d['n']} prompts, ± SE; one training run each)",
+            f"sum {pm(d['mean'], d['se'], '+.1f', 100)} IoU points (paired, {tiles_text(d)}; one training run each)",
             verdict,
         ))
     return claims
@@ -260,7 +264,7 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
 def _plot(data: dict[str, Any], rc: RenderContext) -> str:
     conds = [c for c, _ in VARIANTS if c in data["variants"]]
     splits = [s for s, _ in SPLITS if s in data["variants"][conds[0]]["splits"]]
-    path = iou_bar_chart(data["variants"], conds, splits, "conditioning variants, same budget and seed (± SE over prompts)",
+    path = iou_bar_chart(data["variants"], conds, splits, "conditioning variants, same budget and seed (± SE clustered by tile)",
                          rc.image("conditioning.png"))
     return rc.link(path, "IoU of each conditioning variant")
 
@@ -290,7 +294,7 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
         _prediction_note(st),
         "",
     ]
-    labels = dict(VARIANTS)
+    labels, compared = dict(VARIANTS), comparisons(data["variants"])
     rows = []
     for cond, _ in VARIANTS:
         if cond not in data["variants"]:
@@ -300,7 +304,7 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
         for split, _ in SPLITS:
             s = v["splits"].get(split)
             cells.append("n/a" if s is None else f"{fmt(s['iou'], '.1f', 100)} (n={s['n']})")
-        d = data["comparisons"].get(cond, {}).get("in-distribution")
+        d = compared.get(cond, {}).get("in-distribution")
         cells.append("—" if d is None else pm(d["mean"], d["se"], "+.1f", 100))
         p = PAPER_IOU[cond]
         cells.append(f"{p[0]:.2f} / {p[1]:.2f}")
