@@ -402,7 +402,14 @@ class AnnotatorController:
         plane = current_plane(self.viewer, image)
         prompts = self.prompts_layer
         if prompts is None or prompts not in self.viewer.layers or len(prompts.data) == 0:
+            elsewhere = self._rectangles_elsewhere(prompts)
             self.ensure_prompts_layer()
+            if elsewhere is not None:
+                raise PromptError(
+                    f"the boxes layer {self.prompts_layer.name!r} has no box, but your rectangles are on "
+                    f"the Shapes layer {elsewhere.name!r}: choose {elsewhere.name!r} under 'boxes' to segment "
+                    f"them (or draw the boxes on {self.prompts_layer.name!r})"
+                )
             raise PromptError(
                 "no box to segment: draw a rectangle around an object on the boxes layer "
                 "(rectangle tool, R) and press Segment again"
@@ -465,6 +472,17 @@ class AnnotatorController:
         run = self._run
         if run is not None and not self._holding_boxes:
             run.labels_edited = True
+
+    def _rectangles_elsewhere(self, prompts: Shapes | None) -> Shapes | None:
+        """Another Shapes layer with rectangles, not made by the annotator (the selected layer
+        first): where a user who drew boxes on a layer of their own left them."""
+        layers = self.viewer.layers
+        active = layers.selection.active
+        for layer in [active, *reversed(list(layers))]:
+            if (isinstance(layer, Shapes) and layer is not prompts and role_of(layer) is None
+                    and "rectangle" in layer.shape_type):
+                return layer
+        return None
 
     def find_objects(self, area: str) -> int:
         """Add one box per automatically proposed object in ``area`` (see

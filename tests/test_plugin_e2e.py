@@ -519,3 +519,24 @@ def test_a_moved_box_keeps_its_object_and_segment_replaces_it(qtbot, annotator):
     assert rows.min() > np.nonzero(first)[0].min()  # the new crop follows the moved box
     undo(qtbot, viewer, labels)
     assert np.array_equal(labels.data, first)
+
+
+def test_a_box_drawn_on_another_shapes_layer_is_pointed_out(qtbot, annotator, notes):
+    """The user makes a Shapes layer of their own (napari's new-shapes button), drags a box on
+    it and presses Shift-S. The message must say where the box is and how to use it (it said
+    'no box to segment: draw a rectangle', with the rectangle right there)."""
+    from tests.gui_helpers import draw_box
+
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot)
+    mine = viewer.add_shapes(name="my rectangles")
+    draw_box(qtbot, viewer, mine, 10, 10, 30, 30)
+    segment(qtbot, viewer, widget)
+    errors = messages(notes, "error")
+    assert len(errors) == 1 and "'my rectangles'" in errors[0] and "'boxes'" in errors[0], errors
+    assert "no box to segment" not in errors[0]
+    assert widget.controller.labels_layer is None or not widget.controller.labels_layer.data.any()
+
+    widget.boxes_combo.value = mine  # as the message says
+    segment(qtbot, viewer, widget)
+    assert present(widget.controller.labels_layer) == {1}
