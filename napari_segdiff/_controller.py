@@ -484,12 +484,14 @@ class AnnotatorController:
                 return layer
         return None
 
-    def find_objects(self, area: str) -> int:
+    def find_objects(self, area: str) -> int | None:
         """Add one box per automatically proposed object in ``area`` (see
-        :data:`napari_segdiff._find.FIND_AREAS`) to the boxes layer; returns how many.
+        :data:`napari_segdiff._find.FIND_AREAS`) to the boxes layer; returns how many (None,
+        after a message, when the search could not be done).
 
         'selected box' searches inside the selected rectangle(s), which are then removed (they
-        were a search area, not an object). Objects that already have a label are skipped.
+        were a search area, not an object). Objects that already have a label, or lie in a box
+        already on the plane, are skipped.
         """
         from segdiff_core.proposals import ProposalSettings
 
@@ -515,14 +517,28 @@ class AnnotatorController:
                 regions = [box_region(shape_box(prompts, i, image, plane)[0], plane.shape) for i in chosen]
                 prompts.selected_data = set(chosen)
                 prompts.remove_selected()
-            boxes = [b for r in regions for b in find_boxes(image, plane, r, labels, ProposalSettings())]
+            taken = self._boxes_on(prompts, image, plane)
+            boxes = [b for r in regions for b in find_boxes(image, plane, r, labels, ProposalSettings(), taken)]
         except PromptError as exc:
             show_error(f"SegDiff: {exc}")
-            return 0
+            return None
         if boxes:
             prompts.add_rectangles([box_vertices(b, image, prompts, plane) for b in boxes])
-        self.status_changed.emit(f"found {len(boxes)} object(s); segmenting them as boxes")
+        self.status_changed.emit(f"found {len(boxes)} new object(s)")
         return len(boxes)
+
+    @staticmethod
+    def _boxes_on(prompts: Shapes, image: Image, plane: PlaneSpec) -> list[Any]:
+        """The usable boxes of ``prompts`` that lie on ``plane`` (image plane pixel coordinates)."""
+        out = []
+        for i in range(len(prompts.data)):
+            try:
+                box, box_plane = shape_box(prompts, i, image, plane)
+            except PromptError:  # not a rectangle, outside the image: not a box to keep clear of
+                continue
+            if box_plane.fixed == plane.fixed:
+                out.append(box)
+        return out
 
     def _box_indices(self, prompts: Shapes, scope: Scope) -> list[int]:
         """'all': every box without a present object; 'newest': the selected boxes (an

@@ -8,7 +8,7 @@ can edit, redo or delete.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -56,12 +56,14 @@ def visible_region(viewer: Any, image: Any, plane: PlaneSpec) -> tuple[slice, sl
 
 def find_boxes(
     image: Any, plane: PlaneSpec, region: tuple[slice, slice], labels: np.ndarray | None,
-    settings: ProposalSettings,
+    settings: ProposalSettings, taken: Sequence[Box] = (),
 ) -> list[Box]:
     """Proposed boxes (plane pixel coordinates) in ``region`` of the plane.
 
     A proposal whose centre pixel already carries a label (``labels``: the plane of the labels
-    layer, or None) is left out, so finding again does not duplicate existing objects.
+    layer, or None) or lies inside a box of ``taken`` (the boxes already drawn or found on this
+    plane: waiting to be segmented, or whose object was rejected) is left out, so finding again
+    duplicates neither objects nor boxes.
     """
     crop = plane.read_region(image_data(image), region)
     if crop.ndim == 3 and not getattr(image, "rgb", False):
@@ -73,6 +75,8 @@ def find_boxes(
         box = Box(b.y0 + r0, b.x0 + c0, b.y1 + r0, b.x1 + c0)
         cy, cx = int(box.center[0]), int(box.center[1])
         if labels is not None and labels[cy, cx] != 0:
+            continue
+        if any(t.y0 <= box.center[0] < t.y1 and t.x0 <= box.center[1] < t.x1 for t in taken):
             continue
         out.append(box)
     return out

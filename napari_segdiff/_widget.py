@@ -602,8 +602,12 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         if self.worker is not None:
             self.controller.prepare_run("all")  # reports that a run is going on
             return None
-        if self.controller.find_objects(self.find_area.value) == 0:
+        found = self.controller.find_objects(self.find_area.value)
+        if found is None:
             return None
+        c = self.controller
+        if found == 0 and not any(not ids and not rej for ids, rej in zip(c.box_objects(), c.rejected_boxes())):
+            return None  # nothing new, and no box waiting for its object
         return self.segment("all")
 
     def _after_finishing_thread(self, action: Callable[[], Any]) -> bool:

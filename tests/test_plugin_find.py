@@ -109,3 +109,32 @@ def test_find_all_on_a_dask_multiscale_image(make_napari_viewer, model_file, qtb
     expected = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
     got = boxes_of(viewer, widget, image)
     assert [g.as_tuple() for g in got] == [e.as_tuple() for e in expected]  # full resolution, level 0
+
+
+def test_finding_again_after_cancel_adds_no_second_box_on_an_object(qtbot, annotator):
+    """Find all objects, Cancel (Shift-C) while the proposals are segmented, Find all objects
+    again: the boxes still waiting are segmented, and no second box is stacked on any object
+    (each open box was proposed again, so every one of them was sampled twice)."""
+    from qtpy.QtCore import Qt
+
+    from tests.gui_helpers import key
+
+    viewer, widget, image, tile = annotator
+    widget.steps.value = 100
+    widget.controls["batch_boxes"].value = 1
+    widget.find_area.value = "whole image"
+    widget.find_button.click()
+    found = len(widget.controller.prompts_layer.data)
+    assert found >= 3
+    labels = lambda: widget.controller.labels_layer  # noqa: E731
+    qtbot.waitUntil(lambda: labels() is not None and labels().data.any(), timeout=30_000)
+    key(qtbot, viewer, "C", Qt.KeyboardModifier.ShiftModifier)
+    wait_idle(qtbot, widget)
+    assert [] in widget.controller.box_objects()  # some proposals are still open
+
+    widget.steps.value = 3
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    assert len(widget.controller.prompts_layer.data) == found
+    owners = widget.controller.box_objects()
+    assert all(len(ids) == 1 for ids in owners) and len({ids[0] for ids in owners}) == found
