@@ -280,7 +280,8 @@ def stain_foreground(image: np.ndarray, background_sigma: float = 20.0, sigma: f
     :func:`skimage.filters.threshold_otsu` splits the result. For an RGB image the stain class
     is the foreground; for a grayscale image the smaller class is (nuclei cover less of an
     image than the background, as :func:`~segdiff_core.evaluation.baselines.otsu_foreground`
-    assumes). Holes are filled. A constant image gives an empty mask.
+    assumes). Holes are filled. A constant image gives an empty mask. NaN/inf pixels (missing
+    data) are filled with their channel's finite median and are never foreground.
 
     Parameters
     ----------
@@ -294,7 +295,7 @@ def stain_foreground(image: np.ndarray, background_sigma: float = 20.0, sigma: f
     -------
     (H, W) bool array
     """
-    arr = np.asarray(image)
+    arr, missing = _fill_missing(np.asarray(image))
     stain = stain_image(arr)
     g = ndimage.gaussian_filter(stain, sigma) if sigma > 0 else stain
     if background_sigma > 0:
@@ -305,7 +306,24 @@ def stain_foreground(image: np.ndarray, background_sigma: float = 20.0, sigma: f
     rgb = arr.ndim == 3 and arr.shape[2] in (3, 4)
     if not rgb and np.count_nonzero(fg) > fg.size // 2:
         fg = ~fg
-    return ndimage.binary_fill_holes(fg)
+    fg = ndimage.binary_fill_holes(fg)
+    return fg & ~missing if missing is not None else fg
+
+
+def _fill_missing(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (H, W[, C]) with NaN/inf replaced by their channel's finite median
+    (:func:`segdiff_core.data.preprocess._replace_non_finite`), and the (H, W) mask of the
+    pixels that had any (None when all were finite), which are never foreground."""
+    from segdiff_core.data.preprocess import _replace_non_finite
+
+    if not np.issubdtype(image.dtype, np.floating):
+        return image, None
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return image, None
+    hwc = image[..., None] if image.ndim == 2 else image
+    filled = _replace_non_finite(hwc.astype(np.float64))
+    return (filled[..., 0] if image.ndim == 2 else filled), (bad if image.ndim == 2 else bad.any(axis=2))
 
 
 def resolve_foreground(segmenter: Any, foreground: str) -> str:

@@ -138,3 +138,26 @@ def test_finding_again_after_cancel_adds_no_second_box_on_an_object(qtbot, annot
     assert len(widget.controller.prompts_layer.data) == found
     owners = widget.controller.box_objects()
     assert all(len(ids) == 1 for ids in owners) and len({ids[0] for ids in owners}) == found
+
+
+def test_find_all_on_a_float_image_with_missing_pixels(qtbot, make_napari_viewer, model_file):  # noqa: F811
+    """A float image with a band of NaN (missing data, e.g. a stitching gap): Find all objects
+    must still find the objects elsewhere (it found none, silently)."""
+    viewer, widget = docked_annotator(make_napari_viewer, model_file)
+    tile = generate_tile("fluorescence", 96, rng=3, n_nuclei=6, radius_range=(6, 9))
+    clean = propose_boxes(None, tile.image, ProposalSettings(foreground="stain"))
+    image = tile.image.astype(np.float32)
+    image[:, :6] = np.nan
+    image[90:, :] = np.inf
+    layer = viewer.add_image(image, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    widget.find_area.value = "whole image"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    got = boxes_of(viewer, widget, layer)
+    away = [b for b in clean if b.x0 > 12 and b.y1 < 84]  # objects clear of the missing pixels
+    assert len(away) >= 2
+    for e in away:
+        assert any(np.allclose(g.as_tuple(), e.as_tuple(), atol=1.0) for g in got), e
+    assert all(ids for ids in widget.controller.box_objects())
