@@ -25,6 +25,7 @@ from benchmarks.report.common import (
     ReportError,
     MIN_VERDICT_TILES,
     judge,
+    cluster_resamples,
     clustered_se,
     paired_by_tile,
     paired_difference,
@@ -151,6 +152,14 @@ def test_smoke_review_scores_every_candidate_and_keeps_the_model_folder_clean(sm
     n_prompts = len(SMOKE.styles) * SMOKE.review_n_per_style * len(SMOKE.review_protocols)
     assert len(data["objects"]) == n_prompts
     assert all(0.0 <= o["iou"] <= 1.0 for o in data["objects"])
+    # each object keeps its tile (the unit of the bootstrap); every row counts its tiles
+    assert all(o["tile"] == tile_of(o["name"]) for o in data["objects"])
+    chosen = data["chosen"]
+    for key, q in data["results"][chosen].items():
+        split, protocol = key.split("/")
+        scored = [o for o in data["objects"] if o["split"] == split and o["protocol"] == protocol
+                  and o["predicted"][chosen] is not None and math.isfinite(o["predicted"][chosen])]
+        assert (q["n"], q["n_tiles"]) == (len(scored), len({o["tile"] for o in scored}))
     cal = ScoreCalibration.from_dict(data["calibration"])
     assert cal.features == tuple(CANDIDATES[data["chosen"]])
     assert not calibration_path(model_file).exists()  # smoke runs never write beside the model
@@ -256,6 +265,43 @@ def test_report_parts_pair_prompts_by_name_and_cluster_their_errors_by_tile() ->
                **{m: {"splits": {"in-distribution": {"per_sample": {"name": names, "iou": list(b)}}}} for m in ("unet", "otsu")}}
     compared = baselines.comparisons(methods)
     assert compared["unet"]["in-distribution"] == d == compared["otsu"]["in-distribution"]
+
+
+def test_cluster_resamples_draw_whole_groups() -> None:
+    from collections import Counter
+
+    groups = ["b", "a", "b", "c", "a", "b"]
+    size = Counter(groups)
+    resamples = list(cluster_resamples(groups, 50, seed=1))
+    assert len(resamples) == 50
+    for idx in resamples:
+        times = Counter(idx.tolist())
+        draws = {g: Counter(groups[i] for i in idx)[g] // size[g] for g in size}
+        assert sum(draws.values()) == 3  # three groups drawn with replacement
+        # every sample comes exactly as often as its group was drawn: groups are never split
+        assert all(times.get(i, 0) == draws[g] for i, g in enumerate(groups))
+    assert any(len(idx) != len(groups) for idx in resamples)  # resample sizes follow the drawn groups
+    assert list(cluster_resamples(["a"] * 4, 10)) == []  # one group: no spread between groups
+    assert all(len(idx) == 5 for idx in cluster_resamples(range(5), 20))  # one sample per group: plain bootstrap
+
+
+def test_review_spread_resamples_tiles_so_copies_inside_a_tile_do_not_shrink_it() -> None:
+    from benchmarks.report.review import _quality
+
+    rng = np.random.default_rng(5)
+    iou = rng.uniform(0.3, 1.0, 40)
+    unc = 1.0 - iou + rng.normal(0.0, 0.15, 40)  # a noisy score
+    one = _quality(unc, iou, np.arange(40), 300, seed=2)  # one object per tile
+    tiles = np.repeat(np.arange(40), 5)  # every object five times, inside its own tile
+    copies = _quality(np.repeat(unc, 5), np.repeat(iou, 5), tiles, 300, seed=2)
+    per_object = _quality(np.repeat(unc, 5), np.repeat(iou, 5), np.arange(200), 300, seed=2)  # the old bootstrap
+    assert copies["auroc_worst"] == pytest.approx(one["auroc_worst"])
+    assert (copies["n"], copies["n_tiles"], one["n_tiles"]) == (200, 40, 40)
+    # the same tiles are drawn, so the clustered spread of the copies is the spread of the originals
+    assert copies["auroc_worst_std"] == pytest.approx(one["auroc_worst_std"], rel=1e-9)
+    assert copies["auroc_worst_ci"] == pytest.approx(one["auroc_worst_ci"], rel=1e-9)
+    # an object bootstrap takes the copies for independent objects and claims a much smaller spread
+    assert per_object["auroc_worst_std"] < 0.6 * copies["auroc_worst_std"]
 
 
 def test_replay_source_repeats_the_wrapped_stream_exactly() -> None:

@@ -15,14 +15,17 @@ The score is chosen as the candidate with the best mean cross-fitted in-distribu
 the protocols; its calibration, fitted on all in-distribution objects, is written beside the
 model (``<model>.score.json``), where the plugin finds it. Reported per split and protocol:
 AUROC for the worst 20 % of objects by IoU, and the share of objects with IoU < 0.7 found in
-the 20 % most uncertain, each with a bootstrap spread over objects. The re-threshold timing of
-``benchmarks/bench_rethreshold.py`` is run and reported here too.
+the 20 % most uncertain, each with a clustered bootstrap spread: whole tiles are resampled, since
+the several prompts cut from one tile are correlated (each object's tile is kept in the
+results). The re-threshold timing of ``benchmarks/bench_rethreshold.py`` is run and reported
+here too, with the load average at the time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import numpy as np
 from benchmarks.report.common import (
     SPLITS,
     Claim,
+    cluster_resamples,
     RenderContext,
     ReportContext,
     Section,
@@ -39,6 +43,7 @@ from benchmarks.report.common import (
     pyplot,
     save_figure,
     split_of,
+    tile_of,
 )
 
 NAME = "review"
@@ -101,10 +106,11 @@ def _objects(ctx: ReportContext, seg: Any, sha: str, protocol: str, raw: list[An
     gens, cached = _generations(ctx, seg, sha, protocol, prepared)
     thr = float(seg.inference.threshold)
     out = []
-    for it, p, g in zip(raw, prepared, gens.astype(np.float32)):
+    for it, p, g16 in zip(raw, prepared, gens):
+        g = g16.astype(np.float32)
         prob = np.clip(p.to_region(g.mean(axis=0)[None]), 0.0, 1.0)
         feats = object_features(g, thr, box=prompt_box_in_model(p.geometry, it.box))
-        out.append({"name": p.name, "tile": p.name.split("#")[0], "style": p.group, "split": split_of(p),
+        out.append({"name": p.name, "tile": tile_of(p.name), "style": p.group, "split": split_of(p),
                     "protocol": protocol, "iou": iou(prob > thr, p.target), **feats})
     return out, cached
 
@@ -131,15 +137,16 @@ def _cross_fit(records: list[dict[str, Any]], features: tuple[str, ...], folds: 
     return pred
 
 
-def _quality(unc: np.ndarray, iou: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, Any]:
-    """Ranking quality and its bootstrap spread (objects resampled with replacement)."""
+def _quality(unc: np.ndarray, iou: np.ndarray, tiles: Any, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Ranking quality and its clustered bootstrap spread: whole tiles are resampled with
+    replacement (:func:`~benchmarks.report.common.cluster_resamples`), since the prompts of one
+    tile are correlated; ``n_tiles`` is the number of tiles."""
     from segdiff_core.scoring import ranking_quality
 
     q = ranking_quality(unc, iou, WORST_FRACTION, BAD_IOU)
-    rng = np.random.default_rng(seed)
+    q["n_tiles"] = len(set(map(str, tiles)))
     boots: dict[str, list[float]] = {"auroc_worst": [], "top_bad_share": []}
-    for _ in range(n_boot):
-        idx = rng.integers(0, unc.size, unc.size)
+    for idx in cluster_resamples(tiles, n_boot, seed):
         b = ranking_quality(unc[idx], iou[idx], WORST_FRACTION, BAD_IOU)
         for key in boots:
             if math.isfinite(b[key]):
@@ -167,6 +174,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
         cached.append(hit)
         ctx.log(f"  {protocol}: {len(recs)} objects ({'cached samples' if hit else 'sampled'})")
     iou = np.array([r["iou"] for r in records])
+    tiles = np.array([r["tile"] for r in records])
     results: dict[str, Any] = {}
     for name, feats in CANDIDATES.items():
         pred = _cross_fit(records, feats, sz.review_folds)
@@ -178,7 +186,7 @@ def run(ctx: ReportContext) -> dict[str, Any]:
                 idx = np.array([i for i, r in enumerate(records)
                                 if r["protocol"] == protocol and r["split"] == split and math.isfinite(pred[i])])
                 if idx.size >= 2:
-                    results[name][f"{split}/{protocol}"] = _quality(1.0 - pred[idx], iou[idx], sz.review_bootstrap)
+                    results[name][f"{split}/{protocol}"] = _quality(1.0 - pred[idx], iou[idx], tiles[idx], sz.review_bootstrap)
     ind_keys = [f"in-distribution/{p}" for p in sz.review_protocols]
     def mean_auroc(name: str) -> float:
         vals = [results[name][k]["auroc_worst"] for k in ind_keys if k in results[name]]
@@ -207,14 +215,34 @@ def run(ctx: ReportContext) -> dict[str, Any]:
         "chosen": chosen,
         "calibration": cal.to_dict(),
         "calibration_file": str(cal_file.name),
-        "objects": [{k: v for k, v in r.items() if k != "tile"} for r in records],
-        "rethreshold": bench_rethreshold(sz.rethreshold_objects, sz.rethreshold_repeats),
+        "objects": [_stored(r) for r in records],
+        "rethreshold": {**bench_rethreshold(sz.rethreshold_objects, sz.rethreshold_repeats),
+                        "load_average": list(os.getloadavg())},
     }
+
+
+def _stored(record: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """A record as kept in the results: floats rounded to ``digits`` decimals (the statistics
+    are computed from the full values first; the rounded ones only draw the plot)."""
+    def rnd(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: rnd(x) for k, x in v.items()}
+        return round(v, digits) if isinstance(v, float) and math.isfinite(v) else v
+
+    return rnd(record)
 
 
 def _row_label(key: str) -> tuple[str, str]:
     split, protocol = key.split("/")
     return split, protocol
+
+
+def _spread_label(q: dict[str, Any]) -> str:
+    """How a row's spread was measured: over tiles (clustered) or, in results recorded before
+    tiles were kept, over objects."""
+    if q.get("n_tiles") is None:
+        return f"bootstrap over objects, n={q['n']}"
+    return f"bootstrap over {q['n_tiles']} tiles, n={q['n']} objects"
 
 
 def _claims(data: dict[str, Any]) -> list[Claim]:
@@ -228,7 +256,8 @@ def _claims(data: dict[str, Any]) -> list[Claim]:
         out.append(Claim(
             f"8. score ranks the worst 20 % ({split}, {protocol})",
             f"issue 13 target: AUROC >= {TARGET_AUROC} (not a paper claim)",
-            f"AUROC {fmt(q['auroc_worst'], '.3f')} ± {fmt(q['auroc_worst_std'], '.3f')} (bootstrap, n={q['n']}); "
+            f"AUROC {fmt(q['auroc_worst'], '.3f')} ± {fmt(q['auroc_worst_std'], '.3f')} "
+            f"(95 % CI {fmt(lo, '.3f')}–{fmt((q.get('auroc_worst_ci') or [None, None])[1], '.3f')}; {_spread_label(q)}); "
             f"top 20 % hold {fmt(q['top_bad_share'], '.0%')} of the {q['n_bad']} objects with IoU < {BAD_IOU}",
             "agrees" if ok else ("disagrees" if bad and (q.get("auroc_worst_ci") or [0, 1])[1] < TARGET_AUROC else "inconclusive"),
         ))
@@ -272,16 +301,19 @@ def _results_table(data: dict[str, Any]) -> str:
         for key, q in per.items():
             split, protocol = _row_label(key)
             ci = q.get("auroc_worst_ci") or [None, None]
-            rows.append([f"**{name}**" if name == data["chosen"] else name, split, protocol, str(q["n"]),
+            rows.append([f"**{name}**" if name == data["chosen"] else name, split, protocol, str(q["n"]), str(q.get("n_tiles", "?")),
                          f"{fmt(q['auroc_worst'], '.3f')} ± {fmt(q['auroc_worst_std'], '.3f')}",
                          f"{fmt(ci[0], '.2f')}–{fmt(ci[1], '.2f')}",
                          f"{fmt(q['top_bad_share'], '.0%')} ± {fmt(q['top_bad_share_std'], '.0%')} of {q['n_bad']}",
                          fmt(q["spearman"], "+.2f")])
-    return md_table(["score", "split", "protocol", "objects", "AUROC worst 20 %", "95 % CI",
-                     f"IoU < {BAD_IOU} found in top 20 %", "Spearman(unc, IoU)"], rows, "lllrrrrr")
+    return md_table(["score", "split", "protocol", "objects", "tiles", "AUROC worst 20 %", "95 % CI",
+                     f"IoU < {BAD_IOU} found in top 20 %", "Spearman(unc, IoU)"], rows, "lllrrrrrr")
 
 
 def _rethreshold_lines(rt: dict[str, Any]) -> list[str]:
+    load = rt.get("load_average")
+    where = (f" Measured with load average {load[0]:.1f} (1 min) on 2 cores shared with other work: absolute times "
+             "move with the load." if load else "")
     return [
         f"**Re-threshold without re-running** (`benchmarks/bench_rethreshold.py`): {rt['objects']} committed objects "
         f"(~{rt['mean_area']:.0f} px each, {rt['crop']} px probability crops) in a {rt['shape'][0]}x{rt['shape'][1]} napari "
@@ -289,8 +321,16 @@ def _rethreshold_lines(rt: dict[str, Any]) -> list[str]:
         f"{rt['write_seconds'] * 1000:.0f} ms (`data_setitem` in one `block_history`) = **{rt['seconds'] * 1000:.0f} ms** "
         f"(median of {rt['repeats']}; min {rt['seconds_min'] * 1000:.0f} ms, max {rt['seconds_max'] * 1000:.0f} ms; target "
         f"< 500 ms); one undo restores the labels: {'yes' if rt['undo_restores'] else '**no**'}; the stored probabilities "
-        f"take {rt['store_bytes'] / 2**20:.2f} MiB.",
+        f"take {rt['store_bytes'] / 2**20:.2f} MiB.{where}",
     ]
+
+
+def _spread_sentence(data: dict[str, Any]) -> str:
+    st = data["settings"]
+    if any("n_tiles" in q for per in data["results"].values() for q in per.values()):
+        return (f"± = clustered bootstrap std ({st['bootstrap']} resamples of whole tiles: the several prompts cut from one tile "
+                "are correlated, so the tiles, not the objects, are the independent units), CI = its percentile interval.")
+    return f"± = bootstrap std over objects ({st['bootstrap']} resamples), CI = bootstrap percentile interval."
 
 
 def render(data: dict[str, Any], rc: RenderContext) -> Section:
@@ -307,8 +347,7 @@ def render(data: dict[str, Any], rc: RenderContext) -> Section:
         f"Positives of the AUROC: the {st['worst_fraction']:.0%} of objects with the lowest IoU in each row; "
         f"\"IoU < {st['bad_iou']} found in top 20 %\": the share of the objects with IoU < {st['bad_iou']} that are among "
         f"the {st['worst_fraction']:.0%} most uncertain (target: at least half). In-distribution predictions are "
-        f"cross-fitted ({st['folds']} folds by tile); held-out-family objects never take part in a fit. ± = bootstrap std "
-        f"over objects ({st['bootstrap']} resamples), CI = bootstrap percentile interval.",
+        f"cross-fitted ({st['folds']} folds by tile); held-out-family objects never take part in a fit. " + _spread_sentence(data),
         "",
         _results_table(data),
         "",
