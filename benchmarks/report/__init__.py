@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.report                 # everything (under an hour on 2 CPU cores)
+    python -m benchmarks.report                 # everything (about an hour on 2 CPU cores)
     python -m benchmarks.report --parts 1,5     # a subset (numbers or names)
     python -m benchmarks.report --render-only   # rewrite docs/evaluation.md from the JSON
     python -m benchmarks.report --smoke         # tiny version of every part (seconds)

@@ -63,7 +63,7 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class ReportSizes:
-    """How much work each part does. :data:`FULL` is the published report (under an hour on
+    """How much work each part does. :data:`FULL` is the published report (about an hour on
     two CPU cores); :data:`SMOKE` exercises every code path in seconds (numbers meaningless).
 
     Attributes (by part):
@@ -86,8 +86,9 @@ class ReportSizes:
         review_*: part 8 (per-object scores): prompts per style, generations and steps (None =
             the model's defaults, what the plugin uses), crop protocols, folds of the
             cross-fitted calibration, bootstrap resamples (whole tiles). 1000 prompts per style
-            (~170 tiles each) take ~15 min at 2 threads and bring the clustered spread of the
-            in-distribution AUROC to ~0.008 (80 prompts gave ~0.03: no verdict against 0.85);
+            (~170 tiles each) took 22 min at 2 threads under a load average of ~3.5 and bring
+            the clustered spread of the in-distribution AUROC to ~0.008 (80 prompts gave ~0.03,
+            too wide for a verdict against issue 13's 0.85);
             rethreshold_*: objects and repeats of the re-threshold timing.
     """
 
