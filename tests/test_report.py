@@ -304,6 +304,18 @@ def test_review_spread_resamples_tiles_so_copies_inside_a_tile_do_not_shrink_it(
     assert per_object["auroc_worst_std"] < 0.6 * copies["auroc_worst_std"]
 
 
+def test_review_verdict_needs_the_whole_interval_and_enough_tiles() -> None:
+    from benchmarks.report.review import TARGET_AUROC, _verdict
+
+    row = {"auroc_worst": 0.9, "n_tiles": 50}
+    assert _verdict({**row, "auroc_worst_ci": [TARGET_AUROC + 0.01, 0.95]}) == "agrees"
+    assert _verdict({**row, "auroc_worst_ci": [0.70, TARGET_AUROC - 0.01]}) == "disagrees"
+    assert _verdict({**row, "auroc_worst_ci": [TARGET_AUROC - 0.01, 0.95]}) == "inconclusive"
+    assert _verdict({**row, "auroc_worst_ci": None}) == "inconclusive"
+    few = {**row, "n_tiles": MIN_VERDICT_TILES - 1, "auroc_worst_ci": [0.95, 0.99]}
+    assert _verdict(few) == "inconclusive"  # a tight interval from three tiles proves nothing
+
+
 def test_replay_source_repeats_the_wrapped_stream_exactly() -> None:
     inner = SyntheticSource(("fluorescence", "he"), tile_size=64, objects_per_tile=2)
     replay = ReplaySource(inner)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report.common import (
+    MIN_VERDICT_TILES,
     SPLITS,
     Claim,
     cluster_resamples,
@@ -245,21 +246,31 @@ def _spread_label(q: dict[str, Any]) -> str:
     return f"bootstrap over {q['n_tiles']} tiles, n={q['n']} objects"
 
 
+def _verdict(q: dict[str, Any]) -> str:
+    """'agrees' when the whole 95 % interval of the AUROC is at or above the target, 'disagrees'
+    when it is below, else 'inconclusive'; 'inconclusive' too over fewer than
+    :data:`~benchmarks.report.common.MIN_VERDICT_TILES` tiles (too few for a spread)."""
+    ci = q.get("auroc_worst_ci")
+    if ci is None or (q.get("n_tiles") is not None and q["n_tiles"] < MIN_VERDICT_TILES):
+        return "inconclusive"
+    if ci[0] >= TARGET_AUROC:
+        return "agrees"
+    return "disagrees" if ci[1] < TARGET_AUROC else "inconclusive"
+
+
 def _claims(data: dict[str, Any]) -> list[Claim]:
     out = []
     chosen = data["chosen"]
     for key, q in data["results"][chosen].items():
         split, protocol = _row_label(key)
-        lo = (q.get("auroc_worst_ci") or [None])[0]
-        ok = lo is not None and lo >= TARGET_AUROC
-        bad = q["auroc_worst"] is not None and q["auroc_worst"] < TARGET_AUROC
+        ci = q.get("auroc_worst_ci") or [None, None]
         out.append(Claim(
             f"8. score ranks the worst 20 % ({split}, {protocol})",
             f"issue 13 target: AUROC >= {TARGET_AUROC} (not a paper claim)",
             f"AUROC {fmt(q['auroc_worst'], '.3f')} ± {fmt(q['auroc_worst_std'], '.3f')} "
-            f"(95 % CI {fmt(lo, '.3f')}–{fmt((q.get('auroc_worst_ci') or [None, None])[1], '.3f')}; {_spread_label(q)}); "
+            f"(95 % CI {fmt(ci[0], '.3f')}–{fmt(ci[1], '.3f')}; {_spread_label(q)}); "
             f"top 20 % hold {fmt(q['top_bad_share'], '.0%')} of the {q['n_bad']} objects with IoU < {BAD_IOU}",
-            "agrees" if ok else ("disagrees" if bad and (q.get("auroc_worst_ci") or [0, 1])[1] < TARGET_AUROC else "inconclusive"),
+            _verdict(q),
         ))
     return out
 
