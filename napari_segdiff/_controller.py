@@ -1022,9 +1022,11 @@ class _ObjectWriter:
         _check_capacity(labels, first_id + len(plans) - 1)
         edits = []
         for rec in ObjectTable.of(labels).records_of(self.old):
-            rr, cc = np.nonzero(plane.read_region(labels.data, rec.region) == rec.label_id)
-            if rr.size:  # redoing a box: its previous object gives way, in the same undo step
-                edits.append((plane.indices(rr + rec.region[0].start, cc + rec.region[1].start), 0))
+            # redoing a box: its previous object gives way, in the same undo step; all of it,
+            # also pixels it got outside its region later (painted on by hand)
+            rr, cc = np.nonzero(rec.plane.read(labels.data) == rec.label_id)
+            if rr.size:
+                edits.append((rec.plane.indices(rr, cc), 0))
         for k, writable in enumerate(plans):
             rr, cc = np.nonzero(writable)
             edits.append((plane.indices(rr + rows.start, cc + cols.start), first_id + k))

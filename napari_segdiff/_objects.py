@@ -181,6 +181,19 @@ class ObjectTable:
         """Keys of the boxes that have at least one present object."""
         return {rec.box_key for rec in self.alive(labels_data) if rec.box_key is not None}
 
+    def cover(self, regions: dict[int, Region]) -> None:
+        """Widen the regions of records (label id -> ``(rows, cols)`` of their plane) to include
+        where their objects now reach (a re-threshold grew them beyond the pixels first
+        written), so presence checks and a redo of their box see all of them."""
+        for label_id, (rows, cols) in regions.items():
+            rec = self._records.get(int(label_id))
+            if rec is None:
+                continue
+            r, c = rec.region
+            region = (slice(min(r.start, rows.start), max(r.stop, rows.stop)),
+                      slice(min(c.start, cols.start), max(c.stop, cols.stop)))
+            self._records[int(label_id)] = dataclasses.replace(rec, region=region)
+
     def rekey(self, moved: dict[BoxKey, BoxKey]) -> None:
         """A box was moved or resized (``moved``: its old :func:`box_key` -> its new one): its
         objects now belong to the edited box (which redoes them)."""

@@ -481,6 +481,7 @@ class ReviewSession:
                 for index, value in plan.writes(index_of=lambda plane, r, c: plane.indices(r, c)):
                     labels.data_setitem(index, value, refresh=False)
             labels.refresh()
+            self.table().cover({c.obj.label: c.obj.region for c in plan.changed})  # they may have grown
         plan.commit(store)
         messages = list(plan.messages)
         if missing:

@@ -311,3 +311,38 @@ def test_a_rejected_object_stays_rejected_through_the_next_segment_all(qtbot, an
     key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
     wait_idle(qtbot, annotator)
     assert annotator.controller.box_objects(boxes)[index] != []
+
+
+def test_redoing_a_box_after_a_lower_rethreshold_leaves_nothing_of_its_old_object(qtbot, annotated, notes):
+    """Re-threshold lower (the object grows), then select its box and press Segment: the old
+    object must give way entirely (a ring of it stayed beside the new object, which was cut
+    around it)."""
+    from napari_segdiff._objects import ObjectTable
+    from tests.conftest_napari import wait_idle
+    from tests.gui_helpers import click, key
+
+    viewer, annotator, review, labels, boxes = annotated
+    table = ObjectTable.of(labels)
+    first = {i: table.get(i).region for i in (1, 2, 3)}  # where each object was written
+    review.threshold.value = 0.02
+    review.rethreshold_all_btn.click()
+    grown = []
+    for label_id in (1, 2, 3):
+        rows, cols = first[label_id]
+        inside = (labels.data[rows, cols] == label_id).sum()
+        grown.append((labels.data == label_id).sum() > inside)
+    target = 1 + grown.index(True)  # an object that now reaches beyond where it was first written
+    index = annotator.controller.box_objects(boxes).index([target])
+
+    viewer.layers.selection.active = boxes
+    key(qtbot, viewer, "S")  # select tool
+    corner = boxes.data[index][0]
+    click(qtbot, viewer, boxes.data_to_world(corner + np.array([0.0, 3.0])))  # on its top edge
+    assert boxes.selected_data == {index}
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)
+    wait_idle(qtbot, annotator)
+    assert not (labels.data == target).any()
+    (new,) = annotator.controller.box_objects(boxes)[index]
+    labels.undo()  # one undo step brings the grown object back whole
+    assert (labels.data == target).sum() > 0 and not (labels.data == new).any()
+    assert annotator.controller.box_objects(boxes)[index] == [target]
