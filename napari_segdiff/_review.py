@@ -15,7 +15,7 @@ from typing import Any
 from magicgui.widgets import ComboBox
 from napari.layers import Labels
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("id", "slice", "score", "area", "status")
 
+REFRESH_DELAY_MS = 300
+"""The table follows changes of the labels this long after they stop: a brush stroke changes the
+labels at every mouse move, and re-reading every object each time made painting lag (about
+0.1 s per move with 800 objects on a 2048 x 2048 layer, growing with the image)."""
+
 
 class ReviewWidget(QWidget):
     """Dock widget contributed by napari.yaml ("SegDiff review")."""
@@ -47,6 +52,10 @@ class ReviewWidget(QWidget):
         self.viewer = napari_viewer
         self.session = ReviewSession(napari_viewer)
         self._rows: list[ReviewRow] = []
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
         self._build()
         self._connect()
         self.reset_choices()
@@ -136,12 +145,13 @@ class ReviewWidget(QWidget):
         self.refresh()
 
     def _on_data(self, *_: Any) -> None:
-        self.refresh()
+        self._refresh_timer.start()  # once the labels stop changing (a stroke, a batch of commits)
 
     # -- view -------------------------------------------------------------------------------
 
     def refresh(self, *_: Any) -> None:
         """Re-read the objects, rewrite the table, the counts, the features and box colours."""
+        self._refresh_timer.stop()
         selected = self.selected_id()
         self._rows = self.session.rows()
         if self.session.labels is not None:

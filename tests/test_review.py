@@ -346,3 +346,23 @@ def test_redoing_a_box_after_a_lower_rethreshold_leaves_nothing_of_its_old_objec
     labels.undo()  # one undo step brings the grown object back whole
     assert (labels.data == target).sum() > 0 and not (labels.data == new).any()
     assert annotator.controller.box_objects(boxes)[index] == [target]
+
+
+def test_painting_a_stroke_with_the_panel_open_reads_the_objects_once(qtbot, annotated):
+    """A brush stroke changes the labels at every mouse move; the panel re-read every object
+    each time (painting lagged with many objects). It now follows once the stroke ends, and
+    the painted object is then listed."""
+    from tests.gui_helpers import drag
+
+    viewer, annotator, review, labels, boxes = annotated
+    reads = []
+    rows = review.session.rows
+    review.session.rows = lambda: (reads.append(1), rows())[1]  # counts the real reads
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    labels.brush_size = 3
+    labels.selected_label = 60
+    drag(qtbot, viewer, labels.data_to_world((4, 4)), labels.data_to_world((4, 40)), steps=12)
+    assert len(reads) <= 1
+    qtbot.waitUntil(lambda: any(r.label_id == 60 for r in review._rows), timeout=3000)
+    assert len(reads) <= 2
