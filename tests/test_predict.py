@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -123,7 +124,7 @@ def test_truncated_tiff_and_png_get_a_clear_message_and_no_output(tmp_path, capl
     bad.write_bytes(data[: len(data) // 2])
     from PIL import Image
 
-    png = tmp_path / "in" / "cut.png"
+    png = tmp_path / "in" / "short.png"  # not cut.png: cut.tif and cut.png would share cut_* outputs
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(png)
     png.write_bytes(png.read_bytes()[:200])
     garbage = tmp_path / "in" / "garbage.tif"
@@ -133,9 +134,9 @@ def test_truncated_tiff_and_png_get_a_clear_message_and_no_output(tmp_path, capl
     assert code == 1
     text = caplog.text
     assert "cut.tif" in text and "truncated" in text
-    assert "cut.png" in text and "garbage.tif" in text
+    assert "short.png" in text and "garbage.tif" in text
     names = outputs(out)
-    assert not [n for n in names if n.startswith(("cut", "garbage", "."))]
+    assert not [n for n in names if n.startswith(("cut", "short", "garbage", "."))]
     assert "img_labels.tif" in names  # the good image is still done
 
 
@@ -185,6 +186,42 @@ def test_missing_input_and_bad_model(tmp_path, caplog):
     bad_model.write_bytes(b"\x00" * 10)
     assert main([str(img), "-o", str(tmp_path / "o"), "--model", str(bad_model), *FAST]) == 2
     assert "m.pt" in caplog.text and outputs(tmp_path / "o") == []
+
+
+def test_images_whose_outputs_would_share_a_name_are_refused_before_any_work(tmp_path, caplog):
+    # a/img.tif and b/img.tif both write img_*: the second used to be skipped as "done" (exit 0)
+    a, _, _ = make_image(tmp_path / "a", "img", seed=1)
+    b, _, _ = make_image(tmp_path / "b", "img", seed=2)
+    out = tmp_path / "out"
+    assert main([str(a), str(b), "-o", str(out), "--foreground", "otsu", *FAST]) == 2
+    assert str(a) in caplog.text and str(b) in caplog.text and "img_*" in caplog.text
+    assert [p for p in outputs(out) if not p.startswith(".")] == []
+
+
+def test_one_file_named_by_two_paths_is_predicted_once(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="segdiff.predict")
+    img, _, _ = make_image(tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["in/img.tif", str(img), "./in/../in/img.tif", "-o", str(out), "--foreground", "otsu", *FAST]) == 0
+    assert "skipped" not in caplog.text
+    assert json.loads((out / "img_settings.json").read_text())["image"] == "in/img.tif"
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
+    ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),
+])
+def test_out_of_range_numbers_are_refused_by_the_command_line(tmp_path, capsys, flag, value):
+    # --tile 0 used to end in a traceback mid-run, --halo -1 silently read less than the tile
+    img, _, _ = make_image(tmp_path / "in")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main([str(img), "-o", str(out), "--foreground", "otsu", *FAST, flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+    assert outputs(out) == []
 
 
 @pytest.mark.slow

@@ -28,6 +28,22 @@ from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
 log = logging.getLogger("segdiff.predict")
 
 
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="segdiff-predict", description="Segment every object in images with a SegDiff model (no GUI).",
@@ -39,19 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts-csv", help="napari Shapes CSV, or a folder of <image stem>.csv files")
     src.add_argument("--prompts-labels", help="label image (one box per label), or a folder of <image stem>.* label images")
     p.add_argument("--seed", type=int, default=0, help="seed of all random draws (default 0)")
-    p.add_argument("--generations", type=int, help="ensemble size per object (default: the model's)")
-    p.add_argument("--steps", type=int, help="sampling steps per object (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per network batch (default 16)")
+    p.add_argument("--generations", type=_count(1), help="ensemble size per object (default: the model's)")
+    p.add_argument("--steps", type=_count(1), help="sampling steps per object (default: the model's)")
+    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per network batch (default 16)")
     p.add_argument("--foreground", choices=FOREGROUNDS, default="auto", help="automatic mode: foreground from SegDiff windows, the nuclear stain (Otsu of the background-subtracted stain; H+DAB for RGB), plain luminance Otsu, or auto (windows for a semantic-task model, else stain)")
     p.add_argument("--window-scale", type=float, default=1.0, help="automatic mode: image px per model px of the foreground windows")
     p.add_argument("--h", type=float, default=ProposalSettings.h, help=f"automatic mode: h-maxima height (px) of the instance split (default {ProposalSettings.h})")
     p.add_argument("--box-scale", type=float, default=ProposalSettings.box_scale, help=f"automatic mode: proposal boxes scaled about their centre by this (default {ProposalSettings.box_scale})")
     p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")
-    p.add_argument("--tile", type=int, default=2048, help="tile side (px); each tile is one task")
-    p.add_argument("--halo", type=int, default=96, help="context around each tile (px); larger than an object")
+    p.add_argument("--tile", type=_count(1), default=2048, help="tile side (px); each tile is one task")
+    p.add_argument("--halo", type=_count(0), default=96, help="context around each tile (px); larger than an object")
     p.add_argument("--format", choices=("auto", "tiff", "zarr"), default="auto", help="output maps as TIFF or OME-Zarr (auto: zarr above 8192x8192)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--workers", type=int, default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
+    p.add_argument("--workers", type=_count(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
     p.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,8 +92,24 @@ def _prompt_for(image: Path, spec: str | None, suffixes: tuple[str, ...]) -> Pat
     raise PromptError(f"no prompts for {image.name} in {path} (looked for {stem} with {', '.join(suffixes)})")
 
 
+def _check_distinct_stems(images: list[Path]) -> None:
+    """Two images whose outputs would share a name (``a/img.tif`` and ``b/img.tif``, or
+    ``img.tif`` and ``img.png``) would overwrite, or be skipped as done by, each other."""
+    from segdiff_core.predict.run import _stem
+
+    seen: dict[str, Path] = {}
+    for img in images:
+        other = seen.setdefault(_stem(img), img)
+        if other is not img:
+            raise InputError(
+                f"{other} and {img} would both write {_stem(img)}_*; "
+                "run them into different output folders or rename one"
+            )
+
+
 def make_jobs(args: argparse.Namespace) -> list[ImageJob]:
     images = find_inputs(args.inputs)
+    _check_distinct_stems(images)
     if len(images) > 1:
         for spec in (args.prompts_csv, args.prompts_labels):
             if spec and not Path(spec).is_dir():

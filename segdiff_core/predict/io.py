@@ -68,12 +68,14 @@ def _is_image_path(path: Path) -> bool:
 
 
 def find_inputs(specs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files, globs and folders into image paths (sorted per spec, duplicates removed).
+    """Expand files, globs and folders into image paths (sorted per spec; a file named twice,
+    by any path, is kept once).
 
     A folder contributes its image files (not recursive; ``*.zarr`` folders count as images).
     Raises :class:`InputError` if a spec matches nothing.
     """
     out: list[Path] = []
+    seen: set[Path] = set()  # resolved: "img.tif", "./img.tif" and "/abs/img.tif" are one image
     for spec in specs:
         text = str(spec)
         path = Path(text)
@@ -87,7 +89,10 @@ def find_inputs(specs: Sequence[str | os.PathLike]) -> list[Path]:
             found = sorted(Path(p) for p in glob.glob(text) if _is_image_path(Path(p)))
             if not found:
                 raise InputError(f"{text}: no such file, folder or matching images")
-        out.extend(p for p in found if p not in out)
+        for p in found:
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(p)
     return out
 
 
