@@ -208,6 +208,45 @@ def test_one_file_named_by_two_paths_is_predicted_once(tmp_path, monkeypatch, ca
     assert json.loads((out / "img_settings.json").read_text())["image"] == "in/img.tif"
 
 
+def test_a_folder_with_outputs_of_another_run_is_neither_mixed_nor_overwritten(tmp_path, caplog):
+    # Resume used to skip any image whose outputs existed: a rerun with another seed, other
+    # steps, other prompts, a retrained model file or an edited image silently kept the old
+    # results beside new ones (or --overwrite was the only way to know).
+    import shutil
+
+    from segdiff_core.bundled import bundled_model_path
+    from segdiff_core.checkpoint import save_model
+    from tests.helpers import random_model
+
+    img, gt, _ = make_image(tmp_path / "in")
+    model = tmp_path / "my model.pt"  # a copy of the bundled model: same content, other path
+    shutil.copy(bundled_model_path(), model)
+    out = tmp_path / "out"
+    base = [str(img), "-o", str(out), "--model", str(model), "--prompts-labels", str(gt), *FAST]
+    assert main(base) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    shutil.copy(model, tmp_path / "moved.pt")
+    assert main([*base[:4], str(tmp_path / "moved.pt"), *base[5:]]) == 0  # same content: skipped
+    for extra, what in ((["--seed", "7"], "config.proposals.seed"), (["--steps", "3"], "config.inference.steps")):
+        caplog.clear()
+        assert main([*base, *extra]) == 2
+        assert "another run" in caplog.text and what in caplog.text and "--overwrite" in caplog.text
+    caplog.clear()
+    assert main([str(img), "-o", str(out), "--model", str(model), "--foreground", "otsu", *FAST]) == 2
+    assert "prompts" in caplog.text
+    save_model(model, random_model()[0], random_model()[1])  # the model file was retrained
+    caplog.clear()
+    assert main(base) == 2 and "model_sha256" in caplog.text
+    shutil.copy(bundled_model_path(), model)
+    tifffile.imwrite(img, tifffile.imread(img)[::-1].copy())  # the image was edited
+    caplog.clear()
+    assert main(base) == 2 and "image.mtime_ns" in caplog.text
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing lost or mixed
+    assert main([*base, "--overwrite"]) == 0  # redone for the edited image; resumable again
+    caplog.clear()
+    assert main(base) == 0 and "another run" not in caplog.text
+
+
 @pytest.mark.parametrize("flag, value", [
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),

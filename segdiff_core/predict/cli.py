@@ -22,7 +22,7 @@ from segdiff_core.checkpoint import CheckpointError
 from segdiff_core.predict.distributed import dask_runner
 from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
 from segdiff_core.predict.prompts import PromptError
-from segdiff_core.predict.run import ImageJob, PredictConfig, is_done, output_paths, predict_image, serial_runner
+from segdiff_core.predict.run import ImageJob, PredictConfig, predict_image, resume_state, run_identity, serial_runner
 from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
 
 log = logging.getLogger("segdiff.predict")
@@ -138,6 +138,29 @@ def make_config(args: argparse.Namespace) -> PredictConfig:
     )
 
 
+def _finished(jobs: list[ImageJob], out_dir: Path, config: PredictConfig) -> set[Path]:
+    """Images whose outputs this very run already wrote (to be skipped). Outputs written from
+    another version of the image or prompts, another model or other settings stop the run
+    before any work: skipping them would mix two runs in one folder, redoing them would
+    destroy results the user has."""
+    done, clashes = set(), []
+    for job in jobs:
+        try:
+            finished, differences = resume_state(job, out_dir, run_identity(job, config))
+        except OSError as exc:
+            raise InputError(f"{job.image}: {exc.strerror or exc}") from exc
+        if finished and not differences:
+            done.add(job.image)
+        elif finished:
+            clashes.append(f"{job.image} (differs in: {', '.join(differences[:6])})")
+    if clashes:
+        raise OutputError(
+            f"{out_dir} holds outputs of another run for {len(clashes)} image(s): {'; '.join(clashes[:5])}. "
+            "Use another output folder, or --overwrite to redo them with these settings"
+        )
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the number of images that failed."""
     from tqdm.auto import tqdm
@@ -148,11 +171,12 @@ def run(args: argparse.Namespace) -> int:
 
     load_segmenter(config.model, config.device)  # a bad model file fails before any work
     jobs = make_jobs(args)
+    done = set() if args.overwrite else _finished(jobs, out_dir, config)
     failed = 0
     with dask_runner(args.workers, args.scheduler) as runner:
         bar = tqdm(jobs, desc="images", unit="image", disable=args.no_progress)
         for job in bar:
-            if not args.overwrite and (is_done(output_paths(job, out_dir, True)) or is_done(output_paths(job, out_dir, False))):
+            if job.image in done:
                 log.info("%s: outputs exist, skipped (use --overwrite to redo)", job.image)
                 continue
             tiles = tqdm(desc=job.image.name, unit="tile", leave=False, disable=args.no_progress)

@@ -13,6 +13,8 @@ Outputs of an image ``<stem>`` in the output folder:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +22,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from segdiff_core.checkpoint import file_sha256
 from segdiff_core.data.boxes import Box
 from segdiff_core.predict.io import InputError, ImageSource, ZarrOutput, open_image, write_csv, write_json, write_tiff
 from segdiff_core.predict.prompts import boxes_from_csv, boxes_from_label_source, check_boxes
 from segdiff_core.predict.tiles import TileResult, TileTask, plan_tiles, run_tile
 from segdiff_core.proposals import ProposalSettings
 
-__all__ = ["PredictConfig", "ImageJob", "output_paths", "is_done", "plan_image", "predict_image", "OBJECT_COLUMNS"]
+__all__ = ["PredictConfig", "ImageJob", "output_paths", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
 
 OBJECT_COLUMNS = (
     "label", "y0", "x0", "y1", "x1", "area", "centroid_y", "centroid_x",
@@ -117,6 +120,64 @@ def is_done(paths: dict[str, Path]) -> bool:
     return all(p.exists() for p in paths.values())
 
 
+def _file_id(path: Path | None) -> dict[str, Any] | None:
+    """Where a file is and which version of it (size and modification time; a folder: where)."""
+    if path is None:
+        return None
+    path = Path(path)
+    stat = path.stat()
+    if path.is_dir():
+        return {"path": str(path.resolve())}
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+@functools.lru_cache(maxsize=4)
+def _model_digest(model: str, mtime_ns: int) -> str:
+    return file_sha256(model)
+
+
+def run_identity(job: ImageJob, config: PredictConfig) -> dict[str, Any]:
+    """Everything an image's outputs depend on: the image and prompt files (which version),
+    the model file's content and every setting but the device. A rerun skips an image only
+    if its settings file records the same identity (JSON-normalised)."""
+    settings = config.to_dict()
+    del settings["device"], settings["model"]  # the model counts by content, not by path
+    identity = {
+        "image": _file_id(job.image),
+        "prompts": job.prompt_mode,
+        "prompt_file": _file_id(job.prompt_csv or job.prompt_labels),
+        "model_sha256": _model_digest(str(config.model), Path(config.model).stat().st_mtime_ns),
+        "config": settings,
+    }
+    return json.loads(json.dumps(identity))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def resume_state(job: ImageJob, out_dir: Path, identity: dict[str, Any]) -> tuple[bool, list[str]]:
+    """``(done, differences)`` of an image's existing outputs in ``out_dir``.
+
+    ``done`` is True if all its outputs exist; ``differences`` then names what the run that
+    wrote them did differently (empty: the same run, safe to skip).
+    """
+    for zarr in (True, False):
+        paths = output_paths(job, out_dir, zarr)
+        if not is_done(paths):
+            continue
+        try:
+            recorded = json.loads(paths["settings"].read_text()).get("identity")
+        except (OSError, ValueError, AttributeError):
+            return True, [f"{paths['settings'].name} (unreadable)"]
+        if recorded is None:
+            return True, ["everything (written by an older segdiff-predict that did not record its inputs)"]
+        return True, _differences(recorded, identity)
+    return False, []
+
+
 def _boxes(job: ImageJob, source: ImageSource, tile: int) -> list[Box] | None:
     if job.prompt_csv is not None:
         return check_boxes(boxes_from_csv(job.prompt_csv), source.shape, job.prompt_csv)
@@ -187,7 +248,9 @@ class _Canvas:
             o.abort()
 
 
-def _settings_record(job: ImageJob, config: PredictConfig, source: ImageSource, n_tasks: int, canvas: _Canvas, seconds: float) -> dict[str, Any]:
+def _settings_record(
+    job: ImageJob, config: PredictConfig, identity: dict[str, Any], source: ImageSource, n_tasks: int, canvas: _Canvas, seconds: float,
+) -> dict[str, Any]:
     from segdiff_core.predict.tiles import SEED_STRIDE, load_segmenter
 
     import segdiff_core
@@ -195,6 +258,7 @@ def _settings_record(job: ImageJob, config: PredictConfig, source: ImageSource, 
     seg = load_segmenter(config.model, config.device)
     return {
         "image": str(job.image),
+        "identity": identity,
         "image_shape": list(source.shape),
         "prompts": job.prompt_mode,
         "prompt_file": str(job.prompt_csv or job.prompt_labels or ""),
@@ -230,6 +294,7 @@ def predict_image(
     ``on_tile(done, total)`` is called after each tile.
     """
     t0 = time.perf_counter()
+    identity = run_identity(job, config)  # before reading: an input changed mid-run is not "done" next time
     source, tasks = plan_image(job, config)
     zarr = _use_zarr(config, source.shape)
     paths = output_paths(job, out_dir, zarr)
@@ -246,7 +311,7 @@ def predict_image(
         canvas.abort()
         raise
     write_csv(paths["objects"], canvas.rows, OBJECT_COLUMNS)
-    write_json(paths["settings"], _settings_record(job, config, source, len(tasks), canvas, time.perf_counter() - t0))
+    write_json(paths["settings"], _settings_record(job, config, identity, source, len(tasks), canvas, time.perf_counter() - t0))
     return paths
 
 
