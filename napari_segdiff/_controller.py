@@ -104,6 +104,7 @@ class _ActiveRun:
     committed: dict[int, list[int]] = field(default_factory=dict)
     stale_maps: list = field(default_factory=list)  # map layers written but not yet redrawn
     held: JobFinished | None = None  # the run's last result, applied together with the run's end
+    lost: str | None = None  # why the run's results can no longer be committed (it is being stopped)
     total_steps: int = 0
     done_steps: int = 0
     shown_at: float = -float("inf")  # when progress was last shown
@@ -130,6 +131,8 @@ class AnnotatorController:
     status_changed = Signal(str)
     #: layers were updated with a result or a preview (the view may lay itself out now)
     layers_updated = Signal()
+    #: the run cannot go on (its labels layer was deleted): the view should cancel its worker
+    cancel_requested = Signal()
 
     def __init__(self, viewer: Any) -> None:
         self.viewer = viewer
@@ -339,7 +342,12 @@ class AnnotatorController:
             if getattr(self, attr) is layer:
                 setattr(self, attr, None)
         run = self._run
-        if run is not None and layer in (run.image, run.labels, run.prompts):
+        if run is not None and layer is run.labels and run.lost is None:
+            run.lost = f"the labels layer {layer.name!r} was deleted during the run"
+            show_warning(f"SegDiff: {run.lost}; the run was stopped, its remaining boxes have nowhere to go")
+            self.status_changed.emit(f"stopping: {run.lost}")
+            self.cancel_requested.emit()
+        elif run is not None and layer in (run.image, run.prompts):
             self.status_changed.emit("a layer of the running segmentation was deleted")
 
     # ---------------------------------------------------------------------------------------
@@ -719,8 +727,7 @@ class AnnotatorController:
         if not result.batch_done:
             run.stale_maps.extend(layer for layer in (prob_layer, unc_layer) if all(layer is not m for m in run.stale_maps))
 
-        if labels not in self.viewer.layers:
-            show_warning("SegDiff: the labels layer was deleted during the run; the mask was not committed")
+        if labels not in self.viewer.layers:  # deleted: the run is being stopped (said once)
             return
         if result.rejected:
             run.committed[result.job_id] = []
@@ -783,7 +790,9 @@ class AnnotatorController:
         run = self._run
         if run is None or self._closed:
             return
-        if summary.error:
+        if run.lost:
+            self._stopped(run)
+        elif summary.error:
             show_error(f"SegDiff: {summary.error}")
             self.status_changed.emit(f"failed: {summary.error}")
             self.progress_changed.emit(run.done_steps, run.total_steps, "failed")
@@ -805,6 +814,9 @@ class AnnotatorController:
         run = self._run
         if run is None or self._closed:
             return
+        if run.lost:
+            self._stopped(run)
+            return
         done = len(run.committed)
         unfinished = len(run.request.jobs) - done
         show_info(
@@ -813,6 +825,12 @@ class AnnotatorController:
         )
         self.status_changed.emit("cancelled")
         self.progress_changed.emit(run.done_steps, run.total_steps, "cancelled")
+        self.end_run()
+
+    def _stopped(self, run: _ActiveRun) -> None:
+        """The run ended after it lost its labels layer (the user was told then)."""
+        self.status_changed.emit(f"stopped: {run.lost}")
+        self.progress_changed.emit(run.done_steps, run.total_steps, "stopped")
         self.end_run()
 
     def end_run(self) -> None:
@@ -844,7 +862,7 @@ class AnnotatorController:
         """The view is going away (widget closed, viewer closed): disconnect it from the signals
         and stop applying events, so nothing touches deleted Qt widgets."""
         for signal in (self.progress_changed, self.running_changed, self.model_loaded, self.status_changed,
-                       self.layers_updated):
+                       self.layers_updated, self.cancel_requested):
             signal.disconnect()
         self.close()
 

@@ -403,6 +403,7 @@ class AnnotatorWidget(ClosesWithItsDock, QWidget):
         c.model_loaded.connect(self._on_model_loaded)
         c.status_changed.connect(self._on_status)
         c.layers_updated.connect(self._lay_out_layer_list)
+        c.cancel_requested.connect(self.cancel)
 
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layers_changed)

@@ -258,8 +258,9 @@ def test_final_message_counts_only_boxes_that_gave_objects(qtbot, annotator, not
     qtbot.waitUntil(lambda: widget.controller.is_running and widget.progress_bar.value() > 0, timeout=30000)
     viewer.layers.remove(labels)
     wait_idle(qtbot, widget)
-    assert "0 of 1 box(es) gave objects" in widget.status.text()  # one box: the status line, no toast
-    assert any("labels layer was deleted" in m for m in messages(notes, "warning"))
+    status = widget.status.text()  # one box: the status line, no toast claiming an object
+    assert status.startswith("stopped") and "was deleted" in status and "new label" not in status
+    assert any("labels layer 'cells labels' was deleted" in m for m in messages(notes, "warning"))
 
 
 def test_non_rectangles_are_reported_once_and_capped_steps_are_said(qtbot, annotator, notes):
@@ -540,3 +541,28 @@ def test_a_box_drawn_on_another_shapes_layer_is_pointed_out(qtbot, annotator, no
     widget.boxes_combo.value = mine  # as the message says
     segment(qtbot, viewer, widget)
     assert present(widget.controller.labels_layer) == {1}
+
+
+def test_deleting_the_labels_layer_mid_run_stops_the_run_with_one_message(qtbot, annotator, notes):
+    """Segment all on six boxes; the user deletes the labels layer after the first object.
+    The run must stop (its results have nowhere to go) with one message, not go on sampling
+    every box with a warning each and then report 'new label(s) 1' of a deleted layer."""
+    viewer, widget = annotator
+    widget.steps.value = 30
+    widget.controls["batch_boxes"].value = 1
+    image, boxes = open_image(viewer, widget, qtbot, size=96)
+    for k in range(6):
+        draw_box_px(qtbot, viewer, boxes, image, 5 + 14 * k, 5, 17 + 14 * k, 17)
+    widget.segment_all_button.click()
+    labels = lambda: widget.controller.labels_layer  # noqa: E731
+    qtbot.waitUntil(lambda: labels() is not None and labels().data.any(), timeout=30_000)
+    total = widget.controller.run_progress[1]
+    viewer.layers.remove(labels())
+    wait_idle(qtbot, widget)
+    assert widget.progress_bar.value() < total  # stopped, not sampled to the end
+    said = [m for sev, m in notes if sev in ("warning", "error", "info")]
+    assert len(said) == 1 and "deleted" in said[0], said
+    assert "new label" not in widget.status.text()
+
+    segment(qtbot, viewer, widget, "all")  # a new labels layer takes every box
+    assert present(labels()) == {1, 2, 3, 4, 5, 6}
