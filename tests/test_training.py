@@ -176,6 +176,39 @@ def test_config_file_and_flags_share_one_source_of_truth(tmp_path, capsys):
         merge_run_config("test", None, {"data.source": "folder"})
 
 
+CLI_FAST = ["--preset", "test", "--no-progress", "--train.batch_size", "2", "--train.warmup_steps", "2",
+            "--train.val_every", "0", "--data.tile_size", "64", "--data.objects_per_tile", "2",
+            "--train.lr_decay", "constant", "--train.lr", "0.0005", "--train.seed", "3"]
+
+
+def test_resume_with_a_flag_keeps_the_runs_other_settings_and_is_exact(tmp_path, capsys):
+    # `--resume --train.steps 6` used to rebuild the settings from the default preset and the
+    # flags alone: the run's lr, seed, batch size, tile size (and here its preset) were lost.
+    assert cli.main(["--out", str(tmp_path / "whole"), *CLI_FAST, "--train.steps", "6"]) == 0
+    assert cli.main(["--out", str(tmp_path / "split"), *CLI_FAST, "--train.steps", "4"]) == 0
+    assert cli.main(["--out", str(tmp_path / "split"), "--resume", "--no-progress", "--train.steps", "6"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "split" / "run.json").read_text())
+    assert saved == json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert saved["train"]["lr"] == 0.0005 and saved["train"]["seed"] == 3 and saved["data"]["tile_size"] == 64
+    a, b = _weights(tmp_path / "whole" / "state.pt"), _weights(tmp_path / "split" / "state.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert cli.main(["--out", str(tmp_path / "split"), "--resume", "--preset", "cpu-small", "--print-config"]) == 2
+    assert "preset" in capsys.readouterr().err
+
+
+def test_a_new_run_into_a_finished_runs_folder_is_refused(tmp_path, capsys):
+    # without --resume the second run used to overwrite last.pt/state.pt and empty metrics.jsonl
+    out = tmp_path / "run"
+    assert cli.main(["--out", str(out), *CLI_FAST, "--train.steps", "3"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["--out", str(out), *CLI_FAST, "--train.steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "state.pt" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_dataset_with_no_usable_sample_is_an_error(tmp_path, capsys):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()

@@ -20,6 +20,8 @@ from segdiff_core.presets import PRESETS
 from segdiff_core.training.config import RunConfig, add_config_flags, load_config_file, merge_run_config
 
 
+DEFAULT_PRESET = "cpu-small"
+
 #: What a run started with ``--init-from`` may change in the checkpoint's config (flag or file).
 WARM_START_KEYS = ("model.box_channel", "model.self_condition", "diffusion.prediction", "diffusion.noise_shift")
 
@@ -32,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, logs, plot)")
-    p.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS), help="starting configuration (default cpu-small)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"starting configuration (default {DEFAULT_PRESET}; --resume: the run's)")
     p.add_argument("--config", type=Path, help="TOML or JSON file with [model], [train], [data], ... sections")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt (exactly where it stopped)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt (exactly where it stopped) with the settings in OUT/run.json; a config file or flags change only what they name. Without --resume, an OUT holding a run is refused")
     p.add_argument("--init-from", type=Path, help="fine-tune: start from this model file's weights and config")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to OUT/metrics.jsonl)")
@@ -48,17 +50,20 @@ def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunC
     file, read once by the caller) its network, diffusion and preprocessing."""
     flags = {k: v for k, v in vars(args).items() if "." in k}
     file_values = load_config_file(args.config) if args.config else None
-    if args.resume and (args.out / "run.json").exists() and not file_values and not flags:
+    saved = args.out / "run.json"
+    if args.resume and saved.exists():
+        # the run's own settings, changed only where the file or the flags say so
         import json
 
-        return RunConfig.from_dict(json.loads((args.out / "run.json").read_text()))
+        run = json.loads(saved.read_text())
+        return merge_run_config(args.preset or run.get("preset"), file_values, flags, saved=run)
     if args.init_from is not None:
         # Fine-tuning keeps the checkpoint's network, diffusion and preprocessing ...
         base = (init or read_model_file(args.init_from)).config.to_dict()
         conflicts = [k for k in flags if k.split(".")[0] in ("model", "diffusion") and k not in WARM_START_KEYS]
         if conflicts:
             raise ConfigError(f"--init-from keeps the checkpoint's network; remove {conflicts}")
-        merged = merge_run_config(args.preset, file_values, flags)
+        merged = merge_run_config(args.preset or DEFAULT_PRESET, file_values, flags)
         d = merged.to_dict()
         for section in ("model", "diffusion", "preprocess"):
             d[section] = base[section]
@@ -71,7 +76,7 @@ def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunC
                 d[section] = d[section] | {name: wanted}
         d["inference"] = base["inference"] | {k.split(".")[1]: v for k, v in flags.items() if k.startswith("inference.")}
         return RunConfig.from_dict(d)
-    return merge_run_config(args.preset, file_values, flags)
+    return merge_run_config(args.preset or DEFAULT_PRESET, file_values, flags)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run.to_dict(), indent=2))
         return 0
 
+    kept = [n for n in ("state.pt", "last.pt", "best.pt") if (args.out / n).exists()]
+    if kept and not args.resume:  # a new run would overwrite them and drop the run's log
+        print(f"segdiff-train: {args.out} holds a training run ({', '.join(kept)}); --resume continues it, "
+              "or choose another --out to start a new one", file=sys.stderr)
+        return 2
     from segdiff_core.training.distributed import init_distributed, shutdown
     from segdiff_core.training.sources import build_sources
     from segdiff_core.training.trainer import Trainer, TrainingError

@@ -219,9 +219,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def merge_run_config(preset: str, file_values: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> RunConfig:
-    """preset < config file < flags (``{'train.steps': 10, ...}``) -> a validated RunConfig."""
-    base = RunConfig(segdiff=get_preset(preset), preset=preset).to_dict()
+def merge_run_config(
+    preset: str, file_values: Mapping[str, Any] | None, flags: Mapping[str, Any], saved: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """preset < config file < flags (``{'train.steps': 10, ...}``) -> a validated RunConfig.
+
+    ``saved`` (a resumed run's ``run.json``) replaces the preset as the base: a resumed run
+    keeps every setting it was started with except those the file or the flags change.
+    """
+    if saved is not None:
+        base = json.loads(json.dumps(saved))
+        given = (file_values or {}).get("preset", preset)
+        if given != base.get("preset"):
+            raise ConfigError(f"the run was started from preset {base.get('preset')!r}; resuming cannot change it to {given!r}")
+        file_values = {k: v for k, v in (file_values or {}).items() if k != "preset"}
+    else:
+        base = RunConfig(segdiff=get_preset(preset), preset=preset).to_dict()
     layers: list[Mapping[str, Any]] = []
     if file_values:
         file_values = dict(file_values)
