@@ -209,6 +209,32 @@ def test_a_new_run_into_a_finished_runs_folder_is_refused(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_with_a_checkpoint_of_the_current_step_and_resume_is_exact(tmp_path):
+    # Ctrl-C used to end in a KeyboardInterrupt traceback and lose the steps since the last
+    # checkpoint; now it saves the current step, says how to continue, and the resume is exact.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "segdiff_core.training.cli", *CLI_FAST, "--train.steps", "80",
+           "--train.checkpoint_every", "1000", "--train.log_every", "1"]
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([*cmd, "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, deadline = out / "metrics.jsonl", time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    stopped = safe_load(out / "state.pt")["step"]
+    assert 5 <= stopped < 80  # saved at the step it stopped, not at a checkpoint_every multiple
+    assert f"stopped at step {stopped}" in stderr
+    assert subprocess.run([*cmd, "--out", str(out), "--resume"], cwd=ROOT, env=env, capture_output=True).returncode == 0
+    assert subprocess.run([*cmd, "--out", str(tmp_path / "whole")], cwd=ROOT, env=env, capture_output=True).returncode == 0
+    a, b = _weights(out / "state.pt"), _weights(tmp_path / "whole" / "state.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_dataset_with_no_usable_sample_is_an_error(tmp_path, capsys):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     (tmp_path / "empty" / "masks").mkdir()

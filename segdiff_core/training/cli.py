@@ -11,8 +11,11 @@ Every ``--section.key`` flag is also a key of the TOML/JSON config file (``[trai
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from segdiff_core.checkpoint import CheckpointError, ModelFile, read_model_file
 from segdiff_core.config import ConfigError
@@ -79,6 +82,31 @@ def resolve_run(args: argparse.Namespace, init: ModelFile | None = None) -> RunC
     return merge_run_config(args.preset or DEFAULT_PRESET, file_values, flags)
 
 
+class _CtrlC:
+    """SIGINT during training: the first stops the run after the current step with a
+    checkpoint (``Trainer.fit``'s ``should_stop``), a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("segdiff-train: interrupted; stopping after this step with a checkpoint (Ctrl-C again: stop now)",
+              file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -113,13 +141,23 @@ def main(argv: list[str] | None = None) -> int:
         if ctx.is_main:
             n = sum(p.numel() for p in trainer.model.parameters())
             print(f"segdiff-train: {n / 1e6:.2f}M parameters on {ctx.device} x{ctx.world_size}; data: {desc}", flush=True)
-        result = trainer.fit()
+        with _CtrlC() as ctrl_c:
+            result = trainer.fit(should_stop=lambda: ctrl_c.requested)
+        if trainer.stop_reason == "cancelled":
+            if ctx.is_main:
+                print(f"segdiff-train: stopped at step {result.steps}, saved in {trainer.state_path}; "
+                      f"--out {args.out} --resume continues exactly", file=sys.stderr, flush=True)
+            return 130  # the finally below still shuts the process group down
         if ctx.is_main:
             best = f", best validation IoU {result.best_iou:.4f} ({result.best_model})" if result.best_iou is not None else ""
             print(f"segdiff-train: done at step {result.steps}; model {result.last_model}{best}", flush=True)
         code = 0
     except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as exc:
         print(f"segdiff-train: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"segdiff-train: stopped at once; {args.out / 'state.pt'} holds the last checkpoint, "
+              "--resume continues from it", file=sys.stderr)
+        code = 130
     finally:
         shutdown(ctx, barrier=code == 0)  # after a failure other ranks may never reach a barrier
     return code
