@@ -176,6 +176,21 @@ def test_config_file_and_flags_share_one_source_of_truth(tmp_path, capsys):
         merge_run_config("test", None, {"data.source": "folder"})
 
 
+@pytest.mark.parametrize("toml, key", [
+    ('[train]\nsteps = "abc"\n', "steps"), ("[train]\nsteps = 5.5\n", "steps"), ('[train]\nlr = "fast"\n', "lr"),
+    ('[data]\nstyles = ["he", 3]\n', "styles"), ('[model]\nimage_size = "big"\n', "image_size"),
+    ('[inference]\nthreshold = "x"\n', "threshold"), ("[train]\namp = 1\n", "amp"),
+])
+def test_a_config_file_value_of_the_wrong_type_is_named_not_a_traceback(tmp_path, capsys, toml, key):
+    # these used to end in "TypeError: '<' not supported between instances of 'str' and 'int'"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(toml)
+    assert cli.main(["--out", str(tmp_path / "o"), "--config", str(cfg), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{key} = " in err and "expected" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 CLI_FAST = ["--preset", "test", "--no-progress", "--train.batch_size", "2", "--train.warmup_steps", "2",
             "--train.val_every", "0", "--data.tile_size", "64", "--data.objects_per_tile", "2",
             "--train.lr_decay", "constant", "--train.lr", "0.0005", "--train.seed", "3"]

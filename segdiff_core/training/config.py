@@ -148,6 +148,45 @@ def _build(cls: type, values: Mapping[str, Any], section: str) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def _fits(value: Any, annotation: Any) -> bool:
+    """True if a config-file value (TOML/JSON types) fits a dataclass field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_fits(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        item = (typing.get_args(annotation) or (Any,))[0]
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    return True
+
+
+def _check_file_types(file_values: Mapping[str, Any]) -> None:
+    """ConfigError naming the key for a config-file value of the wrong type (the flags are
+    typed by argparse; a file's ``steps = "abc"`` used to fail deep inside as a TypeError)."""
+    for section, values in file_values.items():
+        if section not in SECTIONS or not isinstance(values, Mapping):
+            continue  # reported by merge_run_config
+        hints = typing.get_type_hints(SECTIONS[section])
+        for key, value in values.items():
+            if key in hints and not _fits(value, hints[key]):
+                raise ConfigError(f"[{section}] {key} = {value!r}: expected {_type_name(hints[key])}")
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is None and isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 # ----------------------------------------------------------------------------- CLI flags
 def _parse_bool(text: str) -> bool:
     low = text.strip().lower()
@@ -237,6 +276,7 @@ def merge_run_config(
         base = RunConfig(segdiff=get_preset(preset), preset=preset).to_dict()
     layers: list[Mapping[str, Any]] = []
     if file_values:
+        _check_file_types(file_values)
         file_values = dict(file_values)
         if "preset" in file_values and file_values["preset"] != preset:
             base = RunConfig(segdiff=get_preset(file_values["preset"]), preset=file_values["preset"]).to_dict()
