@@ -434,3 +434,25 @@ def test_cli_dataset_without_samples(checkpoint, tmp_path, capsys):
     assert main([str(checkpoint), "--data.source", "folder", "--data.root", str(root), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "segdiff-eval: error:" in err and "Traceback" not in err
+
+
+def test_cli_unwritable_json_is_refused_before_the_evaluation(checkpoint, tmp_path, capsys):
+    # --json to a folder (or under a file) used to fail only after the whole evaluation had run
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "file.txt" / "r.json", "not writable")):
+        (tmp_path / "file.txt").write_text("x")
+        assert main([str(checkpoint), "--n", "1", "--json", str(target), "--no-progress", "--device", "cpu"]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "Traceback" not in captured.err
+        assert "protocol:" not in captured.out  # stopped before it started evaluating
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--protocol", "tight", "--margin", "0.3"], "--margin"),
+    (["--protocol", "windows", "--margin", "0.3"], "--margin"),
+    (["--protocol", "expansion", "--work-size", "64"], "--work-size"),
+    (["--stride", "16"], "--stride"),  # default protocol of a prompt model: expansion
+])
+def test_cli_an_option_of_another_protocol_is_refused_not_ignored(checkpoint, capsys, argv, flag):
+    assert main([str(checkpoint), "--n", "1", "--no-progress", "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "does not apply" in err and "Traceback" not in err

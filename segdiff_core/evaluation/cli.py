@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED, help=f"seed of the synthetic held-out set and of --n subsets (default {DEFAULT_EVAL_SEED})")
     p.add_argument("--split-only-val", action="store_true", help="datasets: evaluate only the validation split held out by training (no effect on synthetic data, which is always held out)")
-    p.add_argument("--margin", type=float, default=PAPER_MARGIN, help=f"expansion protocol: crop margin (default {PAPER_MARGIN:g})")
+    p.add_argument("--margin", type=float, help=f"expansion protocol: crop margin (default {PAPER_MARGIN:g})")
     p.add_argument("--work-size", type=_positive_int, help="windows protocol: working resolution (default twice the model size)")
     p.add_argument("--stride", type=_positive_int, help="windows protocol: window stride (default the window size)")
     p.add_argument("--batch-images", type=_positive_int, default=8, help="prompts per network batch (default 8)")
@@ -147,7 +147,15 @@ def resolve_protocol(args: argparse.Namespace, trained_task: str | None, flag_ta
     name = args.protocol
     if name is None:
         name = "windows" if (flag_task or trained_task) == "semantic" else "expansion"
-    return EvalProtocol(name, margin=args.margin, work_size=args.work_size, stride=args.stride)
+    # an option of another protocol would be ignored without a word
+    unused = [flag for flag, value, owner in (
+        ("--margin", args.margin, "expansion"), ("--work-size", args.work_size, "windows"), ("--stride", args.stride, "windows"),
+    ) if value is not None and name != owner]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the {name} protocol"
+                          + ("" if args.protocol else " (chosen from the model's task; set --protocol)"))
+    margin = PAPER_MARGIN if args.margin is None else args.margin
+    return EvalProtocol(name, margin=margin, work_size=args.work_size, stride=args.stride)
 
 
 def resolve_data(
@@ -293,6 +301,18 @@ def build_report(
 # --------------------------------------------------------------------------------------------
 
 
+def _check_json_target(path: Path) -> None:
+    """ConfigError unless a file can be created at ``path`` (its folder is created if needed)."""
+    from segdiff_core.predict.io import OutputError, check_writable
+
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give a file name")
+    try:
+        check_writable(path.parent)
+    except OutputError as exc:
+        raise ConfigError(f"--json {path}: {exc}") from exc
+
+
 def _fail(message: object, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
@@ -327,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
     flags = _data_flags(args)
     try:
+        if args.json is not None:  # found out now, not after an evaluation of an hour
+            _check_json_target(args.json)
         path: Any = args.checkpoint
         if path == "bundled":
             from segdiff_core.bundled import bundled_model_path
