@@ -257,6 +257,27 @@ def test_dataset_with_no_usable_sample_is_an_error(tmp_path, capsys):
     assert code == 1 and "empty" in capsys.readouterr().err
 
 
+def test_a_validation_split_without_objects_stops_the_run_before_training(tmp_path, capsys):
+    # it used to train val_every steps (hours on a real run), then fail at the first
+    # validation with no checkpoint written
+    import numpy as np
+    import tifffile
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(6):
+        tifffile.imwrite(root / "images" / f"i{k}.tif", np.random.default_rng(k).integers(0, 255, (64, 64), dtype=np.uint8))
+        tifffile.imwrite(root / "masks" / f"i{k}.tif", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "run"
+    code = cli.main(["--out", str(out), "--preset", "test", "--no-progress", "--data.source", "folder", "--data.root", str(root),
+                     "--data.tile_size", "64", "--train.batch_size", "2", "--train.steps", "40", "--train.val_every", "20",
+                     "--train.log_every", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "all masks are empty" in err and "Traceback" not in err
+    assert not (out / "metrics.jsonl").exists()  # not a single step was spent
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_keeps_replicas_identical(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")

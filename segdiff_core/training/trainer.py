@@ -378,15 +378,19 @@ class Trainer:
         ``train.seed``: the numbers ``segdiff-eval`` reports for the saved model on the same
         items (see :func:`validation_items`) with ``--seed train.seed``.
         """
-        tc, data = self.run.train, self.run.data
+        method = self.objective.method(self.ema.model, self.device, self.run.train)
+        summary = run_method(self._validation_set(), method, chunk_size=VAL_BATCH).summary
+        return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
+
+    def _validation_set(self) -> list[PreparedItem]:
+        """The fixed validation crops, made once (an unusable validation set fails here)."""
         if self._val_set is None:
             assert self.val_source is not None
+            data = self.run.data
             protocol = EvalProtocol(VAL_PROTOCOLS[data.task], work_size=data.work_size or None)
-            items = validation_items(self.val_source, tc.val_samples, data.val_seed)
+            items = validation_items(self.val_source, self.run.train.val_samples, data.val_seed)
             self._val_set = crop_items(items, protocol, self.run.segdiff.preprocess.input_size)
-        method = self.objective.method(self.ema.model, self.device, tc)
-        summary = run_method(self._val_set, method, chunk_size=VAL_BATCH).summary
-        return {k: float(summary[k]) for k in ("iou", "f1", "calibration") if k in summary}
+        return self._val_set
 
     def _time_spent(self) -> float:
         """Share of the time budget used so far (0 without a budget or outside :meth:`fit`)."""
@@ -489,6 +493,8 @@ class Trainer:
             The model files written.
         """
         tc = self.run.train
+        if self.ctx.is_main and tc.val_every and self.val_source is not None:
+            self._validation_set()  # a validation set without objects stops the run now, not at step val_every
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write(self.out / "run.json", json.dumps(self.run.to_dict(), indent=2))
