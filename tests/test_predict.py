@@ -250,13 +250,14 @@ def test_a_folder_with_outputs_of_another_run_is_neither_mixed_nor_overwritten(t
 @pytest.mark.parametrize("flag, value", [
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),
+    ("--scheduler", "tcp://127.0.0.1:1 --workers 2"),  # --workers would be ignored
 ])
-def test_out_of_range_numbers_are_refused_by_the_command_line(tmp_path, capsys, flag, value):
+def test_out_of_range_numbers_and_conflicting_options_are_refused_by_the_command_line(tmp_path, capsys, flag, value):
     # --tile 0 used to end in a traceback mid-run, --halo -1 silently read less than the tile
     img, _, _ = make_image(tmp_path / "in")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main([str(img), "-o", str(out), "--foreground", "otsu", *FAST, flag, value])
+        main([str(img), "-o", str(out), "--foreground", "otsu", *FAST, flag, *value.split()])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err

@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", type=_count(0), default=96, help="context around each tile (px); larger than an object")
     p.add_argument("--format", choices=("auto", "tiff", "zarr"), default="auto", help="output maps as TIFF or OME-Zarr (auto: zarr above 8192x8192)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--workers", type=_count(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
-    p.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")
+    where = p.add_mutually_exclusive_group()  # with both, --workers would be ignored
+    where.add_argument("--workers", type=_count(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
+    where.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
