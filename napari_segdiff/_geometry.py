@@ -22,6 +22,11 @@ from segdiff_core.data.boxes import Box, BoxError
 __all__ = ["PromptError", "PlaneSpec", "current_plane", "spatial_shape", "image_data", "shape_box"]
 
 
+MIN_BOX_PIXELS = 2.0
+"""A box narrower or lower than this many image pixels holds no object with a boundary inside
+it: napari leaves such a rectangle when the rectangle tool is clicked without dragging."""
+
+
 class PromptError(ValueError):
     """A prompt or view state that cannot be segmented; the message tells the user what to do."""
 
@@ -188,4 +193,9 @@ def shape_box(shapes: Any, index: int, image: Any, plane: PlaneSpec) -> tuple[Bo
         box.check_inside(plane.shape)
     except BoxError as exc:
         raise PromptError(f"rectangle #{index + 1} of {shapes.name!r}: {exc}") from exc
+    if 0 < min(box.height, box.width) < MIN_BOX_PIXELS:
+        raise PromptError(
+            f"rectangle #{index + 1} of {shapes.name!r} is too small ({box.height:.2g} x {box.width:.2g} "
+            "pixels; a click without dragging?): drag a rectangle around the object, or delete it"
+        )
     return box, own_plane

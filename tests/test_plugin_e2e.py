@@ -566,3 +566,36 @@ def test_deleting_the_labels_layer_mid_run_stops_the_run_with_one_message(qtbot,
 
     segment(qtbot, viewer, widget, "all")  # a new labels layer takes every box
     assert present(labels()) == {1, 2, 3, 4, 5, 6}
+
+
+def test_a_click_without_dragging_makes_no_object(qtbot, bundled_annotator, notes):
+    """A click on a nucleus in rectangle mode (no drag) leaves napari a rectangle of well under
+    a pixel. Segment all must not turn it into a one-pixel object (it did, with 'skip boxes
+    without an object' on); it says once that the box is too small, and the nucleus stays free
+    for a proper box."""
+    from scipy import ndimage
+
+    from tests.gui_helpers import click
+
+    viewer, widget = bundled_annotator
+    tile = generate_tile("fluorescence", 128, 3)
+    image = viewer.add_image(tile.image, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    boxes = widget.controller.prompts_layer
+    rows, cols = ndimage.find_objects(tile.labels)[2]
+    centre = ((rows.start + rows.stop) / 2, (cols.start + cols.stop) / 2)
+    viewer.layers.selection.active = boxes
+    click(qtbot, viewer, image.data_to_world(centre))
+    assert len(boxes.data) == 1 and np.ptp(boxes.data[0], axis=0).max() < 2
+    segment(qtbot, viewer, widget, "all")
+    segment(qtbot, viewer, widget, "all")
+    labels = widget.controller.labels_layer
+    assert labels is None or not labels.data.any()
+    warnings = messages(notes, "warning") + messages(notes, "error")
+    assert sum("too small" in m for m in warnings) == 1, warnings
+
+    draw_box_px(qtbot, viewer, boxes, image, rows.start - 1, cols.start - 1, rows.stop, cols.stop)
+    segment(qtbot, viewer, widget)
+    labels = widget.controller.labels_layer
+    assert present(labels) == {1} and (labels.data == 1).sum() > 20
