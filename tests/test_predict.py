@@ -247,6 +247,22 @@ def test_a_folder_with_outputs_of_another_run_is_neither_mixed_nor_overwritten(t
     assert main(base) == 0 and "another run" not in caplog.text
 
 
+def test_rerun_into_the_input_folder_does_not_predict_its_own_outputs(tmp_path):
+    # `segdiff-predict in/ -o in/` twice used to take img_labels.tif, img_probability.tif and
+    # img_uncertainty.tif for new images and write img_labels_labels.tif & co. beside them
+    folder = tmp_path / "in"
+    make_image(folder)
+    (folder / "img_gt.tiff").unlink()
+    args = [str(folder), "-o", str(folder), "--foreground", "otsu", *FAST]
+    assert main(args) == 0
+    first = sorted(p.name for p in folder.iterdir())
+    assert "img_labels.tif" in first
+    stamp = (folder / "img_labels.tif").stat().st_mtime_ns
+    assert main(args) == 0
+    assert sorted(p.name for p in folder.iterdir()) == first
+    assert (folder / "img_labels.tif").stat().st_mtime_ns == stamp
+
+
 @pytest.mark.parametrize("flag, value", [
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),

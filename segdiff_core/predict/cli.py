@@ -22,7 +22,7 @@ from segdiff_core.checkpoint import CheckpointError
 from segdiff_core.predict.distributed import dask_runner
 from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
 from segdiff_core.predict.prompts import PromptError
-from segdiff_core.predict.run import ImageJob, PredictConfig, predict_image, resume_state, run_identity, serial_runner
+from segdiff_core.predict.run import ImageJob, PredictConfig, own_outputs, predict_image, resume_state, run_identity, serial_runner
 from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
 
 log = logging.getLogger("segdiff.predict")
@@ -110,6 +110,12 @@ def _check_distinct_stems(images: list[Path]) -> None:
 
 def make_jobs(args: argparse.Namespace) -> list[ImageJob]:
     images = find_inputs(args.inputs)
+    mine = own_outputs(images, Path(args.output))
+    if mine:
+        log.info("%d output(s) of earlier runs in %s are not inputs (e.g. %s)", len(mine), args.output, mine[0].name)
+        images = [p for p in images if p not in mine]
+        if not images:
+            raise InputError(f"{', '.join(args.inputs)}: only outputs of segdiff-predict, no images to predict")
     _check_distinct_stems(images)
     if len(images) > 1:
         for spec in (args.prompts_csv, args.prompts_labels):

@@ -29,7 +29,7 @@ from segdiff_core.predict.prompts import boxes_from_csv, boxes_from_label_source
 from segdiff_core.predict.tiles import TileResult, TileTask, plan_tiles, run_tile
 from segdiff_core.proposals import ProposalSettings
 
-__all__ = ["PredictConfig", "ImageJob", "output_paths", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
+__all__ = ["PredictConfig", "ImageJob", "output_paths", "own_outputs", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
 
 OBJECT_COLUMNS = (
     "label", "y0", "x0", "y1", "x1", "area", "centroid_y", "centroid_x",
@@ -113,6 +113,24 @@ def output_paths(job: ImageJob, out_dir: Path, zarr: bool) -> dict[str, Path]:
     paths["objects"] = out_dir / f"{stem}_objects.csv"
     paths["settings"] = out_dir / f"{stem}_settings.json"
     return paths
+
+
+def own_outputs(images: Sequence[Path], out_dir: Path) -> list[Path]:
+    """The ``images`` that are maps a run wrote into ``out_dir`` (``<stem>_labels.tif`` etc.
+    whose ``<stem>`` is another input or has a settings file there): a folder that is both
+    input and output must not have its outputs predicted as new images on a rerun."""
+    stems = {_stem(p) for p in images}
+    out = out_dir.resolve()
+    found = []
+    for path in images:
+        if path.parent.resolve() != out:
+            continue
+        for m, ext in ((m, ext) for m in MAPS for ext in (".tif", ".ome.zarr")):
+            prefix = path.name[: -len(f"_{m}{ext}")] if path.name.endswith(f"_{m}{ext}") else None
+            if prefix and (prefix in stems or (out / f"{prefix}_settings.json").exists()):
+                found.append(path)
+                break
+    return found
 
 
 def is_done(paths: dict[str, Path]) -> bool:
