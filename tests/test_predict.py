@@ -263,6 +263,29 @@ def test_rerun_into_the_input_folder_does_not_predict_its_own_outputs(tmp_path):
     assert (folder / "img_labels.tif").stat().st_mtime_ns == stamp
 
 
+def test_a_model_file_replaced_between_runs_of_one_process_is_reloaded(tmp_path):
+    # the per-process model cache was keyed by the path only: a long-lived process (a dask
+    # worker of --scheduler, a notebook calling main) kept a retrained file's old weights
+    import shutil
+
+    from segdiff_core.bundled import bundled_model_path
+    from segdiff_core.checkpoint import save_model
+    from tests.helpers import random_model
+
+    img, gt, _ = make_image(tmp_path / "in")
+    model = tmp_path / "model.pt"
+    shutil.copy(bundled_model_path(), model)
+    args = [str(img), "--model", str(model), "--prompts-labels", str(gt), *FAST]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    net, cfg = random_model()
+    save_model(model, net, cfg, {"trained_on": "retrained"})
+    assert main([*args, "-o", str(tmp_path / "b")]) == 0
+    settings = json.loads((tmp_path / "b" / "img_settings.json").read_text())
+    assert settings["model_metadata"]["trained_on"] == "retrained"
+    assert not np.array_equal(tifffile.imread(tmp_path / "a" / "img_probability.tif"),
+                              tifffile.imread(tmp_path / "b" / "img_probability.tif"))
+
+
 @pytest.mark.parametrize("flag, value", [
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),

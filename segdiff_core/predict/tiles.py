@@ -108,9 +108,21 @@ def _grow(read: tuple[int, int, int, int], boxes: Sequence[Box], shape: tuple[in
     return max(0, r0), max(0, c0), min(shape[0], r1), min(shape[1], c1)
 
 
-@functools.lru_cache(maxsize=2)
 def load_segmenter(model_path: str, device: str) -> Any:
-    """The model, loaded once per process (worker) and reused by its tasks."""
+    """The model, loaded once per process (worker) and reused by its tasks, until the file
+    changes: a long-lived worker (``--scheduler``) must not keep a retrained file's old weights."""
+    import os
+
+    try:
+        stat = os.stat(model_path)
+        version = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        version = None  # let the loader report the problem
+    return _load_segmenter(model_path, device, version)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_segmenter(model_path: str, device: str, version: tuple[int, int] | None) -> Any:
     from segdiff_core.segmenter import Segmenter
 
     return Segmenter.from_checkpoint(model_path, device=device)
