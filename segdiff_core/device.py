@@ -41,3 +41,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             "choose 'auto' or 'cpu'"
         )
     return torch.device(name)
+
+
+def device_arg(text: str) -> str:
+    """argparse type: a device name this machine has (``auto``, ``cpu``, ``cuda[:N]``, ``mps``),
+    so that a command refuses it before any work rather than failing in a traceback."""
+    import argparse
+
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

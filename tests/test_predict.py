@@ -290,6 +290,7 @@ def test_a_model_file_replaced_between_runs_of_one_process_is_reloaded(tmp_path)
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),
     ("--scheduler", "tcp://127.0.0.1:1 --workers 2"),  # --workers would be ignored
+    ("--device", "gpu"),  # was a ValueError traceback from the model loader
 ])
 def test_out_of_range_numbers_and_conflicting_options_are_refused_by_the_command_line(tmp_path, capsys, flag, value):
     # --tile 0 used to end in a traceback mid-run, --halo -1 silently read less than the tile

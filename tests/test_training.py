@@ -212,6 +212,24 @@ def test_resume_with_a_flag_keeps_the_runs_other_settings_and_is_exact(tmp_path,
     assert "preset" in capsys.readouterr().err
 
 
+def test_a_missing_device_or_an_output_path_that_is_a_file_is_a_message(tmp_path, capsys):
+    # both used to end in tracebacks (ValueError from the device choice, FileExistsError mid-run)
+    missing = "gpu" if torch.cuda.is_available() else "cuda"
+    for device in ("gpu", missing):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["--out", str(tmp_path / "o"), *CLI_FAST, "--train.steps", "2", "--device", device])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--device" in err and "Traceback" not in err
+    blocker = tmp_path / "a file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "sub"):
+        assert cli.main(["--out", str(out), *CLI_FAST, "--train.steps", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "not writable" in err and "Traceback" not in err
+    assert blocker.read_text() == "keep me"
+
+
 def test_a_new_run_into_a_finished_runs_folder_is_refused(tmp_path, capsys):
     # without --resume the second run used to overwrite last.pt/state.pt and empty metrics.jsonl
     out = tmp_path / "run"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segdiff_core.checkpoint import CheckpointError
+from segdiff_core.device import device_arg
 from segdiff_core.predict.distributed import dask_runner
 from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
 from segdiff_core.predict.prompts import PromptError
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_count(1), default=2048, help="tile side (px); each tile is one task")
     p.add_argument("--halo", type=_count(0), default=96, help="context around each tile (px); larger than an object")
     p.add_argument("--format", choices=("auto", "tiff", "zarr"), default="auto", help="output maps as TIFF or OME-Zarr (auto: zarr above 8192x8192)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda or mps")
     where = p.add_mutually_exclusive_group()  # with both, --workers would be ignored
     where.add_argument("--workers", type=_count(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
     where.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")

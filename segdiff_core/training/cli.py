@@ -19,6 +19,7 @@ from typing import Any
 
 from segdiff_core.checkpoint import CheckpointError, ModelFile, read_model_file
 from segdiff_core.config import ConfigError
+from segdiff_core.device import device_arg
 from segdiff_core.presets import PRESETS
 from segdiff_core.training.config import RunConfig, add_config_flags, load_config_file, merge_run_config
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML or JSON file with [model], [train], [data], ... sections")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt (exactly where it stopped) with the settings in OUT/run.json; a config file or flags change only what they name. Without --resume, an OUT holding a run is refused")
     p.add_argument("--init-from", type=Path, help="fine-tune: start from this model file's weights and config")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to OUT/metrics.jsonl)")
     p.add_argument("--print-config", action="store_true", help="print the merged configuration as JSON and exit")
     add_config_flags(p)
@@ -125,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if kept and not args.resume:  # a new run would overwrite them and drop the run's log
         print(f"segdiff-train: {args.out} holds a training run ({', '.join(kept)}); --resume continues it, "
               "or choose another --out to start a new one", file=sys.stderr)
+        return 2
+    from segdiff_core.predict.io import OutputError, check_writable
+
+    try:
+        check_writable(args.out)  # a file in the way, or no permission: say so now, not mid-run
+    except OutputError as exc:
+        print(f"segdiff-train: {exc}", file=sys.stderr)
         return 2
     from segdiff_core.training.distributed import init_distributed, shutdown
     from segdiff_core.training.sources import build_sources
