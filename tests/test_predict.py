@@ -286,6 +286,15 @@ def test_a_model_file_replaced_between_runs_of_one_process_is_reloaded(tmp_path)
                               tifffile.imread(tmp_path / "b" / "img_probability.tif"))
 
 
+@pytest.mark.parametrize("flag, value", [("--h", "0.8"), ("--foreground", "otsu"), ("--box-scale", "1.2"), ("--window-scale", "2")])
+def test_automatic_mode_options_with_prompts_are_refused_not_ignored(tmp_path, caplog, flag, value):
+    img, gt, _ = make_image(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-labels", str(gt), flag, value, *FAST]) == 2
+    assert flag in caplog.text and "automatic mode only" in caplog.text
+    assert [p for p in outputs(out) if not p.startswith(".")] == []
+
+
 @pytest.mark.parametrize("flag, value", [
     ("--tile", "0"), ("--halo", "-1"), ("--generations", "0"), ("--steps", "0"),
     ("--batch-size", "0"), ("--workers", "-1"), ("--tile", "x"),

@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=_count(1), help="ensemble size per object (default: the model's)")
     p.add_argument("--steps", type=_count(1), help="sampling steps per object (default: the model's)")
     p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per network batch (default 16)")
-    p.add_argument("--foreground", choices=FOREGROUNDS, default="auto", help="automatic mode: foreground from SegDiff windows, the nuclear stain (Otsu of the background-subtracted stain; H+DAB for RGB), plain luminance Otsu, or auto (windows for a semantic-task model, else stain)")
-    p.add_argument("--window-scale", type=float, default=1.0, help="automatic mode: image px per model px of the foreground windows")
-    p.add_argument("--h", type=float, default=ProposalSettings.h, help=f"automatic mode: h-maxima height (px) of the instance split (default {ProposalSettings.h})")
-    p.add_argument("--box-scale", type=float, default=ProposalSettings.box_scale, help=f"automatic mode: proposal boxes scaled about their centre by this (default {ProposalSettings.box_scale})")
+    p.add_argument("--foreground", choices=FOREGROUNDS, help="automatic mode: foreground from SegDiff windows, the nuclear stain (Otsu of the background-subtracted stain; H+DAB for RGB), plain luminance Otsu, or auto (windows for a semantic-task model, else stain)")
+    p.add_argument("--window-scale", type=float, help=f"automatic mode: image px per model px of the foreground windows (default {ProposalSettings.window_scale:g})")
+    p.add_argument("--h", type=float, help=f"automatic mode: h-maxima height (px) of the instance split (default {ProposalSettings.h})")
+    p.add_argument("--box-scale", type=float, help=f"automatic mode: proposal boxes scaled about their centre by this (default {ProposalSettings.box_scale})")
     p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")
     p.add_argument("--tile", type=_count(1), default=2048, help="tile side (px); each tile is one task")
     p.add_argument("--halo", type=_count(0), default=96, help="context around each tile (px); larger than an object")
@@ -132,14 +132,19 @@ def make_jobs(args: argparse.Namespace) -> list[ImageJob]:
     ]
 
 
+#: Settings of the automatic mode's proposals; with prompts they would be ignored.
+AUTOMATIC_ONLY = ("foreground", "window_scale", "h", "box_scale")
+
+
 def make_config(args: argparse.Namespace) -> PredictConfig:
     from segdiff_core.bundled import bundled_model_path
 
     inference = {k: v for k, v in (("generations", args.generations), ("steps", args.steps)) if v is not None}
-    settings = ProposalSettings(
-        foreground=args.foreground, window_scale=args.window_scale, h=args.h, box_scale=args.box_scale, min_area=args.min_area,
-        batch_size=args.batch_size, seed=args.seed,
-    )
+    automatic = {k: getattr(args, k) for k in AUTOMATIC_ONLY if getattr(args, k) is not None}
+    if automatic and (args.prompts_csv or args.prompts_labels):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in automatic)
+        raise ProposalError(f"{flags}: automatic mode only; with prompts every box is segmented as given")
+    settings = ProposalSettings(min_area=args.min_area, batch_size=args.batch_size, seed=args.seed, **automatic)
     return PredictConfig(
         model=str(args.model or bundled_model_path()), device=args.device, tile=args.tile, halo=args.halo,
         output_format=args.format, proposals=settings, inference=inference,
