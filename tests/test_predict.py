@@ -80,6 +80,27 @@ def test_same_seed_same_output_and_csv_prompts(tmp_path):
     np.testing.assert_array_equal(tifffile.imread(a / "img_probability.tif"), tifffile.imread(b / "img_probability.tif"))
 
 
+def test_a_prompt_that_gives_no_object_keeps_a_row_in_the_objects_csv(tmp_path, caplog):
+    # such a prompt used to vanish without a word: the CSV had one row fewer than the prompts
+    img, gt, tile = make_image(tmp_path / "in", seed=3)
+    from skimage.measure import regionprops
+
+    y0, x0, y1, x1 = regionprops(tile.labels)[0].bbox
+    csv_path = tmp_path / "boxes.csv"
+    lines = ["index,shape-type,vertex-index,axis-0,axis-1",
+             f"0,rectangle,0,{y0 - 0.5},{x0 - 0.5}", f"0,rectangle,1,{y1 - 0.5},{x1 - 0.5}",
+             "1,rectangle,0,60.5,60.5", "1,rectangle,1,63.5,63.5"]  # 3 x 3 px: below --min-area 16
+    csv_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-csv", str(csv_path), *FAST]) == 0
+    rows = read_rows(out / "img_objects.csv")
+    assert [(r["label"], r["flag"]) for r in rows] == [("1", rows[0]["flag"]), ("", "no object")]
+    assert rows[1]["area"] == "0" and float(rows[1]["y0"]) == 61.0 and float(rows[1]["x1"]) == 64.0
+    assert tifffile.imread(out / "img_labels.tif").max() == 1
+    assert json.loads((out / "img_settings.json").read_text())["prompts_without_object"] == 1
+    assert "1 of 2 prompts gave no object" in caplog.text
+
+
 def test_tiles_neither_cut_nor_duplicate_objects_on_seams(tmp_path):
     img, gt, tile = make_image(tmp_path / "in", seed=4, size=128, n=10)
     whole, tiled = tmp_path / "whole", tmp_path / "tiled"

@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -29,6 +31,8 @@ from segdiff_core.predict.prompts import boxes_from_csv, boxes_from_label_source
 from segdiff_core.predict.tiles import TileResult, TileTask, plan_tiles, run_tile
 from segdiff_core.proposals import ProposalSettings
 
+log = logging.getLogger("segdiff.predict")
+
 __all__ = ["PredictConfig", "ImageJob", "output_paths", "own_outputs", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
 
 OBJECT_COLUMNS = (
@@ -36,6 +40,8 @@ OBJECT_COLUMNS = (
     "mean_probability", "uncertainty", "score", "score_kind", "flag",
 )
 MAPS = ("labels", "probability", "uncertainty")
+NO_OBJECT = "no object"
+"""``flag`` of the objects-CSV row of a prompt that gave no object (empty ``label``, area 0)."""
 MAP_DTYPES = {"labels": np.int32, "probability": np.float32, "uncertainty": np.float32}
 
 
@@ -240,6 +246,7 @@ class _Canvas:
             self.maps = {m: o.array for m, o in self.outputs.items()}
         self.rows: list[dict[str, Any]] = []
         self.cut = 0
+        self.missing = 0  # prompts that gave no object
 
     def add(self, result: TileResult) -> None:
         """Paste a tile's objects (one read-modify-write of the region they cover)."""
@@ -287,6 +294,7 @@ def _settings_record(
         "n_tiles": n_tasks,
         "n_objects": len(canvas.rows),
         "objects_cut_by_halo": canvas.cut,
+        "prompts_without_object": canvas.missing,
         "model_metadata": {k: seg.metadata.get(k) for k in ("trained_on", "steps", "preset", "created")},
         "segdiff_version": getattr(segdiff_core, "__version__", "unknown"),
         "seconds": round(seconds, 2),
@@ -328,9 +336,32 @@ def predict_image(
     except BaseException:
         canvas.abort()
         raise
-    write_csv(paths["objects"], canvas.rows, OBJECT_COLUMNS)
+    missing = _missing_prompts(tasks, canvas.rows)
+    if missing:
+        canvas.missing = len(missing)
+        log.warning("%s: %d of %d prompts gave no object (rows with flag %r in %s), e.g. box %s",
+                    job.image, len(missing), sum(len(t.boxes or ()) for t in tasks), NO_OBJECT, paths["objects"].name, missing[0])
+    rows = canvas.rows + [dict(zip(("y0", "x0", "y1", "x1"), b), label="", area=0, flag=NO_OBJECT) for b in missing]
+    write_csv(paths["objects"], rows, OBJECT_COLUMNS)
     write_json(paths["settings"], _settings_record(job, config, identity, source, len(tasks), canvas, time.perf_counter() - t0))
     return paths
+
+
+def _missing_prompts(tasks: Sequence[TileTask], rows: Sequence[dict[str, Any]]) -> list[tuple[float, ...]]:
+    """Prompt boxes (image coordinates) that gave no object: nothing above the threshold,
+    fewer than ``min_area`` pixels, or every pixel lost to a more probable neighbour."""
+    def key(box: Sequence[float]) -> tuple[float, ...]:
+        return tuple(round(float(v), 4) for v in box)
+
+    found = Counter(key((r["y0"], r["x0"], r["y1"], r["x1"])) for r in rows)
+    missing = []
+    for task in tasks:
+        for box in task.boxes or ():
+            if found[key(box)]:
+                found[key(box)] -= 1
+            else:
+                missing.append(tuple(box))
+    return missing
 
 
 def remove_stale_temporaries(paths: dict[str, Path]) -> None:
