@@ -230,6 +230,18 @@ def test_a_missing_device_or_an_output_path_that_is_a_file_is_a_message(tmp_path
     assert blocker.read_text() == "keep me"
 
 
+def test_resume_after_a_kill_that_tore_the_last_log_line(tmp_path, capsys):
+    # metrics.jsonl is appended to; a kill mid-append leaves half a line, which used to stop
+    # every later --resume with "Unterminated string starting at: line 1 column 13"
+    out = tmp_path / "run"
+    assert cli.main(["--out", str(out), *CLI_FAST, "--train.steps", "4", "--train.log_every", "1"]) == 0
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 5, "lo')
+    assert cli.main(["--out", str(out), "--resume", "--no-progress", "--train.steps", "6"]) == 0, capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
 def test_a_new_run_into_a_finished_runs_folder_is_refused(tmp_path, capsys):
     # without --resume the second run used to overwrite last.pt/state.pt and empty metrics.jsonl
     out = tmp_path / "run"

@@ -362,11 +362,19 @@ class Trainer:
             self._callback(record)
 
     def _trim_log(self) -> None:
-        """Drop log lines past the resumed step (written after the last checkpoint)."""
+        """Drop log lines past the resumed step (written after the last checkpoint), and a
+        line torn by a kill in the middle of an append (it would block every resume)."""
         path = self.out / "metrics.jsonl"
         if not self.ctx.is_main or not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        keep = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.step:
+                keep.append(line)
         atomic_write(path, "".join(ln + "\n" for ln in keep))
 
     # ------------------------------------------------------------------ validation
