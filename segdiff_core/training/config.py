@@ -66,6 +66,9 @@ class TrainConfig:
             raise ConfigError(f"train.trainable must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.patience < 0 or self.max_minutes < 0:
             raise ConfigError("train.patience and train.max_minutes must be >= 0")
+        for name in ("val_every", "num_workers"):  # val_every -1 validated at every step
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0 (0: {'no validation' if name == 'val_every' else 'load in this process'}), got {getattr(self, name)}")
         if self.lr_decay not in ("cosine", "constant"):
             raise ConfigError(f"train.lr_decay must be 'cosine' or 'constant', got {self.lr_decay!r}")
 
