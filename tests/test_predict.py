@@ -101,6 +101,21 @@ def test_a_prompt_that_gives_no_object_keeps_a_row_in_the_objects_csv(tmp_path, 
     assert "1 of 2 prompts gave no object" in caplog.text
 
 
+def test_a_prompt_csv_saved_by_a_spreadsheet_with_a_bom_and_crlf_is_read(tmp_path):
+    # "CSV UTF-8" from a spreadsheet starts with a byte-order mark: its first column used to be
+    # read as "\ufeffindex" and the image was skipped for "lacking the column index"
+    img, gt, tile = make_image(tmp_path / "in", seed=3)
+    from skimage.measure import regionprops
+
+    y0, x0, y1, x1 = regionprops(tile.labels)[0].bbox
+    csv_path = tmp_path / "boxes.csv"
+    text = f"index,shape-type,vertex-index,axis-0,axis-1\r\n0,rectangle,0,{y0 - 0.5},{x0 - 0.5}\r\n0,rectangle,1,{y1 - 0.5},{x1 - 0.5}\r\n"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    out = tmp_path / "out"
+    assert main([str(img), "-o", str(out), "--prompts-csv", str(csv_path), *FAST]) == 0
+    assert [r["label"] for r in read_rows(out / "img_objects.csv")] == ["1"]
+
+
 def test_tiles_neither_cut_nor_duplicate_objects_on_seams(tmp_path):
     img, gt, tile = make_image(tmp_path / "in", seed=4, size=128, n=10)
     whole, tiled = tmp_path / "whole", tmp_path / "tiled"

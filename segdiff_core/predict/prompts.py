@@ -39,7 +39,7 @@ def boxes_from_csv(path: str | os.PathLike) -> list[Box]:
     """
     path = Path(path)
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptError(f"prompt CSV {path} cannot be read ({exc})") from exc
