@@ -456,3 +456,21 @@ def test_cli_an_option_of_another_protocol_is_refused_not_ignored(checkpoint, ca
     assert main([str(checkpoint), "--n", "1", "--no-progress", "--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert flag in err and "does not apply" in err and "Traceback" not in err
+
+
+def test_cli_n_above_the_sample_count_is_not_called_a_random_subset(checkpoint, tmp_path, capsys):
+    # "--n 50" on 3 samples evaluated all 3 but the header and the JSON said "random subset of 50"
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(3):
+        m = disk_mask((50, 60), (20 + k, 25 + 3 * k), 8 + k)
+        tifffile.imwrite(root / "images" / f"im{k}.tif", (m * 200 + 20).astype(np.uint8))
+        tifffile.imwrite(root / "masks" / f"im{k}.tif", m.astype(np.uint8))
+    common = [str(checkpoint), "--protocol", "tight", "--data.source", "folder", "--data.root", str(root),
+              "--generations", "1", "--steps", "1", "--baseline", "none", "--no-progress", "--device", "cpu"]
+    assert main([*common, "--n", "50", "--json", str(tmp_path / "all.json")]) == 0
+    assert "random subset" not in capsys.readouterr().out
+    assert "random subset" not in json.loads((tmp_path / "all.json").read_text())["data"]["description"]
+    assert main([*common, "--n", "2"]) == 0
+    assert "random subset of 2" in capsys.readouterr().out

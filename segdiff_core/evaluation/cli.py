@@ -217,7 +217,7 @@ def load_items(
         _, dataset = split_dataset(dataset, data.val_fraction, data.val_seed, group_by_image=True)
         desc += f", validation split (fraction {data.val_fraction:g}, seed {data.val_seed})"
     items, skipped = dataset_items(dataset, n=n, seed=eval_seed, require_box=protocol.is_prompt)
-    if n is not None:
+    if n is not None and n < len(dataset):  # --n at or above the sample count takes every sample
         desc += f", random subset of {n} (seed {eval_seed})"
     return items, desc, skipped
 
