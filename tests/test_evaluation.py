@@ -436,7 +436,7 @@ def test_cli_dataset_without_samples(checkpoint, tmp_path, capsys):
     assert "segdiff-eval: error:" in err and "Traceback" not in err
 
 
-def test_cli_unwritable_json_is_refused_before_the_evaluation(checkpoint, tmp_path, capsys):
+def test_cli_unwritable_json_or_the_model_itself_is_refused_before_the_evaluation(checkpoint, tmp_path, capsys):
     # --json to a folder (or under a file) used to fail only after the whole evaluation had run
     for target, message in ((tmp_path, "is a folder"), (tmp_path / "file.txt" / "r.json", "not writable")):
         (tmp_path / "file.txt").write_text("x")
@@ -444,6 +444,11 @@ def test_cli_unwritable_json_is_refused_before_the_evaluation(checkpoint, tmp_pa
         captured = capsys.readouterr()
         assert message in captured.err and "Traceback" not in captured.err
         assert "protocol:" not in captured.out  # stopped before it started evaluating
+    model = tmp_path / "model.pt"
+    model.write_bytes(checkpoint.read_bytes())
+    assert main([str(model), "--n", "1", "--json", str(model), "--no-progress", "--device", "cpu"]) == 2
+    assert "model file being evaluated" in capsys.readouterr().err
+    assert model.read_bytes() == checkpoint.read_bytes()  # was replaced by the JSON report
 
 
 @pytest.mark.parametrize("argv, flag", [

@@ -301,12 +301,15 @@ def build_report(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_json_target(path: Path) -> None:
-    """ConfigError unless a file can be created at ``path`` (its folder is created if needed)."""
+def _check_json_target(path: Path, checkpoint: str) -> None:
+    """ConfigError unless a file can be created at ``path`` (its folder is created if needed)
+    without replacing the model file being evaluated."""
     from segdiff_core.predict.io import OutputError, check_writable
 
     if path.is_dir():
         raise ConfigError(f"--json {path} is a folder; give a file name")
+    if path.exists() and Path(checkpoint).exists() and path.resolve() == Path(checkpoint).resolve():
+        raise ConfigError(f"--json {path} is the model file being evaluated; give another file name")
     try:
         check_writable(path.parent)
     except OutputError as exc:
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = _data_flags(args)
     try:
         if args.json is not None:  # found out now, not after an evaluation of an hour
-            _check_json_target(args.json)
+            _check_json_target(args.json, args.checkpoint)
         path: Any = args.checkpoint
         if path == "bundled":
             from segdiff_core.bundled import bundled_model_path
