@@ -417,6 +417,9 @@ def test_cli_unknown_protocol_and_bad_lists(checkpoint, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
     assert main([str(checkpoint), "--steps", "0"]) == 2
     assert "integers >= 1" in capsys.readouterr().err
+    for flag in ("--seed", "--eval-seed"):  # was "error: expected non-negative integer", naming nothing
+        assert main([str(checkpoint), flag, "-1"]) == 2
+        assert f"argument {flag}" in capsys.readouterr().err
     assert main([str(checkpoint), "--protocol", "tight", "--data.task", "semantic"]) == 2
     assert "--protocol windows or --data.task prompt" in capsys.readouterr().err
 

@@ -181,6 +181,7 @@ def test_config_file_and_flags_share_one_source_of_truth(tmp_path, capsys):
     ('[data]\nstyles = ["he", 3]\n', "styles"), ('[model]\nimage_size = "big"\n', "image_size"),
     ('[inference]\nthreshold = "x"\n', "threshold"), ("[train]\namp = 1\n", "amp"),
     ("[train]\nval_every = -1\n", "val_every"),  # was accepted and validated at every step
+    ("[train]\nseed = -1\n", "seed"), ("[data]\nval_seed = -2\n", "val_seed"),  # failed after start-up, unnamed
 ])
 def test_a_config_file_value_of_the_wrong_type_is_named_not_a_traceback(tmp_path, capsys, toml, key):
     # these used to end in "TypeError: '<' not supported between instances of 'str' and 'int'"

@@ -84,14 +84,19 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed (numpy takes integers >= 0)."""
+    return _positive_int(text, minimum=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="PATH", help="write every result and setting to this JSON file")
     p.add_argument("--baseline", choices=BASELINES, default="otsu", help="classical baseline scored on the same samples (default otsu)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED, help=f"seed of the synthetic held-out set and of --n subsets (default {DEFAULT_EVAL_SEED})")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed (default 0)")
+    p.add_argument("--eval-seed", type=_seed, default=DEFAULT_EVAL_SEED, help=f"seed of the synthetic held-out set and of --n subsets (default {DEFAULT_EVAL_SEED})")
     p.add_argument("--split-only-val", action="store_true", help="datasets: evaluate only the validation split held out by training (no effect on synthetic data, which is always held out)")
     p.add_argument("--margin", type=float, help=f"expansion protocol: crop margin (default {PAPER_MARGIN:g})")
     p.add_argument("--work-size", type=_positive_int, help="windows protocol: working resolution (default twice the model size)")

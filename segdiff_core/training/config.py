@@ -66,6 +66,8 @@ class TrainConfig:
             raise ConfigError(f"train.trainable must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.patience < 0 or self.max_minutes < 0:
             raise ConfigError("train.patience and train.max_minutes must be >= 0")
+        if self.seed < 0:  # numpy's generators take seeds >= 0; it failed after start-up
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
         for name in ("val_every", "num_workers"):  # val_every -1 validated at every step
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0 (0: {'no validation' if name == 'val_every' else 'load in this process'}), got {getattr(self, name)}")
@@ -102,6 +104,8 @@ class DataConfig:
             raise ConfigError(f"data.source {self.source!r} needs data.root (the dataset folder)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_seed < 0:
+            raise ConfigError(f"data.val_seed must be >= 0, got {self.val_seed}")
 
 
 SECTIONS: dict[str, type] = {
