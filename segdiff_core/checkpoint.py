@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -36,6 +37,64 @@ MODEL_VERSION = 1
 
 class CheckpointError(ValueError):
     """A model file that cannot be used: unreadable, corrupt, truncated or mismatched."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on Windows without ``os.kill``, whose signal 0 is Ctrl-C)."""
+    if sys.platform == "win32":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LockHeldError(RuntimeError):
+    """A lock file of :func:`take_pid_lock` belongs to a live process (``pid``; 0: another
+    process took it in the same instant)."""
+
+    def __init__(self, path: Path, pid: int) -> None:
+        super().__init__(f"{path} is held by process {pid}" if pid else f"{path} is being taken by another process")
+        self.path, self.pid = path, pid
+
+
+def take_pid_lock(path: str | os.PathLike) -> Path:
+    """Create the lock file ``path`` holding this process's id (``O_EXCL``: one owner).
+
+    The lock of a process that is gone (killed, crashed) is removed and taken; a live
+    owner's raises :class:`LockHeldError`. Delete the file with :meth:`Path.unlink` when done.
+    """
+    path = Path(path)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not path.is_file():
+                raise
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (ValueError, OSError):
+                pid = 0
+            if pid and pid_alive(pid):
+                raise LockHeldError(path, pid) from None
+            path.unlink(missing_ok=True)  # its owner is gone (or it holds no process id)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return path
+    raise LockHeldError(path, 0)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

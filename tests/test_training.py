@@ -232,6 +232,33 @@ def test_a_missing_device_or_an_output_path_that_is_a_file_is_a_message(tmp_path
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.slow
+def test_a_second_run_into_a_folder_a_live_run_writes_is_refused(tmp_path, capsys):
+    # two runs (say a forgotten one and a --resume) used to write state.pt, last.pt and
+    # metrics.jsonl in turn; now the folder is locked while a run lives, and a killed run's
+    # lock does not block the resume
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "segdiff_core.training.cli", "--out", str(out), *CLI_FAST,
+                             "--train.steps", "100000", "--train.log_every", "1", "--train.checkpoint_every", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not (out / "state.pt").exists():
+            time.sleep(0.05)
+        assert proc.poll() is None and (out / "state.pt").exists()
+        assert cli.main(["--out", str(out), "--resume", "--no-progress", "--train.steps", "4"]) == 2
+        err = capsys.readouterr().err
+        assert f"process {proc.pid}" in err and "another segdiff-train" in err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    step = safe_load(out / "state.pt")["step"]
+    assert cli.main(["--out", str(out), "--resume", "--no-progress", "--train.steps", str(step + 2)]) == 0
+    assert safe_load(out / "state.pt")["step"] == step + 2
+    assert not (out / cli.RUN_LOCK).exists()
+
+
 def test_resume_after_a_kill_that_tore_the_last_log_line(tmp_path, capsys):
     # metrics.jsonl is appended to; a kill mid-append leaves half a line, which used to stop
     # every later --resume with "Unterminated string starting at: line 1 column 13"

@@ -25,6 +25,8 @@ from segdiff_core.training.config import RunConfig, add_config_flags, load_confi
 
 
 DEFAULT_PRESET = "cpu-small"
+RUN_LOCK = "train.lock"
+"""Lock file in ``--out`` while a run writes there (holds the main process's id)."""
 
 #: What a run started with ``--init-from`` may change in the checkpoint's config (flag or file).
 WARM_START_KEYS = ("model.box_channel", "model.self_condition", "diffusion.prediction", "diffusion.noise_shift")
@@ -122,18 +124,43 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run.to_dict(), indent=2))
         return 0
 
-    kept = [n for n in ("state.pt", "last.pt", "best.pt") if (args.out / n).exists()]
-    if kept and not args.resume:  # a new run would overwrite them and drop the run's log
-        print(f"segdiff-train: {args.out} holds a training run ({', '.join(kept)}); --resume continues it, "
-              "or choose another --out to start a new one", file=sys.stderr)
-        return 2
-    from segdiff_core.predict.io import OutputError, check_writable
-
     try:
-        check_writable(args.out)  # a file in the way, or no permission: say so now, not mid-run
-    except OutputError as exc:
+        lock = _claim_out(args)
+    except (ConfigError, OSError) as exc:
         print(f"segdiff-train: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _train(args, run, init)
+    finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+
+
+def _claim_out(args: argparse.Namespace) -> Path | None:
+    """Check ``--out`` before any work and lock it (on the main process) for this run; returns
+    the lock file. A finished run is not overwritten, and two runs never write one folder."""
+    import os
+
+    from segdiff_core.checkpoint import LockHeldError, take_pid_lock
+    from segdiff_core.predict.io import check_writable
+
+    kept = [n for n in ("state.pt", "last.pt", "best.pt") if (args.out / n).exists()]
+    if kept and not args.resume:  # a new run would overwrite them and drop the run's log
+        raise ConfigError(f"{args.out} holds a training run ({', '.join(kept)}); --resume continues it, "
+                          "or choose another --out to start a new one")
+    check_writable(args.out)  # a file in the way, or no permission: say so now, not mid-run
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        return take_pid_lock(args.out / RUN_LOCK)
+    except LockHeldError as exc:
+        raise ConfigError(
+            f"another segdiff-train (process {exc.pid or 'starting'}) is writing to {args.out}; wait for it or "
+            f"choose another --out (delete {exc.path} if no such run exists)"
+        ) from None
+
+
+def _train(args: argparse.Namespace, run: RunConfig, init: ModelFile | None) -> int:
     from segdiff_core.training.distributed import init_distributed, shutdown
     from segdiff_core.training.sources import build_sources
     from segdiff_core.training.trainer import Trainer, TrainingError

@@ -28,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from segdiff_core.checkpoint import LockHeldError, take_pid_lock
 from segdiff_core.training.finetune import FinetuneError, FinetuneRequest, data_dir
 
 __all__ = ["FinetuneProcess", "FinetuneBusyError", "LOCK_NAME"]
@@ -37,28 +38,6 @@ LOCK_NAME = "finetune.lock"
 
 class FinetuneBusyError(FinetuneError):
     """Another fine-tune is running (in this or another napari window)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on Windows without ``os.kill``, whose signal 0 is Ctrl-C)."""
-    if sys.platform == "win32":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_events(stream: IO[str], events: "queue.Queue[dict[str, Any] | None]") -> None:
@@ -102,33 +81,19 @@ class FinetuneProcess:
         try:
             if not self.lock_path.parent.is_dir():
                 self.lock_path.parent.mkdir(parents=True)
-            self._clear_stale_lock()
-            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            take_pid_lock(self.lock_path)
+        except LockHeldError as exc:
+            raise FinetuneBusyError(
+                f"a fine-tune is already running (process {exc.pid}); wait for it to finish or cancel it first"
+                if exc.pid else "a fine-tune is starting in another window; wait for it"
+            ) from None
         except FileExistsError as exc:
-            if self.lock_path.parent.is_dir():
-                raise FinetuneBusyError("a fine-tune is starting in another window; wait for it") from None
             raise FinetuneError(f"cannot write to the data folder {self.lock_path.parent}: it is a file. Nothing was changed") from exc
         except OSError as exc:
             raise FinetuneError(
                 f"cannot write to the data folder {self.lock_path.parent} ({exc.strerror or exc}); free some disk "
                 "space or choose a writable folder. Nothing was changed"
             ) from exc
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-
-    def _clear_stale_lock(self) -> None:
-        """Remove the lock of a run whose process is gone; refuse while it lives."""
-        if not self.lock_path.is_file():
-            return
-        try:
-            pid = int(self.lock_path.read_text().strip() or 0)
-        except ValueError:
-            pid = 0
-        if pid and _pid_alive(pid):
-            raise FinetuneBusyError(
-                f"a fine-tune is already running (process {pid}); wait for it to finish or cancel it first"
-            )
-        self.lock_path.unlink()
 
     def _release_lock(self) -> None:
         try:
