@@ -7,6 +7,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+from napari.layers import Image
 from qtpy.QtCore import QEvent, QObject, Qt
 
 from segdiff_core.data.synthetic import generate_tile
@@ -599,3 +600,41 @@ def test_a_click_without_dragging_makes_no_object(qtbot, bundled_annotator, note
     segment(qtbot, viewer, widget)
     labels = widget.controller.labels_layer
     assert present(labels) == {1} and (labels.data == 1).sum() > 20
+
+
+def test_deleting_the_boxes_then_the_labels_after_segment_all_keeps_the_session(qtbot, annotator, notes):
+    """Reported as a segmentation fault while drawing an image layer (Xvfb, software GL):
+    Segment all on two boxes, then delete the boxes layer, then the labels layer, with napari's
+    delete button. The boxes sit in different map blocks, so the probability/uncertainty maps
+    grew (new data, moved translate) during the run. Afterwards the canvas must still draw
+    (each step forces a render), the annotator's maps stay, and a new box still segments into a
+    new labels layer."""
+    viewer, widget = annotator
+    image, boxes = open_image(viewer, widget, qtbot, size=320)
+    draw_box_px(qtbot, viewer, boxes, image, 5, 5, 25, 25)
+    draw_box_px(qtbot, viewer, boxes, image, 280, 280, 300, 300)
+    segment(qtbot, viewer, widget, "all")
+    labels = widget.controller.labels_layer
+    assert present(labels) == {1, 2}
+    maps = [layer for layer in viewer.layers if isinstance(layer, Image) and layer is not image]
+    assert len(maps) >= 2 and all(m.data.shape == (320, 320) for m in maps[:2])  # grew over both blocks
+
+    delete = viewer.window._qt_viewer.layerButtons.deleteButton
+    for layer in (boxes, labels):
+        viewer.layers.selection.active = layer
+        delete.click()
+        qtbot.wait(50)
+        assert layer not in viewer.layers
+        assert viewer.screenshot(canvas_only=True).shape[-1] == 4  # a full redraw of the canvas
+    assert widget.controller.prompts_layer is None and widget.controller.labels_layer is None
+    assert all(m in viewer.layers for m in maps)
+
+    widget.draw_button.click()  # "Draw boxes": a new boxes layer, as a person would start again
+    new_boxes = widget.controller.prompts_layer
+    assert new_boxes is not None and new_boxes is not boxes
+    draw_box_px(qtbot, viewer, new_boxes, image, 150, 150, 170, 170)
+    segment(qtbot, viewer, widget)
+    new_labels = widget.controller.labels_layer
+    assert new_labels is not None and new_labels is not labels and present(new_labels) == {1}
+    assert viewer.screenshot(canvas_only=True).shape[-1] == 4
+    assert not messages(notes, "error")
