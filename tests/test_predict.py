@@ -378,6 +378,28 @@ def test_killed_run_leaves_no_half_outputs_and_restart_completes(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # stale temporaries removed
 
 
+def test_an_image_a_live_run_is_predicting_into_the_folder_is_left_to_it(tmp_path, caplog):
+    # a second run into the same folder used to delete the first run's temporary outputs of
+    # the image it was writing (as "stale") and predict the image again beside it
+    img, _, _ = make_image(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the live run
+    try:
+        (out / ".img.segdiff-predict.lock").write_text(str(other.pid))
+        busy = out / f".img_labels.ome.zarr.tmp-{other.pid}"
+        busy.mkdir()
+        assert main([str(img), "-o", str(out), "--foreground", "otsu", *FAST]) == 1
+        assert f"process {other.pid} is predicting it" in caplog.text
+        assert busy.is_dir() and not (out / "img_labels.tif").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert main([str(img), "-o", str(out), "--foreground", "otsu", *FAST]) == 0  # its lock is stale now
+    assert (out / "img_settings.json").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     img, gt, _ = make_image(tmp_path / "in")
     out = tmp_path / "out"

@@ -23,7 +23,7 @@ from segdiff_core.device import device_arg
 from segdiff_core.predict.distributed import dask_runner
 from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
 from segdiff_core.predict.prompts import PromptError
-from segdiff_core.predict.run import ImageJob, PredictConfig, own_outputs, predict_image, resume_state, run_identity, serial_runner
+from segdiff_core.predict.run import ImageJob, PredictConfig, image_lock, own_outputs, predict_image, resume_state, run_identity, serial_runner
 from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
 
 log = logging.getLogger("segdiff.predict")
@@ -199,7 +199,11 @@ def run(args: argparse.Namespace) -> int:
                 tiles.update(done - tiles.n)
 
             try:
-                predict_image(job, out_dir, config, runner or serial_runner, on_tile)
+                with image_lock(job, out_dir):
+                    if not args.overwrite and _finished([job], out_dir, config):
+                        log.info("%s: finished by another run into %s meanwhile, skipped", job.image, out_dir)
+                        continue
+                    predict_image(job, out_dir, config, runner or serial_runner, on_tile)
             except (InputError, PromptError) as exc:
                 failed += 1
                 log.error("%s: skipped: %s", job.image, exc)

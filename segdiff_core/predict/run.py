@@ -12,6 +12,7 @@ Outputs of an image ``<stem>`` in the output folder:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,7 +34,7 @@ from segdiff_core.proposals import ProposalSettings
 
 log = logging.getLogger("segdiff.predict")
 
-__all__ = ["PredictConfig", "ImageJob", "output_paths", "own_outputs", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
+__all__ = ["PredictConfig", "ImageJob", "output_paths", "own_outputs", "image_lock", "is_done", "run_identity", "resume_state", "plan_image", "predict_image", "OBJECT_COLUMNS"]
 
 OBJECT_COLUMNS = (
     "label", "y0", "x0", "y1", "x1", "area", "centroid_y", "centroid_x",
@@ -137,6 +138,28 @@ def own_outputs(images: Sequence[Path], out_dir: Path) -> list[Path]:
                 found.append(path)
                 break
     return found
+
+
+class ImageBusy(InputError):
+    """Another live process is predicting this image into the same output folder."""
+
+
+@contextlib.contextmanager
+def image_lock(job: ImageJob, out_dir: Path) -> Iterator[None]:
+    """Hold ``.<stem>.segdiff-predict.lock`` in ``out_dir`` (the process id) while predicting
+    an image: two runs into one folder share its images instead of deleting each other's
+    temporary files. A killed run's lock is taken over; a live one raises :class:`ImageBusy`."""
+    from segdiff_core.checkpoint import LockHeldError, take_pid_lock
+
+    path = out_dir / f".{_stem(job.image)}.segdiff-predict.lock"
+    try:
+        take_pid_lock(path)
+    except LockHeldError as exc:
+        raise ImageBusy(f"process {exc.pid or '(starting)'} is predicting it into {out_dir} ({path.name})") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def is_done(paths: dict[str, Path]) -> bool:
