@@ -68,6 +68,28 @@ def check_int(
     return int(value)
 
 
+def int_at_least(minimum: int):
+    """argparse ``type``: an integer ``>= minimum`` from the command line, refused by argparse
+    (usage line, exit 2) with the bound in the message rather than failing later in a traceback.
+
+    >>> int_at_least(1)("3")
+    3
+    """
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def check_float(
     value: Any,
     name: str,

@@ -67,6 +67,7 @@ from segdiff_core.evaluation.runner import (
     to_jsonable,
 )
 from segdiff_core.training.config import DataConfig, add_config_flags
+from segdiff_core.validation import int_at_least
 
 PROG = "segdiff-eval"
 DEFAULT_SYNTHETIC_N = 32
@@ -84,19 +85,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _positive_int(text: str, minimum: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    """argparse type: a seed (numpy takes integers >= 0)."""
-    return _positive_int(text, minimum=0)
+_seed = int_at_least(0)
+"""argparse type: a seed (numpy takes integers >= 0)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=_int_list, help="comma-separated ensemble sizes (default: the model's setting)")
     p.add_argument("--steps", type=_int_list, help="comma-separated denoising step counts (default: the model's setting)")
     p.add_argument("--sampler", choices=SAMPLERS, help="ddim or ddpm (default: the model's setting)")
-    p.add_argument("--n", type=_positive_int, help=f"synthetic: prompts per style (default {DEFAULT_SYNTHETIC_N}); datasets: a fixed random subset of N samples (default all)")
+    p.add_argument("--n", type=int_at_least(1), help=f"synthetic: prompts per style (default {DEFAULT_SYNTHETIC_N}); datasets: a fixed random subset of N samples (default all)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write every result and setting to this JSON file")
     p.add_argument("--baseline", choices=BASELINES, default="otsu", help="classical baseline scored on the same samples (default otsu)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
@@ -120,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=_seed, default=DEFAULT_EVAL_SEED, help=f"seed of the synthetic held-out set and of --n subsets (default {DEFAULT_EVAL_SEED})")
     p.add_argument("--split-only-val", action="store_true", help="datasets: evaluate only the validation split held out by training (no effect on synthetic data, which is always held out)")
     p.add_argument("--margin", type=float, help=f"expansion protocol: crop margin (default {PAPER_MARGIN:g})")
-    p.add_argument("--work-size", type=_positive_int, help="windows protocol: working resolution (default twice the model size)")
-    p.add_argument("--stride", type=_positive_int, help="windows protocol: window stride (default the window size)")
-    p.add_argument("--batch-images", type=_positive_int, default=8, help="prompts per network batch (default 8)")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
+    p.add_argument("--work-size", type=int_at_least(1), help="windows protocol: working resolution (default twice the model size)")
+    p.add_argument("--stride", type=int_at_least(1), help="windows protocol: window stride (default the window size)")
+    p.add_argument("--batch-images", type=int_at_least(1), default=8, help="prompts per network batch (default 8)")
+    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_flags(p, sections=("data",))
     return p

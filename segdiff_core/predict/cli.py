@@ -25,24 +25,9 @@ from segdiff_core.predict.io import InputError, OutputError, check_writable, fin
 from segdiff_core.predict.prompts import PromptError
 from segdiff_core.predict.run import ImageJob, PredictConfig, image_lock, own_outputs, predict_image, resume_state, run_identity, serial_runner
 from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
+from segdiff_core.validation import int_at_least
 
 log = logging.getLogger("segdiff.predict")
-
-
-def _count(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,20 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts-csv", help="napari Shapes CSV, or a folder of <image stem>.csv files")
     src.add_argument("--prompts-labels", help="label image (one box per label), or a folder of <image stem>.* label images")
     p.add_argument("--seed", type=int, default=0, help="seed of all random draws (default 0)")
-    p.add_argument("--generations", type=_count(1), help="ensemble size per object (default: the model's)")
-    p.add_argument("--steps", type=_count(1), help="sampling steps per object (default: the model's)")
-    p.add_argument("--batch-size", type=_count(1), default=16, help="prompts per network batch (default 16)")
+    p.add_argument("--generations", type=int_at_least(1), help="ensemble size per object (default: the model's)")
+    p.add_argument("--steps", type=int_at_least(1), help="sampling steps per object (default: the model's)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16, help="prompts per network batch (default 16)")
     p.add_argument("--foreground", choices=FOREGROUNDS, help="automatic mode: foreground from SegDiff windows, the nuclear stain (Otsu of the background-subtracted stain; H+DAB for RGB), plain luminance Otsu, or auto (windows for a semantic-task model, else stain)")
     p.add_argument("--window-scale", type=float, help=f"automatic mode: image px per model px of the foreground windows (default {ProposalSettings.window_scale:g})")
     p.add_argument("--h", type=float, help=f"automatic mode: h-maxima height (px) of the instance split (default {ProposalSettings.h})")
     p.add_argument("--box-scale", type=float, help=f"automatic mode: proposal boxes scaled about their centre by this (default {ProposalSettings.box_scale})")
     p.add_argument("--min-area", type=int, default=16, help="drop objects smaller than this (px)")
-    p.add_argument("--tile", type=_count(1), default=2048, help="tile side (px); each tile is one task")
-    p.add_argument("--halo", type=_count(0), default=96, help="context around each tile (px); larger than an object")
+    p.add_argument("--tile", type=int_at_least(1), default=2048, help="tile side (px); each tile is one task")
+    p.add_argument("--halo", type=int_at_least(0), default=96, help="context around each tile (px); larger than an object")
     p.add_argument("--format", choices=("auto", "tiff", "zarr"), default="auto", help="output maps as TIFF or OME-Zarr (auto: zarr above 8192x8192)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda or mps")
     where = p.add_mutually_exclusive_group()  # with both, --workers would be ignored
-    where.add_argument("--workers", type=_count(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
+    where.add_argument("--workers", type=int_at_least(0), default=0, help="start a dask LocalCluster with this many worker processes (0: run here)")
     where.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://head:8786")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist (default: skip them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
