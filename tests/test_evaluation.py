@@ -378,14 +378,19 @@ def test_cli_table_and_json(checkpoint, tmp_path, capsys):
     assert report["results"][0]["per_sample"][0]["name"] == report["results"][2]["per_sample"][0]["name"]
 
 
-def test_cli_windows_protocol_on_a_folder_dataset_with_validation_split(checkpoint, tmp_path, capsys):
-    root = tmp_path / "data"
+def disk_folder(root, n: int):
+    """A folder dataset (``root/images`` + ``root/masks``) of ``n`` 50 x 60 images, one disk each."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    for k in range(4):
+    for k in range(n):
         m = disk_mask((50, 60), (20 + k, 25 + 3 * k), 8 + k)
         tifffile.imwrite(root / "images" / f"im{k}.tif", (m * 200 + 20).astype(np.uint8))
         tifffile.imwrite(root / "masks" / f"im{k}.tif", m.astype(np.uint8))
+    return root
+
+
+def test_cli_windows_protocol_on_a_folder_dataset_with_validation_split(checkpoint, tmp_path, capsys):
+    root = disk_folder(tmp_path / "data", 4)
     out = tmp_path / "w.json"
     code = main([str(checkpoint), "--protocol", "windows", "--data.source", "folder", "--data.root", str(root),
                  "--generations", "1", "--steps", "1", "--split-only-val", "--data.val_fraction", "0.5",
@@ -468,13 +473,7 @@ def test_cli_an_option_of_another_protocol_is_refused_not_ignored(checkpoint, ca
 
 def test_cli_n_above_the_sample_count_is_not_called_a_random_subset(checkpoint, tmp_path, capsys):
     # "--n 50" on 3 samples evaluated all 3 but the header and the JSON said "random subset of 50"
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for k in range(3):
-        m = disk_mask((50, 60), (20 + k, 25 + 3 * k), 8 + k)
-        tifffile.imwrite(root / "images" / f"im{k}.tif", (m * 200 + 20).astype(np.uint8))
-        tifffile.imwrite(root / "masks" / f"im{k}.tif", m.astype(np.uint8))
+    root = disk_folder(tmp_path / "data", 3)
     common = [str(checkpoint), "--protocol", "tight", "--data.source", "folder", "--data.root", str(root),
               "--generations", "1", "--steps", "1", "--baseline", "none", "--no-progress", "--device", "cpu"]
     assert main([*common, "--n", "50", "--json", str(tmp_path / "all.json")]) == 0

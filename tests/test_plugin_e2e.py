@@ -300,16 +300,22 @@ def bundled_annotator(make_napari_viewer, qtbot):
     return viewer, widget
 
 
+def open_tile(qtbot, viewer, widget, size: int):
+    """A synthetic fluorescence tile (seed 3) opened as the image 'cells'; returns the tile, the
+    image layer and the annotator's boxes layer."""
+    tile = generate_tile("fluorescence", size, 3)
+    image = viewer.add_image(tile.image, name="cells")
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    return tile, image, widget.controller.prompts_layer
+
+
 @pytest.mark.slow
 def test_no_object_boxes_commit_nothing_and_slivers_are_refused(qtbot, bundled_annotator, notes):
     from scipy import ndimage
 
     viewer, widget = bundled_annotator
-    tile = generate_tile("fluorescence", 256, 3)
-    image = viewer.add_image(tile.image, name="cells")
-    viewer.reset_view()
-    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
-    boxes = widget.controller.prompts_layer
+    tile, image, boxes = open_tile(qtbot, viewer, widget, 256)
 
     # a nucleus: committed
     rows, cols = ndimage.find_objects(tile.labels)[2]
@@ -579,11 +585,7 @@ def test_a_click_without_dragging_makes_no_object(qtbot, bundled_annotator, note
     from tests.gui_helpers import click
 
     viewer, widget = bundled_annotator
-    tile = generate_tile("fluorescence", 128, 3)
-    image = viewer.add_image(tile.image, name="cells")
-    viewer.reset_view()
-    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
-    boxes = widget.controller.prompts_layer
+    tile, image, boxes = open_tile(qtbot, viewer, widget, 128)
     rows, cols = ndimage.find_objects(tile.labels)[2]
     centre = ((rows.start + rows.stop) / 2, (cols.start + cols.stop) / 2)
     viewer.layers.selection.active = boxes
