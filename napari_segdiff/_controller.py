@@ -72,7 +72,7 @@ from napari_segdiff._layers import (
     write_map,
 )
 from napari_segdiff._objects import BoxKey, ObjectRecord, ObjectTable, box_key, region_of
-from napari_segdiff._review_model import box_edge_colours, remember_commit
+from napari_segdiff._review_model import box_edge_colours, link_saved_boxes, remember_commit
 from napari_segdiff._settings import AnnotatorSettings, SettingsError
 from napari_segdiff._writer import write_labels_tiff
 
@@ -180,6 +180,7 @@ class AnnotatorController:
         self._prompts_layer = layer
         if layer is not None:
             layer.events.data.connect(self._on_boxes_edited)
+        self.link_saved_boxes()
         self._on_boxes_edited()  # remembers the boxes' keys, recolours them
 
     def _on_boxes_edited(self, event: Any = None) -> None:
@@ -220,7 +221,26 @@ class AnnotatorController:
             layer.events.set_data.connect(self.refresh_boxes)  # undo / redo / new data
             layer.events.paint.connect(self.refresh_boxes)  # commits and hand edits
             ObjectTable.of(layer).changed.connect(self.refresh_boxes)  # review decisions (rejected: grey)
+        self.link_saved_boxes()
         self.refresh_boxes()
+
+    def link_saved_boxes(self) -> int:
+        """Link the boxes of a reopened boxes layer to the objects of a reopened labels layer
+        made from them (the prompt boxes saved in its ``features``, see
+        :func:`napari_segdiff._review_model.link_saved_boxes`): they show as done and Segment
+        all leaves them. Returns the number of objects linked."""
+        prompts, labels, image = self._prompts_layer, self._labels_layer, self.image_layer
+        if prompts is None or labels is None or image is None or not len(labels.features) or not len(prompts.data):
+            return 0
+        plane = current_plane(self.viewer, image)
+        boxes = []
+        for i in range(len(prompts.data)):
+            try:
+                box, box_plane = shape_box(prompts, i, image, plane)
+            except PromptError:  # not a usable box: it links nothing (Segment reports it)
+                continue
+            boxes.append((box_key(prompts.unique_id, prompts.data[i]), box, box_plane))
+        return link_saved_boxes(ObjectTable.of(labels), labels.features, boxes)
 
     # ---------------------------------------------------------------------------------------
     # boxes <-> objects
@@ -289,6 +309,7 @@ class AnnotatorController:
             if current is None or current not in self.viewer.layers or made_for_other:
                 # the layers made for this image earlier, if any (else new ones when needed)
                 setattr(self, attr, find_layer(self.viewer.layers, layer, role, kind))
+        self.link_saved_boxes()  # boxes and labels chosen before the image
 
     def set_prompts_layer(self, layer: Shapes | None) -> None:
         """Use ``layer`` for box prompts (None: create one when needed)."""

@@ -22,6 +22,10 @@ How boxes are matched to objects
     A box prompt is identified by :func:`box_key`: the Shapes layer's unique id and its
     vertices (rounded). Nothing is stored in the Shapes layer's ``features`` (napari resets
     feature defaults from the last row, which made every new box look segmented).
+    The keys live in memory only; the labels writer saves each object's prompt box
+    (:attr:`ObjectRecord.box`) in its ``.objects.csv``, and when the annotator is given a
+    reopened labels layer and boxes layer, records are re-created for the boxes that match
+    (:func:`napari_segdiff._review_model.link_saved_boxes`).
 
 Extending it (review, batch prediction, "find all objects")
     Add records with :meth:`ObjectTable.add` (``source="auto"`` and ``box_key=None`` for objects

@@ -43,6 +43,7 @@ __all__ = [
     "rows_to_frame",
     "frame_to_rows",
     "write_objects_csv",
+    "link_saved_boxes",
     "read_objects_csv",
     "sidecar_path",
     "next_to_review",
@@ -58,8 +59,17 @@ __all__ = [
 STATUSES = ("pending", "accepted", "rejected")
 
 CSV_COLUMNS = ("id", "slice", "y0", "x0", "y1", "x1", "area", "score", "status", "score_kind", "source",
-               "model", "settings", "seed")
-"""Columns of the per-object CSV (and, with ``index`` for ``id``, of the labels features)."""
+               "model", "settings", "seed", "box_y0", "box_x0", "box_y1", "box_x1")
+"""Columns of the per-object CSV (and, with ``index`` for ``id``, of the labels features).
+``box_*``: the prompt box the object was made from, in plane pixel coordinates of the labels
+(ends exclusive; empty for objects without a box). A reopened boxes layer is linked to its
+objects through them (:func:`link_saved_boxes`); files written before they existed open
+without links."""
+
+PROMPT_COLUMNS = ("box_y0", "box_x0", "box_y1", "box_x1")
+
+BOX_TOLERANCE = 0.05
+"""Pixels a reopened box may differ from its saved prompt box (float rounding of the files)."""
 
 SIDECAR_SUFFIX = ".objects.csv"
 
@@ -98,6 +108,7 @@ class ReviewRow:
     model: str = ""
     settings: dict[str, Any] = field(default_factory=dict, compare=False)
     seed: int | None = None
+    prompt: tuple[float, float, float, float] | None = None
 
     @property
     def has_score(self) -> bool:
@@ -128,6 +139,7 @@ def _from_record(label_id: int, rec: Any, where: tuple[tuple[int, ...], tuple[in
         label_id, where[0], where[1], area, None if rec.score is None else float(rec.score),
         _record_status(rec, area > 0), extra.get("score_kind", "mean_probability"), rec.source,
         str(extra.get("model", "")), dict(extra.get("settings", {})), extra.get("seed"),
+        None if rec.box is None else (float(rec.box.y0), float(rec.box.x0), float(rec.box.y1), float(rec.box.x1)),
     )
 
 
@@ -144,7 +156,16 @@ def _from_features(label_id: int, feat: dict[str, Any], where: tuple[tuple[int, 
     status = str(feat.get("status") or "pending")
     return ReviewRow(label_id, where[0], where[1], area, score, status if status in STATUSES else "pending",
                      _text(feat.get("score_kind")), _text(feat.get("source")) or "hand", _text(feat.get("model")),
-                     settings, seed)
+                     settings, seed, _saved_prompt(feat))
+
+
+def _saved_prompt(feat: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """The ``box_*`` columns of a features row (None: absent, empty, or an old file)."""
+    try:
+        values = tuple(float(feat[c]) for c in PROMPT_COLUMNS)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 
@@ -232,6 +253,7 @@ def rows_to_frame(rows: list[ReviewRow], id_column: str = "index") -> pd.DataFra
             "status": r.status, "score_kind": r.score_kind or ("" if r.has_score else "no score"), "source": r.source,
             "model": r.model, "settings": json.dumps(r.settings, sort_keys=True) if r.settings else "",
             "seed": np.nan if r.seed is None else int(r.seed),
+            **dict(zip(PROMPT_COLUMNS, r.prompt if r.prompt is not None else (np.nan,) * 4)),
         })
     frame = pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
     return frame.rename(columns={"id": id_column})
@@ -252,6 +274,41 @@ def frame_to_rows(frame: pd.DataFrame) -> pd.DataFrame:
         if col in out.columns:
             out[col] = out[col].fillna("").astype(str)
     return out
+
+
+def link_saved_boxes(table: Any, features: pd.DataFrame | None, boxes: list[tuple[Any, Any, Any]]) -> int:
+    """Link reopened boxes to the saved objects made from them.
+
+    ``features``: a reopened labels layer's features (``index`` = label id, :data:`PROMPT_COLUMNS`
+    as written by the labels writer); ``boxes``: ``(box_key, Box, PlaneSpec)`` of each box of a
+    boxes layer, in plane pixel coordinates of the labels. Every saved object without a record
+    in ``table`` (an :class:`~napari_segdiff._objects.ObjectTable`) whose prompt box matches one
+    of ``boxes`` (same slice, corners within :data:`BOX_TOLERANCE`) gets a record again, with the
+    saved score, status and provenance, so its box counts as segmented (or rejected). Objects
+    whose box is not among ``boxes``, and files without the prompt columns, stay unlinked.
+    Returns the number of records added."""
+    from napari_segdiff._objects import ObjectRecord
+
+    if (features is None or not len(features) or "index" not in features.columns
+            or not set(PROMPT_COLUMNS) <= set(features.columns) or not boxes):
+        return 0
+    records = []
+    for feat in features.to_dict("records"):
+        label_id, prompt = int(feat["index"]), _saved_prompt(feat)
+        if prompt is None or table.get(label_id) is not None:
+            continue
+        lead = tuple(int(v) for v in str(feat.get("slice") or "").split())
+        match = next((b for b in boxes if tuple(i for _, i in b[2].fixed) == lead and np.allclose(
+            (b[1].y0, b[1].x0, b[1].y1, b[1].x1), prompt, rtol=0.0, atol=BOX_TOLERANCE)), None)
+        if match is None:
+            continue
+        row = _from_features(label_id, feat, (lead, (0, 0, 0, 0)), 0)
+        region = (slice(int(feat["y0"]), int(feat["y1"])), slice(int(feat["x0"]), int(feat["x1"])))
+        extra = {"model": row.model, "settings": row.settings, "seed": row.seed, "score_kind": row.score_kind}
+        records.append(ObjectRecord(label_id, match[2], region, match[0], match[1], row.score, row.status,
+                                    row.source if row.source != "hand" else "box", extra=extra))
+    table.add(records)
+    return len(records)
 
 
 def sidecar_path(labels_path: str | os.PathLike) -> Path:

@@ -80,3 +80,81 @@ def test_reopened_labels_lie_over_the_anisotropic_image_and_annotation_goes_on(q
     wait_idle(qtbot, widget)
     assert not messages(notes, "error")
     assert set(np.unique(reopened.data)) == {0, 1, 2}
+
+
+def test_reopened_boxes_are_linked_to_their_saved_objects(make_napari_viewer, model_file, qtbot, tmp_path, notes):  # noqa: F811
+    import tifffile
+
+    from napari_segdiff._layers import PROMPT_EDGE
+
+    tifffile.imwrite(tmp_path / "cells.tif", generate_tile("fluorescence", 64, 3).image)
+    viewer, widget = docked_annotator(make_napari_viewer, model_file)
+    image = viewer.open(str(tmp_path / "cells.tif"), plugin="napari")[0]
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: widget.controller.prompts_layer is not None, timeout=5000)
+    boxes = widget.controller.prompts_layer
+    draw_box_px(qtbot, viewer, boxes, image, 6, 6, 24, 24)
+    draw_box_px(qtbot, viewer, boxes, image, 34, 30, 56, 52)
+    widget.segment_all_button.click()
+    wait_idle(qtbot, widget)
+    labels = widget.controller.labels_layer
+    assert set(np.unique(labels.data)) == {0, 1, 2}
+    ObjectTable.of(labels).update(2, status="accepted")  # a review decision, kept through the files
+    scores = {i: ObjectTable.of(labels).get(i).score for i in (1, 2)}
+    _save(viewer, labels, tmp_path / "cells_labels.tif")
+    viewer.layers.selection = {boxes}
+    viewer.layers.save(str(tmp_path / "boxes.csv"), selected=True, plugin="napari")  # napari's Shapes CSV
+    saved = pd.read_csv(tmp_path / "cells_labels.objects.csv")
+    assert saved[["box_y0", "box_x0", "box_y1", "box_x1"]].notna().all().all()
+
+    # next day: the layers are closed (napari's delete), then File > Open of the image, the labels
+    # and the boxes; the user picks them in the annotator
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    image2 = viewer.open(str(tmp_path / "cells.tif"), plugin="napari")[0]
+    labels2 = viewer.open(str(tmp_path / "cells_labels.tif"), plugin=PLUGIN)[0]
+    boxes2 = viewer.open(str(tmp_path / "boxes.csv"), plugin="napari")[0]
+    assert len(boxes2.data) == 2 and len(labels2.features) == 2
+    assert ObjectTable.of(labels2).get(1) is None  # nothing carried over in memory
+    viewer.reset_view()
+    widget2, viewer2 = widget, viewer
+    widget2.image_combo.value = image2
+    widget2.boxes_combo.value = boxes2
+    widget2.labels_combo.value = labels2
+    c = widget2.controller
+    assert c.box_objects() == [[1], [2]]
+    edges = np.asarray(boxes2.edge_color)
+    assert not np.allclose(edges[0], PROMPT_EDGE) and not np.allclose(edges[1], PROMPT_EDGE)  # drawn as done
+    table = ObjectTable.of(labels2)
+    assert table.get(1).status == "pending" and table.get(2).status == "accepted"
+    assert table.get(1).score == pytest.approx(scores[1], abs=1e-5)
+
+    before = labels2.data.copy()
+    n_notes = len(notes)
+    widget2.segment_all_button.click()  # nothing to sample: every box has its object
+    wait_idle(qtbot, widget2)
+    assert np.array_equal(labels2.data, before)
+    assert not [m for m in messages(notes[n_notes:], "warning") if "threshold" in m]
+
+    # a third box drawn now is segmented, beside the linked ones
+    draw_box_px(qtbot, viewer2, boxes2, image2, 40, 4, 60, 24)
+    widget2.segment_all_button.click()
+    wait_idle(qtbot, widget2)
+    assert not messages(notes, "error")
+    assert set(np.unique(labels2.data)) == {0, 1, 2, 3}
+    assert np.array_equal(labels2.data[before > 0], before[before > 0])
+    assert c.box_objects() == [[1], [2], [3]]
+
+
+def test_an_objects_csv_without_box_columns_still_opens_unlinked(make_napari_viewer, model_file, qtbot, annotated, tmp_path):  # noqa: F811
+    viewer, widget, image, boxes, labels = annotated
+    _save(viewer, labels, tmp_path / "cells_labels.tif")
+    old = pd.read_csv(tmp_path / "cells_labels.objects.csv")
+    old.drop(columns=["box_y0", "box_x0", "box_y1", "box_x1"]).to_csv(tmp_path / "cells_labels.objects.csv", index=False)
+
+    reopened = viewer.open(str(tmp_path / "cells_labels.tif"), plugin=PLUGIN)[0]
+    assert list(reopened.features["index"]) == [1] and reopened.features["status"][0] == "pending"
+    assert reopened.features["score"][0] == pytest.approx(old["score"][0], abs=1e-5)
+    widget.labels_combo.value = reopened
+    assert widget.controller.box_objects() == [[]]  # nothing linked, as before the box columns
+    assert len(ObjectTable.of(reopened)) == 0
