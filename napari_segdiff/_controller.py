@@ -518,9 +518,9 @@ class AnnotatorController:
         :data:`napari_segdiff._find.FIND_AREAS`) to the boxes layer; returns how many (None,
         after a message, when the search could not be done).
 
-        'selected box' searches inside the selected rectangle(s), which are then removed (they
-        were a search area, not an object). Objects that already have a label, or lie in a box
-        already on the plane, are skipped.
+        'selected box' searches inside the selected rectangle(s); those without an object are
+        then removed (they were a search area), those of an object stay (they are its prompt).
+        Objects that already have a label, or lie in another box on the plane, are skipped.
         """
         from segdiff_core.proposals import ProposalSettings
 
@@ -535,6 +535,7 @@ class AnnotatorController:
             plane = current_plane(self.viewer, image)
             prompts = self.ensure_prompts_layer()
             labels = plane.read(self._labels_for(image).data)
+            search: set[int] = set()  # the selected boxes searched in ('selected box')
             if area == "whole image":
                 regions = [(slice(0, plane.shape[0]), slice(0, plane.shape[1]))]
             elif area == "visible area":
@@ -544,23 +545,30 @@ class AnnotatorController:
                 if not chosen:
                     raise PromptError("select a drawn box to search in (or choose another area)")
                 regions = [box_region(shape_box(prompts, i, image, plane)[0], plane.shape) for i in chosen]
-                prompts.selected_data = set(chosen)
-                prompts.remove_selected()
-            taken = self._boxes_on(prompts, image, plane)
+                search = set(chosen)
+            taken = self._boxes_on(prompts, image, plane, exclude=search)
             boxes = [b for r in regions for b in find_boxes(image, plane, r, labels, ProposalSettings(), taken)]
         except PromptError as exc:
             show_error(f"SegDiff: {exc}")
             return None
+        owned = self.box_objects(prompts)
+        areas_only = {i for i in search if not owned[i]}
+        if areas_only:
+            prompts.selected_data = areas_only
+            prompts.remove_selected()
         if boxes:
             prompts.add_rectangles([box_vertices(b, image, prompts, plane) for b in boxes])
         self.status_changed.emit(f"found {len(boxes)} new object(s)")
         return len(boxes)
 
     @staticmethod
-    def _boxes_on(prompts: Shapes, image: Image, plane: PlaneSpec) -> list[Any]:
-        """The usable boxes of ``prompts`` that lie on ``plane`` (image plane pixel coordinates)."""
+    def _boxes_on(prompts: Shapes, image: Image, plane: PlaneSpec, exclude: set[int] = frozenset()) -> list[Any]:
+        """The usable boxes of ``prompts`` that lie on ``plane`` (image plane pixel coordinates),
+        but for the indices in ``exclude``."""
         out = []
         for i in range(len(prompts.data)):
+            if i in exclude:
+                continue
             try:
                 box, box_plane = shape_box(prompts, i, image, plane)
             except PromptError:  # not a rectangle, outside the image: not a box to keep clear of

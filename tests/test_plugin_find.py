@@ -75,6 +75,34 @@ def test_find_all_in_a_drawn_box_searches_only_there(qtbot, annotator):
     assert len(widget.controller.labels_layer.data[widget.controller.labels_layer.data > 0]) > 0
 
 
+def test_searching_in_the_box_of_an_object_keeps_the_box_and_its_object(qtbot, annotator):
+    """A box that already made an object, used as the search area of 'selected box', stays: it
+    is the object's prompt (it was deleted, leaving the object without its box). A search box
+    without an object is still removed."""
+    from qtpy.QtCore import Qt
+    from scipy import ndimage
+
+    from tests.gui_helpers import key
+
+    viewer, widget, image, tile = annotator
+    prompts = widget.controller.prompts_layer
+    rows, cols = ndimage.find_objects(tile.labels)[0]
+    draw_box_px(qtbot, viewer, prompts, image, rows.start - 2, cols.start - 2, rows.stop + 2, cols.stop + 2)
+    key(qtbot, viewer, "S", Qt.KeyboardModifier.ShiftModifier)  # Segment the newest box
+    wait_idle(qtbot, widget)
+    assert widget.controller.box_objects() == [[1]]
+    before = boxes_of(viewer, widget, image)[0]
+    prompts.mode = "select"
+    click(qtbot, viewer, np.asarray(image.data_to_world(((rows.start + rows.stop) / 2, (cols.start + cols.stop) / 2)))[-2:])
+    assert prompts.selected_data == {0}
+    widget.find_area.value = "selected box"
+    widget.find_button.click()
+    wait_idle(qtbot, widget)
+    owners = widget.controller.box_objects()
+    assert owners[0] == [1], owners  # the searched box is still the prompt of object 1
+    np.testing.assert_allclose(boxes_of(viewer, widget, image)[0].as_tuple(), before.as_tuple())
+
+
 def test_find_all_in_visible_area_follows_the_camera(qtbot, annotator):
     viewer, widget, image, tile = annotator
     # zoom onto the bottom-right quarter of the image
