@@ -133,6 +133,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None] | by
     return path
 
 
+def check_writable(folder: str | os.PathLike, error: type[Exception] = OSError) -> Path:
+    """Create ``folder`` if needed and check that a file can be created there: the early check of
+    every command that writes, so a bad output folder is said before any work (``error``, naming
+    the folder, if not)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segdiff-write-test."):
+            pass
+    except OSError as exc:
+        raise error(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
+    return folder
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda fh: torch.save(obj, fh))

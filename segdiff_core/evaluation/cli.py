@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from segdiff_core import __version__
-from segdiff_core.checkpoint import CheckpointError, atomic_write
+from segdiff_core.checkpoint import CheckpointError, atomic_write, check_writable
 from segdiff_core.config import SAMPLERS, ConfigError
 from segdiff_core.data.crops import PAPER_MARGIN
 from segdiff_core.evaluation.baselines import BASELINES, otsu_method
@@ -299,15 +299,13 @@ def build_report(
 def _check_json_target(path: Path, checkpoint: str) -> None:
     """ConfigError unless a file can be created at ``path`` (its folder is created if needed)
     without replacing the model file being evaluated."""
-    from segdiff_core.predict.io import OutputError, check_writable
-
     if path.is_dir():
         raise ConfigError(f"--json {path} is a folder; give a file name")
     if path.exists() and Path(checkpoint).exists() and path.resolve() == Path(checkpoint).resolve():
         raise ConfigError(f"--json {path} is the model file being evaluated; give another file name")
     try:
         check_writable(path.parent)
-    except OutputError as exc:
+    except OSError as exc:
         raise ConfigError(f"--json {path}: {exc}") from exc
 
 

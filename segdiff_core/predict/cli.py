@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from segdiff_core.checkpoint import CheckpointError
+from segdiff_core.checkpoint import CheckpointError, check_writable
 from segdiff_core.device import device_arg
 from segdiff_core.predict.distributed import dask_runner
-from segdiff_core.predict.io import InputError, OutputError, check_writable, find_inputs
+from segdiff_core.predict.io import InputError, OutputError, find_inputs
 from segdiff_core.predict.prompts import PromptError
 from segdiff_core.predict.run import ImageJob, PredictConfig, image_lock, own_outputs, predict_image, resume_state, run_identity, serial_runner
 from segdiff_core.proposals import FOREGROUNDS, ProposalError, ProposalSettings
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; returns the number of images that failed."""
     from tqdm.auto import tqdm
 
-    out_dir = check_writable(args.output)
+    out_dir = check_writable(args.output, error=OutputError)
     config = make_config(args)
     from segdiff_core.predict.tiles import load_segmenter
 

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -46,7 +45,6 @@ __all__ = [
     "write_tiff",
     "write_csv",
     "write_json",
-    "check_writable",
     "ZarrOutput",
 ]
 
@@ -242,18 +240,6 @@ def _probe(source: ImageSource) -> None:
 # --------------------------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------------------------
-
-
-def check_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and check a file can be created there (OutputError if not)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segdiff-write-test."):
-            pass
-    except OSError as exc:
-        raise OutputError(f"output folder {folder} is not writable ({exc.strerror or exc})") from exc
-    return folder
 
 
 def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:

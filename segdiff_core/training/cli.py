@@ -141,8 +141,7 @@ def _claim_out(args: argparse.Namespace) -> Path | None:
     the lock file. A finished run is not overwritten, and two runs never write one folder."""
     import os
 
-    from segdiff_core.checkpoint import LockHeldError, take_pid_lock
-    from segdiff_core.predict.io import check_writable
+    from segdiff_core.checkpoint import LockHeldError, check_writable, take_pid_lock
 
     kept = [n for n in ("state.pt", "last.pt", "best.pt") if (args.out / n).exists()]
     if kept and not args.resume:  # a new run would overwrite them and drop the run's log

@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from segdiff_core.checkpoint import CheckpointError, atomic_write, file_sha256, load_model, safe_load
+from segdiff_core.checkpoint import CheckpointError, atomic_write, check_writable, file_sha256, load_model, safe_load
 from segdiff_core.data.readers import InstancePromptDataset
 from segdiff_core.data.readers._base import Dataset, DatasetError, Sample
 from segdiff_core.data.readers.splits import Subset, split_dataset
@@ -327,9 +327,7 @@ class FinetuneResult:
 
 def _check_writable(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / ".write-test", b"ok")
-        (folder / ".write-test").unlink()
+        check_writable(folder)
     except OSError as exc:
         raise FinetuneError(
             f"cannot write to the data folder {folder} ({exc.strerror or exc}); free some disk space or set "
